@@ -1,33 +1,40 @@
 # occ_ros developer entry points. `make test` and `make demo` bootstrap .venv themselves.
 #
-# The venv is (re)built when it is missing or when the pinned requirements (or the package's
-# setup files) change: the stamp file is named after their hash. When it is up to date,
-# `make venv` takes well under a second.
+# .venv is rebuilt from scratch when it is missing or when requirements.lock changes (the
+# dependency stamp is named after its hash); the package itself is re-installed (editable)
+# when setup.py, setup.cfg or package.xml change. When both are up to date, `make venv`
+# takes well under a second.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-HASH := $(shell cat requirements.lock setup.py setup.cfg package.xml | sha256sum | cut -c1-16)
-STAMP := $(VENV)/.occ-ros-env-$(HASH)
+DEPS_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
+PKG_HASH := $(shell cat setup.py setup.cfg package.xml | sha256sum | cut -c1-16)
+DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
+PKG_STAMP := $(VENV)/.pkg-$(DEPS_HASH)-$(PKG_HASH)
 PYTEST_ARGS ?=
 
 .PHONY: venv test colcon bench clean-venv
 
-venv: $(STAMP)
+venv: $(PKG_STAMP)
 
-$(STAMP): requirements.lock setup.py setup.cfg package.xml
-	@if [ -d $(VENV) ] && [ ! -f $(STAMP) ]; then echo "== requirements changed: rebuilding $(VENV)"; rm -rf $(VENV); fi
+$(DEPS_STAMP): requirements.lock
+	@if [ -d $(VENV) ]; then echo "== requirements.lock changed: rebuilding $(VENV)"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	@$(BIN)/python -c "import torch; assert torch.__version__.split('+')[0] == '2.13.0', 'torch must be 2.13.0, got ' + torch.__version__"
+	touch $(DEPS_STAMP)
+
+$(PKG_STAMP): $(DEPS_STAMP) setup.py setup.cfg package.xml
+	rm -f $(VENV)/.pkg-*
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	@$(BIN)/python -c "import torch, rclpy, spconv, nuscenes, rosbags; assert torch.__version__.startswith('2.13.0'), torch.__version__"
-	touch $(STAMP)
+	touch $(PKG_STAMP)
 
 test: venv
-	$(BIN)/python -m pytest test $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The same tests through colcon, as a ROS developer runs them (build/, install/, log/ ignored).
+# The same tests through colcon, as a ROS developer runs them (build/, install/, log/ are ignored).
 colcon: venv
 	. $(BIN)/activate && colcon build --symlink-install && colcon test --event-handlers console_direct+ && colcon test-result --verbose
 

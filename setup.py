@@ -40,6 +40,8 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
+            "occ-synth = occ_core.data.synthetic.cli:main",
+            "occ-eval = occ_core.eval.cli:main",
         ],
     },
 )
