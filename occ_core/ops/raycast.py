@@ -1,0 +1,244 @@
+"""First-hit ray casting through an occupancy grid (Amanatides-Woo DDA).
+
+Used by the RayIoU metric (SparseOcc: first occupied voxel along each LiDAR-like ray, distance
+at the *exit* of that voxel) and by visibility masks.
+
+Conventions:
+
+- ``occupied`` is an (X, Y, Z) bool grid indexed ``[x, y, z]`` on a
+  :class:`occ_core.grid.GridSpec`; voxel ``i`` spans ``[min + size * i, min + size * (i + 1))``.
+- Rays ``p(t) = origin + t * direction / |direction|`` with ``t >= 0`` in metres, in the grid's
+  frame. The DDA walks the voxels the ray passes through in order, in voxel units as
+  SparseOcc/DVR do; crossing times are kept in metres, so anisotropic voxels are exact.
+- A ray starting outside the grid enters it at the slab-test entry point (or misses).
+- The start voxel is the one the ray travels through just after ``t_enter`` (for an origin on
+  a voxel face with the ray leaving through it, the voxel it moves into). An occupied start
+  voxel is a hit (distance: its exit).
+- ``max_distance``: voxels *entered* at ``t < max_distance`` are considered; the distance
+  reported is still the exit of the hit voxel (it may exceed ``max_distance``).
+- Ties (a ray through an edge or corner) step the lowest axis first (x, then y, then z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from occ_core.grid import GridSpec
+from occ_core.ops.backend import resolve_backend
+
+# Occupancy codes in the padded grid used by the torch reference.
+_FREE, _OCC, _OUT = 0, 1, 2
+
+
+@dataclass
+class RayHits:
+    """First hits of R rays.
+
+    Attributes:
+        hit: (R,) bool, the ray met an occupied voxel inside the grid (within max_distance).
+        distance: (R,) float32, metres from the origin to the EXIT point of the first occupied
+            voxel along the ray; ``+inf`` where no hit.
+        voxel: (R, 3) int64 ``[ix, iy, iz]`` of that voxel; ``-1`` where no hit.
+    """
+
+    hit: torch.Tensor
+    distance: torch.Tensor
+    voxel: torch.Tensor
+
+
+def _check_inputs(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec) -> None:
+    if occupied.dtype != torch.bool or tuple(occupied.shape) != tuple(grid.dims):
+        raise ValueError(f"raycast: occupied must be a bool tensor of shape {tuple(grid.dims)} (grid {grid.name!r}), "
+                         f"got {occupied.dtype} {tuple(occupied.shape)}")
+    for name, t in (("origins", origins), ("directions", directions)):
+        if t.ndim != 2 or t.shape[1] != 3 or not t.is_floating_point():
+            raise ValueError(f"raycast: {name} must be a float tensor of shape (R, 3), got {t.dtype} {tuple(t.shape)}")
+    if origins.shape[0] != directions.shape[0]:
+        raise ValueError(f"raycast: origins has {origins.shape[0]} rows but directions has {directions.shape[0]}")
+
+
+@dataclass
+class RaySetup:
+    """Per-ray DDA start state shared by the torch reference and the Triton kernel (float64).
+
+    Attributes:
+        valid: (R,) bool, the ray enters the grid before ``max_distance``.
+        t_enter: (R,) metres at which the ray enters the grid (0 for origins inside).
+        idx: (R, 3) int64 start voxel (meaningful where valid).
+        step: (R, 3) int64 in {-1, 0, 1}.
+        t_max: (R, 3) metres of the next face crossing per axis (``inf`` for a zero component).
+        t_delta: (R, 3) metres between crossings per axis (``inf`` for a zero component).
+        max_distance: (R,) metres (``inf`` when unlimited).
+    """
+
+    valid: torch.Tensor
+    t_enter: torch.Tensor
+    idx: torch.Tensor
+    step: torch.Tensor
+    t_max: torch.Tensor
+    t_delta: torch.Tensor
+    max_distance: torch.Tensor
+
+
+def ray_setup(origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
+              max_distance: float | torch.Tensor | None = None) -> RaySetup:
+    """Slab-test entry and DDA start state of each ray (vectorised, float64).
+
+    Args:
+        origins, directions: (R, 3) metres in the grid's frame; directions need not be unit.
+        grid: the voxel grid.
+        max_distance: metres, a float or an (R,) tensor; None for unlimited.
+    """
+    dev = origins.device
+    f64 = torch.float64
+    o = origins.to(f64)
+    d = directions.to(f64)
+    norm = d.norm(dim=1, keepdim=True)
+    bad = ~(torch.isfinite(norm[:, 0]) & (norm[:, 0] > 0)) | ~torch.isfinite(o).all(1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(f"raycast: origins must be finite and directions finite and non-zero; bad rows {rows}")
+    d = d / norm
+    R = o.shape[0]
+    lo = torch.tensor(grid.range_min, dtype=f64, device=dev)
+    vs = torch.tensor(grid.voxel_size, dtype=f64, device=dev)
+    dims = torch.tensor(grid.dims, dtype=torch.int64, device=dev)
+    hi = lo + vs * dims.to(f64)
+    zero = d == 0
+    pos = d > 0
+    neg = d < 0
+    inf = torch.tensor(float("inf"), dtype=f64, device=dev)
+    safe_d = torch.where(zero, torch.ones_like(d), d)
+    t1 = (lo - o) / safe_d
+    t2 = (hi - o) / safe_d
+    inside_axis = (o >= lo) & (o < hi)
+    t_near = torch.where(zero, torch.where(inside_axis, -inf, inf), torch.minimum(t1, t2))
+    t_far = torch.where(zero, torch.where(inside_axis, inf, -inf), torch.maximum(t1, t2))
+    t_enter = t_near.amax(1).clamp_min(0.0)
+    t_exit = t_far.amin(1)
+    if max_distance is None:
+        maxd = torch.full((R,), float("inf"), dtype=f64, device=dev)
+    else:
+        maxd = torch.as_tensor(max_distance, dtype=f64, device=dev).expand(R)
+    valid = (t_enter < t_exit) & (t_enter < maxd)
+
+    u = (o + t_enter[:, None] * d - lo) / vs  # voxel units at the entry point
+    idx = torch.where(neg, torch.ceil(u) - 1, torch.floor(u)).to(torch.int64)
+    idx = torch.minimum(idx.clamp_min(0), dims - 1)
+    boundary = lo + vs * (idx + pos.to(torch.int64)).to(f64)  # next face in metres
+    t_max = torch.where(zero, inf, (boundary - o) / safe_d)
+    t_delta = torch.where(zero, inf, vs / d.abs().clamp_min(1e-300))
+    step = pos.to(torch.int64) - neg.to(torch.int64)
+    return RaySetup(valid, t_enter, idx, step, t_max, t_delta, maxd)
+
+
+def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
+                  max_distance: float | torch.Tensor | None = None) -> RayHits:
+    """Torch reference of :func:`raycast` (any device; float64 crossing times).
+
+    All live rays step together, one voxel per iteration; rays that hit or leave are parked on
+    a dummy free cell and the live set is compacted once half of it is parked. The grid is
+    padded by one voxel of "outside" so that leaving needs no bounds test.
+    """
+    _check_inputs(occupied, origins, directions, grid)
+    dev = occupied.device
+    R = origins.shape[0]
+    hit = torch.zeros(R, dtype=torch.bool, device=dev)
+    distance = torch.full((R,), float("inf"), dtype=torch.float32, device=dev)
+    voxel = torch.full((R, 3), -1, dtype=torch.int64, device=dev)
+    if R == 0:
+        return RayHits(hit, distance, voxel)
+
+    s = ray_setup(origins, directions, grid, max_distance)
+    X, Y, Z = grid.dims
+    PY, PZ = Y + 2, Z + 2
+    n_pad = (X + 2) * PY * PZ
+    park = n_pad  # index of the extra always-free parking cell
+    padded = torch.full((n_pad + 1,), _OUT, dtype=torch.uint8, device=dev)
+    padded[park] = _FREE
+    padded[:n_pad].view(X + 2, PY, PZ)[1:-1, 1:-1, 1:-1] = occupied.to(torch.uint8)
+    strides = torch.tensor([PY * PZ, PZ, 1], dtype=torch.int64, device=dev)
+
+    def unravel(flat: torch.Tensor) -> torch.Tensor:
+        return torch.stack((flat // (PY * PZ) - 1, (flat // PZ) % PY - 1, flat % PZ - 1), dim=1)
+
+    ray_id = s.valid.nonzero().flatten()
+    flat = (((s.idx[ray_id] + 1) * strides).sum(1))
+    # Start voxel occupied: hit at once.
+    start_hit = padded[flat] == _OCC
+    if bool(start_hit.any()):
+        ids = ray_id[start_hit]
+        hit[ids] = True
+        distance[ids] = s.t_max[ids].amin(1).to(torch.float32)
+        voxel[ids] = s.idx[ids]
+        keep = ~start_hit
+        ray_id, flat = ray_id[keep], flat[keep]
+    t_max = s.t_max[ray_id].contiguous()
+    t_delta = s.t_delta[ray_id].contiguous()
+    sstride = (s.step[ray_id] * strides).contiguous()
+    limited = max_distance is not None
+    maxd = s.max_distance[ray_id].contiguous() if limited else None
+    n_live = ray_id.numel()
+    n_parked = 0
+
+    while n_live > 0:
+        t_cross, ax = t_max.min(1)  # time of entering the next voxel, and the axis crossed
+        ax = ax.unsqueeze(1)
+        flat += sstride.gather(1, ax).squeeze(1)
+        t_max.scatter_add_(1, ax, t_delta.gather(1, ax))
+        code = padded[flat]
+        stop = code != _FREE
+        if limited:
+            stop |= t_cross >= maxd
+        fin = stop.nonzero().flatten()
+        if fin.numel() == 0:
+            continue
+        is_hit = code[fin] == _OCC
+        if limited:
+            is_hit &= t_cross[fin] < maxd[fin]
+        hrow = fin[is_hit]
+        if hrow.numel():
+            ids = ray_id[hrow]
+            hit[ids] = True
+            distance[ids] = t_max[hrow].amin(1).to(torch.float32)
+            voxel[ids] = unravel(flat[hrow])
+        # Park the finished rays on the free dummy cell; they stay there (stride 0) and never stop again.
+        flat[fin] = park
+        sstride[fin] = 0
+        t_delta[fin] = 0.0
+        t_max[fin] = -float("inf")
+        n_live -= fin.numel()
+        n_parked += fin.numel()
+        if n_parked * 2 > flat.numel() and n_live > 0:
+            keep = (flat != park).nonzero().flatten()
+            ray_id, flat, t_max, t_delta, sstride = ray_id[keep], flat[keep], t_max[keep], t_delta[keep], sstride[keep]
+            if limited:
+                maxd = maxd[keep]
+            n_parked = 0
+    return RayHits(hit, distance, voxel)
+
+
+def raycast(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
+            max_distance: float | torch.Tensor | None = None, backend: str | None = None) -> RayHits:
+    """First occupied voxel along each ray, with the distance to its exit point.
+
+    Args:
+        occupied: (X, Y, Z) bool, indexed ``[x, y, z]`` on ``grid``.
+        origins: (R, 3) float, metres in the grid's frame; may lie outside the grid.
+        directions: (R, 3) float, need not be normalised (normalised here); non-zero.
+        grid: the :class:`~occ_core.grid.GridSpec` of ``occupied``.
+        max_distance: metres (float, or (R,) tensor per ray); None for unlimited. Voxels entered
+            at ``t < max_distance`` count.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``; None reads ``$OCC_OPS_BACKEND``.
+
+    Returns:
+        :class:`RayHits` on ``occupied``'s device.
+    """
+    _check_inputs(occupied, origins, directions, grid)
+    if resolve_backend(backend, occupied.device) == "triton":
+        from occ_core.ops.triton.raycast_kernel import raycast_triton
+
+        return raycast_triton(occupied, origins, directions, grid, max_distance)
+    return raycast_torch(occupied, origins, directions, grid, max_distance)
