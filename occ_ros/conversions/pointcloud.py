@@ -121,7 +121,7 @@ def pointcloud2_to_array(msg: Any, field_names: Sequence[str] | None = None, ski
             raise ConversionError(
                 f"PointCloud2.fields: no field(s) {missing}; the cloud has {list(dtype.names)}")
     if height * width == 0:
-        pts = np.zeros((0,), dtype=dtype)
+        pts = np.zeros((height, width), dtype=dtype)
     else:
         # One strided view: rows row_step apart, points point_step apart.
         pts = np.ndarray(shape=(height, width), dtype=dtype, buffer=buf, offset=0,
