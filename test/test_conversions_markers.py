@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.typesys import Stores, get_typestore
 from std_msgs.msg import ColorRGBA
-from visualization_msgs.msg import Marker
+from visualization_msgs.msg import Marker, MarkerArray
 
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE, OCC3D_PALETTE
 from occ_core.grid import OCC3D, GridSpec
@@ -19,6 +19,7 @@ from occ_ros.conversions import (
     ConversionError,
     colors_from_array,
     occupancy_to_marker_array,
+    occupancy_to_marker_array_cdr,
     occupancy_to_pointcloud2,
     pointcloud2_to_array,
     pointcloud2_to_occupancy,
@@ -155,3 +156,23 @@ def test_full_grid_cloud_round_trip_survives_float32_centres():
     msg = occupancy_to_pointcloud2(grid)
     assert msg.width == OCC3D.num_voxels
     np.testing.assert_array_equal(pointcloud2_to_occupancy(msg), grid)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.0, 0.05, 0.5, 1.0]), st.booleans(),
+       st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12))
+def test_cdr_marker_array_decodes_to_the_same_message(seed, p_occ, per_voxel_alpha, frame_id):
+    rng = np.random.default_rng(seed)
+    grid = random_grid(SMALL, rng, p_occ)
+    alpha = rng.uniform(0.05, 1.0, SMALL.dims) if per_voxel_alpha else 0.7
+    stamp = Time(sec=int(rng.integers(0, 2**31)), nanosec=int(rng.integers(0, 10**9)))
+    raw = occupancy_to_marker_array_cdr(grid, SMALL, frame_id=frame_id, stamp=stamp, alpha=alpha)
+    expect = occupancy_to_marker_array(grid, SMALL, frame_id=frame_id, stamp=stamp, alpha=alpha)
+    assert isinstance(raw, bytes)
+    assert deserialize_message(raw, MarkerArray) == expect
+    back = TYPESTORE.deserialize_cdr(raw, "visualization_msgs/msg/MarkerArray")
+    assert [(m.ns, m.id, m.type, m.action, len(m.points), len(m.colors)) for m in back.markers] == [
+        (m.ns, m.id, m.type, m.action, len(m.points), len(m.colors)) for m in expect.markers]
+    assert all(m.header.frame_id == frame_id and m.header.stamp.sec == stamp.sec for m in back.markers)
+    with pytest.raises(ConversionError, match="frame_id"):
+        occupancy_to_marker_array_cdr(grid, SMALL, frame_id="base\x00link")

@@ -17,9 +17,12 @@ from .image import (
     image_to_array,
     parse_compressed_format,
 )
+from .cdr import occupancy_to_marker_array_cdr
 from .markers import (
     VOXEL_CLOUD_DTYPES,
     VOXEL_CLOUD_FIELDS,
+    MarkerPlan,
+    plan_markers,
     colors_from_array,
     occupancy_to_marker_array,
     occupancy_to_pointcloud2,
@@ -42,7 +45,8 @@ __all__ = [
     "camera_info_to_intrinsics", "compressed_to_array", "convert_encoding", "image_to_array",
     "parse_compressed_format",
     "VOXEL_CLOUD_DTYPES", "VOXEL_CLOUD_FIELDS", "colors_from_array", "occupancy_to_marker_array",
-    "occupancy_to_pointcloud2", "pointcloud2_to_occupancy", "points_from_array", "voxel_points",
+    "occupancy_to_pointcloud2", "pointcloud2_to_occupancy", "occupancy_to_marker_array_cdr",
+    "MarkerPlan", "plan_markers", "points_from_array", "voxel_points",
     "POINTFIELD_DATATYPES", "array_to_pointcloud2", "cloud_dtype", "columns_to_pointcloud2",
     "pointcloud2_to_array", "pointcloud2_to_xyz",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 from collections import deque
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Sequence
 
@@ -115,6 +116,73 @@ def _check_grid(grid: np.ndarray, spec: GridSpec) -> np.ndarray:
     return grid
 
 
+@dataclass
+class MarkerPlan:
+    """What the markers of a grid contain, before any message object is built.
+
+    Attributes:
+        ijk: (N, 3) int64 indices of the occupied voxels, grouped by class (increasing).
+        classes: (K,) present non-free class indices, increasing.
+        bounds: (K + 1,) voxel ranges: class ``classes[k]`` owns ``ijk[bounds[k]:bounds[k+1]]``.
+        names: K ``ns`` strings.
+        class_rgba: (K, 4) float32 marker ``color`` (alpha: the value, or the class mean).
+        voxel_rgba: (N, 4) float32 per-point ``colors`` for per-voxel alpha, else None.
+        scale: voxel size - 1e-3 per axis (metres).
+    """
+
+    ijk: np.ndarray
+    classes: np.ndarray
+    bounds: np.ndarray
+    names: list
+    class_rgba: np.ndarray
+    voxel_rgba: np.ndarray | None
+    scale: tuple[float, float, float]
+
+
+def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence[str] = OCC3D_CLASSES,
+                 palette: np.ndarray = OCC3D_PALETTE, free_label: int = OCC3D_FREE,
+                 alpha: float | np.ndarray = 1.0) -> MarkerPlan:
+    """Group the occupied voxels of ``grid`` (X, Y, Z) by class; see ``occupancy_to_marker_array``."""
+    grid = _check_grid(grid, spec)
+    palette = np.asarray(palette)
+    per_voxel_alpha = np.ndim(alpha) > 0
+    if per_voxel_alpha:
+        alpha = np.asarray(alpha, dtype=np.float32)
+        if alpha.shape != grid.shape:
+            raise ConversionError(f"alpha: expected a scalar or shape {grid.shape}, got {alpha.shape}")
+    elif not 0.0 < float(alpha) <= 1.0:
+        raise ConversionError(f"alpha: expected a value in (0, 1], got {alpha}")
+
+    flat = grid.reshape(-1)
+    occ = np.flatnonzero(flat != free_label)
+    labels = flat[occ]
+    order = np.argsort(labels, kind="stable")
+    occ, labels = occ[order], labels[order]
+    present, starts = np.unique(labels, return_index=True)
+    if present.size and int(present.max()) >= min(len(class_names), len(palette)):
+        raise ConversionError(
+            f"grid: label {int(present.max())} has no class name/palette entry ({len(class_names)} names, {len(palette)} colours)")
+    ijk = np.stack(np.unravel_index(occ, grid.shape), axis=1)
+    bounds = np.append(starts, labels.size).astype(np.int64)
+    class_rgba = np.ones((present.size, 4), dtype=np.float32)
+    class_rgba[:, :3] = palette[present][:, :3].astype(np.float32) / np.float32(255.0)
+    voxel_rgba = None
+    if per_voxel_alpha:
+        a = alpha.reshape(-1)[occ]
+        if a.size and not (a.min() > 0.0 and a.max() <= 1.0):
+            raise ConversionError("alpha: per-voxel alpha of occupied voxels must lie in (0, 1]")
+        voxel_rgba = np.empty((occ.size, 4), dtype=np.float32)
+        voxel_rgba[:, :3] = palette[labels][:, :3].astype(np.float32) / np.float32(255.0)
+        voxel_rgba[:, 3] = a
+        if present.size:
+            class_rgba[:, 3] = np.add.reduceat(a.astype(np.float64), starts) / np.diff(bounds)
+    else:
+        class_rgba[:, 3] = float(alpha)
+    return MarkerPlan(ijk=ijk, classes=present, bounds=bounds, names=[str(class_names[c]) for c in present.tolist()],
+                      class_rgba=class_rgba, voxel_rgba=voxel_rgba,
+                      scale=tuple(float(v) - 1e-3 for v in spec.voxel_size))
+
+
 def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: Any = None,
                               frame_id: str = "base_link", stamp: Any = None,
                               class_names: Sequence[str] = OCC3D_CLASSES, palette: np.ndarray = OCC3D_PALETTE,
@@ -136,61 +204,36 @@ def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: 
     Returns:
         ``visualization_msgs.msg.MarkerArray``: markers[0] is DELETEALL; then one CUBE_LIST per
         present non-free class in increasing class order, points = voxel centres (metres, in
-        the header's frame), scale = voxel size - 1e-3, identity pose, lifetime 0.
+        the header's frame), scale = voxel size - 1e-3, identity pose, lifetime 0. Colour
+        values are float32-exact (what the message carries on the wire).
     """
     from visualization_msgs.msg import Marker, MarkerArray
 
-    grid = _check_grid(grid, spec)
-    palette = np.asarray(palette)
+    plan = plan_markers(grid, spec, class_names, palette, free_label, alpha)
     hdr = _header(header, frame_id, stamp)
-    per_voxel_alpha = np.ndim(alpha) > 0
-    if per_voxel_alpha:
-        alpha = np.asarray(alpha, dtype=np.float32)
-        if alpha.shape != grid.shape:
-            raise ConversionError(f"alpha: expected a scalar or shape {grid.shape}, got {alpha.shape}")
-    elif not 0.0 < float(alpha) <= 1.0:
-        raise ConversionError(f"alpha: expected a value in (0, 1], got {alpha}")
-
-    flat = grid.reshape(-1)
-    occ = np.flatnonzero(flat != free_label)
-    labels = flat[occ]
-    order = np.argsort(labels, kind="stable")
-    occ, labels = occ[order], labels[order]
-    present, starts = np.unique(labels, return_index=True)
-    if present.size and int(present.max()) >= min(len(class_names), len(palette)):
-        raise ConversionError(
-            f"grid: label {int(present.max())} has no class name/palette entry ({len(class_names)} names, {len(palette)} colours)")
-    ijk = np.stack(np.unravel_index(occ, grid.shape), axis=1)
-    points = voxel_points(ijk, spec)
-    if per_voxel_alpha:
-        a = alpha.reshape(-1)[occ]
-        if a.size and not (a.min() > 0.0 and a.max() <= 1.0):
-            raise ConversionError("alpha: per-voxel alpha of occupied voxels must lie in (0, 1]")
-        rgba = np.concatenate([palette[labels].astype(np.float32) / 255.0, a[:, None]], axis=1)
-        colors = colors_from_array(rgba)
+    points = voxel_points(plan.ijk, spec)
+    colors = colors_from_array(plan.voxel_rgba) if plan.voxel_rgba is not None else None
 
     clear = Marker()
     clear.header = hdr
     clear.action = Marker.DELETEALL
     markers = [clear]
-    bounds = list(starts) + [labels.size]
-    sx, sy, sz = (float(v) - 1e-3 for v in spec.voxel_size)
-    for k, cls in enumerate(present.tolist()):
-        lo, hi = int(bounds[k]), int(bounds[k + 1])
+    sx, sy, sz = plan.scale
+    bounds = plan.bounds.tolist()
+    for k, cls in enumerate(plan.classes.tolist()):
+        lo, hi = bounds[k], bounds[k + 1]
         m = Marker()
         m.header = hdr
-        m.ns = str(class_names[cls])
+        m.ns = plan.names[k]
         m.id = int(cls)
         m.type = Marker.CUBE_LIST
         m.action = Marker.ADD
         m.pose.orientation.w = 1.0
         m.scale.x, m.scale.y, m.scale.z = sx, sy, sz
-        r, g, b = (float(c) / 255.0 for c in palette[cls][:3])
-        m.color.r, m.color.g, m.color.b = r, g, b
-        m.color.a = float(a[lo:hi].mean()) if per_voxel_alpha else float(alpha)
+        m.color.r, m.color.g, m.color.b, m.color.a = (float(v) for v in plan.class_rgba[k])
         m.frame_locked = False
         m.points = points[lo:hi]
-        if per_voxel_alpha:
+        if colors is not None:
             m.colors = colors[lo:hi]
         markers.append(m)
     out = MarkerArray()
