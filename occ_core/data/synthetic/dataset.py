@@ -1,0 +1,452 @@
+"""Write synthetic scenes as a nuScenes ``v1.0-mini`` dataset with lidarseg, panoptic, Occ3D and
+OpenOcc v2 ground truth and per-image depth maps.
+
+Layout of ``<dataroot>``:
+
+=============================================================  =====================================
+``v1.0-mini/*.json``                                           the 13 nuScenes tables + lidarseg.json
+                                                               + panoptic.json
+``samples/<CH>/<log>__<CH>__<us>.{pcd.bin,jpg}``               keyframes (2 Hz)
+``sweeps/<CH>/...``                                            LiDAR sweeps (20 Hz), camera sweeps
+                                                               (12 Hz, optional)
+``lidarseg/v1.0-mini/<sd_token>_lidarseg.bin``                 uint8 nuScenes-lidarseg class per point
+``panoptic/v1.0-mini/<sd_token>_panoptic.npz``                 ``data`` uint16 = class * 1000 + object
+                                                               id (1-based within the scene, 0 stuff)
+``gts/<scene>/<sample_token>/labels.npz``                      Occ3D: ``semantics`` uint8,
+                                                               ``mask_lidar``, ``mask_camera`` bool
+                                                               (200, 200, 16) [x, y, z] in base_link
+``openocc_v2/<scene>/<sample_token>/labels.npz``               ``semantics`` uint8 (OpenOcc order,
+                                                               free 16), ``flow`` float32 (..., 2)
+``depth/<CH>/<image stem>.png``                                uint16 z-depth x 256 (metres =
+                                                               value / 256, KITTI convention), 0 = none
+``maps/<map_token>.png``                                       driveable-surface mask, 0.2 m/pixel
+``splits.json``                                                ``{"train": [...], "val": [...]}`` scene names
+=============================================================  =====================================
+
+Frames and timing: ``ego_pose`` is base_link (z = 0 on the road) in the ``map`` frame, one per
+sample_data; calibrated_sensor rows carry the real nuScenes rig (cameras scaled to the image
+size). Keyframe cameras share the keyframe LiDAR timestamp (nuScenes cameras fire within
+~40 ms of it). Sweeps belong to the following keyframe's sample, as in nuScenes.
+
+Determinism: per-scene ``numpy`` generators seeded from ``(seed, scene)``, tokens from an MD5
+of ``(seed, table, key)``, fixed JPEG quality, zip entries with a fixed date, timestamps from a
+fixed epoch: the same arguments give byte-identical files. The dataset is written to
+``<out>.tmp-<pid>`` and renamed to ``<out>`` at the end, so an interrupted run never leaves a
+folder that loads as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from occ_core.classes import (NUSCENES_LIDARSEG_CLASSES, NUSCENES_LIDARSEG_INDEX, OCC3D_CLASSES,
+                              OCC3D_TO_OPENOCC)
+from occ_core.data.synthetic.groundtruth import camera_visibility, label_voxels, lidar_visibility
+from occ_core.data.synthetic.sensors import LidarConfig, lidar_scan, render_camera
+from occ_core.data.synthetic.world import CATEGORY_OF, STUFF_CATEGORY, World, build_world
+from occ_core.errors import OccDataError
+from occ_core.geometry import invert_transform, make_transform, matrix_to_quat_wxyz
+from occ_core.grid import OCC3D, GridSpec
+from occ_core.rig import Rig, load_rig
+
+VERSION = "v1.0-mini"
+KEYFRAME_DT = 0.5
+LIDAR_DT = 0.05
+CAMERA_DT = 1.0 / 12.0
+EPOCH_US = 1_533_000_000_000_000  # a fixed start time (2018-07-31), never the wall clock
+JPEG_QUALITY = 92
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+ATTRIBUTES = ("vehicle.moving", "vehicle.stopped", "vehicle.parked", "cycle.with_rider", "cycle.without_rider",
+              "pedestrian.sitting_lying_down", "pedestrian.standing", "pedestrian.moving")
+VISIBILITY = (("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100"))
+ANNOTATION_RADIUS = 50.0
+
+#: Occ3D class -> nuScenes-lidarseg index of the category this generator uses for it.
+OCC3D_TO_LIDARSEG = np.zeros(len(OCC3D_CLASSES), np.uint8)
+for _name, _cat in CATEGORY_OF.items():
+    OCC3D_TO_LIDARSEG[OCC3D_CLASSES.index(_name)] = NUSCENES_LIDARSEG_INDEX[_cat]
+for _occ, _cat in STUFF_CATEGORY.items():
+    OCC3D_TO_LIDARSEG[_occ] = NUSCENES_LIDARSEG_INDEX[_cat]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. ``image_size`` is (width, height) of every camera image."""
+
+    scenes: int = 2
+    samples_per_scene: int = 20
+    seed: int = 0
+    image_size: tuple[int, int] = (640, 360)
+    sweeps: bool = True
+    camera_sweeps: bool = False
+    lidar: LidarConfig = field(default_factory=LidarConfig)
+    grid: GridSpec = OCC3D
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scenes, int) or self.scenes < 1:
+            raise OccDataError(f"scenes: expected an integer >= 1, got {self.scenes!r}")
+        if not isinstance(self.samples_per_scene, int) or self.samples_per_scene < 1:
+            raise OccDataError(f"samples_per_scene: expected an integer >= 1, got {self.samples_per_scene!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise OccDataError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        w, h = self.image_size
+        if not (isinstance(w, int) and isinstance(h, int) and 16 <= w <= 4096 and 16 <= h <= 4096):
+            raise OccDataError(f"image_size: expected WIDTHxHEIGHT with 16..4096 pixels each, got {self.image_size!r}")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (summed over scenes)."""
+
+    world: float = 0.0
+    lidar: float = 0.0
+    cameras: float = 0.0
+    groundtruth: float = 0.0
+    write: float = 0.0
+
+
+@dataclass
+class SynthResult:
+    """What :func:`generate` wrote."""
+
+    dataroot: Path
+    scene_names: list[str]
+    samples: int
+    sample_data: int
+    annotations: int
+    times: StageTimes
+
+
+def make_token(seed: int, *parts) -> str:
+    """32 hex characters, a hash of the seed and the parts (table, keys)."""
+    return hashlib.md5("/".join([str(seed), *map(str, parts)]).encode()).hexdigest()
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` with fixed zip entry dates, so equal arrays give equal bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
+
+
+def load_splits(dataroot: str | Path) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` scene names of a synthetic dataroot."""
+    path = Path(dataroot) / "splits.json"
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise OccDataError(f"{path}: cannot read the split file ({e.strerror})") from None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("train", "val")):
+        raise OccDataError(f"{path}: expected an object with lists 'train' and 'val'")
+    return {"train": list(doc["train"]), "val": list(doc["val"])}
+
+
+def _yaw_quat(yaw: float) -> list[float]:
+    return [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))]
+
+
+def _rows(x: np.ndarray, nd: int = 6) -> list[float]:
+    return [round(float(v), nd) for v in x]
+
+
+def _ego_T(pos: np.ndarray, yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return make_transform(pos, np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]))
+
+
+class _Tables:
+    def __init__(self):
+        self.t: dict[str, list[dict]] = {n: [] for n in (
+            "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
+            "scene", "sample", "sample_data", "sample_annotation", "map", "lidarseg", "panoptic")}
+
+
+def _static_tables(tab: _Tables, seed: int) -> None:
+    for i, name in enumerate(NUSCENES_LIDARSEG_CLASSES):
+        tab.t["category"].append({"token": make_token(seed, "category", name), "name": name,
+                                  "description": f"synthetic {name}", "index": i})
+    for name in ATTRIBUTES:
+        tab.t["attribute"].append({"token": make_token(seed, "attribute", name), "name": name,
+                                   "description": f"synthetic {name}"})
+    for tok, level in VISIBILITY:
+        tab.t["visibility"].append({"token": tok, "level": level,
+                                    "description": f"visibility of whole object is between {level[1:].replace('-', ' and ')} %"})
+    for ch in ("LIDAR_TOP", *CAMERAS):
+        tab.t["sensor"].append({"token": make_token(seed, "sensor", ch), "channel": ch,
+                                "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
+
+
+def _visibility_token(frac: float) -> str:
+    return "1" if frac < 0.4 else "2" if frac < 0.6 else "3" if frac < 0.8 else "4"
+
+
+def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: StageTimes, bar) -> None:
+    seed = cfg.seed
+    W, H = cfg.image_size
+    t0 = time.perf_counter()
+    rng_world = np.random.default_rng([seed, si, 0])
+    rng_sensor = np.random.default_rng([seed, si, 1])
+    duration = KEYFRAME_DT * (cfg.samples_per_scene - 1)
+    world: World = build_world(rng_world, duration)
+    times.world += time.perf_counter() - t0
+
+    scene_name = f"scene-{si + 1:04d}"
+    log_name = f"synth-{seed}-{si:04d}"
+    log_tok = make_token(seed, "log", si)
+    map_tok = make_token(seed, "map", si)
+    scene_tok = make_token(seed, "scene", si)
+    tab.t["log"].append({"token": log_tok, "logfile": log_name, "vehicle": "synth-ego", "date_captured": "2018-07-31",
+                         "location": "synthetic-city"})
+    tab.t["map"].append({"token": map_tok, "log_tokens": [log_tok], "category": "semantic_prior",
+                         "filename": f"maps/{map_tok}.png"})
+    mask = np.ascontiguousarray(((world.ground.raster == 11) * 255).astype(np.uint8)[::-1])
+    (tmp / "maps").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(tmp / "maps" / f"{map_tok}.png"), mask)
+
+    calib = {}
+    for ch in ("LIDAR_TOP", *CAMERAS):
+        if ch == "LIDAR_TOP":
+            T, K = rig.lidar.T_base_from_lidar, []
+        else:
+            cam = rig.camera(ch)
+            T, K = cam.T_base_from_cam, [_rows(r) for r in cam.K]
+        calib[ch] = make_token(seed, "calibrated_sensor", si, ch)
+        tab.t["calibrated_sensor"].append({"token": calib[ch], "sensor_token": make_token(seed, "sensor", ch),
+                                           "translation": _rows(T[:3, 3]),
+                                           "rotation": _rows(matrix_to_quat_wxyz(T[:3, :3]), 9), "camera_intrinsic": K})
+
+    # timeline: (time s, keyframe index or -1, channels)
+    n = cfg.samples_per_scene
+    events: dict[int, list[str]] = {}
+    for k in range(n):
+        events.setdefault(round(k * KEYFRAME_DT * 1e6), []).extend(["LIDAR_TOP", *CAMERAS])
+        if k + 1 < n:
+            if cfg.sweeps:
+                for j in range(1, round(KEYFRAME_DT / LIDAR_DT)):
+                    events.setdefault(round((k * KEYFRAME_DT + j * LIDAR_DT) * 1e6), []).append("LIDAR_TOP")
+            if cfg.camera_sweeps:
+                for j in range(1, round(KEYFRAME_DT / CAMERA_DT)):
+                    events.setdefault(round((k * KEYFRAME_DT + j * CAMERA_DT) * 1e6), []).extend(CAMERAS)
+    sample_tok = [make_token(seed, "sample", si, k) for k in range(n)]
+    scene_t0 = EPOCH_US + si * 3_600_000_000
+    for k in range(n):
+        tab.t["sample"].append({"token": sample_tok[k], "timestamp": scene_t0 + round(k * KEYFRAME_DT * 1e6),
+                                "prev": sample_tok[k - 1] if k > 0 else "", "next": sample_tok[k + 1] if k + 1 < n else "",
+                                "scene_token": scene_tok})
+    tab.t["scene"].append({"token": scene_tok, "log_token": log_tok, "nbr_samples": n,
+                           "first_sample_token": sample_tok[0], "last_sample_token": sample_tok[-1], "name": scene_name,
+                           "description": f"synthetic street scene, seed {seed}, ego {world.ego_speed:.1f} m/s"})
+
+    sd_rows: dict[str, list[dict]] = {ch: [] for ch in ("LIDAR_TOP", *CAMERAS)}
+    ann_by_obj: dict[int, list[dict]] = {}
+    key_us = [round(k * KEYFRAME_DT * 1e6) for k in range(n)]
+    lidar_el = cfg.lidar.elevations()
+    T_ego_from_lidar = rig.lidar.T_base_from_lidar
+    for t_us in sorted(events):
+        t = t_us / 1e6
+        k_key = key_us.index(t_us) if t_us in key_us else -1
+        owner = k_key if k_key >= 0 else int(np.searchsorted(key_us, t_us))  # sweeps -> following keyframe
+        solids = world.solids_at(t)
+        pos, yaw = world.ego_pose(t)
+        T_map_ego = _ego_T(pos, yaw)
+        ts = scene_t0 + t_us
+        folder = "samples" if k_key >= 0 else "sweeps"
+        depths, Ks, T_cam_ego = [], [], []
+        cam_frames = {}
+        for ch in events[t_us]:
+            ego_tok = make_token(seed, "ego_pose", si, ch, t_us)
+            tab.t["ego_pose"].append({"token": ego_tok, "timestamp": ts, "rotation": _rows(_yaw_quat(yaw), 9),
+                                      "translation": _rows(pos)})
+            sd_tok = make_token(seed, "sample_data", si, ch, t_us)
+            stem = f"{log_name}__{ch}__{ts}"
+            if ch == "LIDAR_TOP":
+                t1 = time.perf_counter()
+                scan = lidar_scan(solids, world.ground, T_map_ego @ T_ego_from_lidar, cfg.lidar, rng_sensor)
+                times.lidar += time.perf_counter() - t1
+                t1 = time.perf_counter()
+                fn = f"{folder}/{ch}/{stem}.pcd.bin"
+                (tmp / folder / ch).mkdir(parents=True, exist_ok=True)
+                (tmp / fn).write_bytes(scan.points.tobytes())
+                if k_key >= 0:
+                    seg = OCC3D_TO_LIDARSEG[scan.cls]
+                    lfn = f"lidarseg/{VERSION}/{sd_tok}_lidarseg.bin"
+                    (tmp / "lidarseg" / VERSION).mkdir(parents=True, exist_ok=True)
+                    (tmp / lfn).write_bytes(seg.astype(np.uint8).tobytes())
+                    tab.t["lidarseg"].append({"token": sd_tok, "sample_data_token": sd_tok, "filename": lfn})
+                    pfn = f"panoptic/{VERSION}/{sd_tok}_panoptic.npz"
+                    (tmp / "panoptic" / VERSION).mkdir(parents=True, exist_ok=True)
+                    save_npz(tmp / pfn, data=(seg.astype(np.uint16) * 1000 + scan.inst.astype(np.uint16)))
+                    tab.t["panoptic"].append({"token": sd_tok, "sample_data_token": sd_tok, "filename": pfn})
+                    key_scan = scan
+                times.write += time.perf_counter() - t1
+                hw = (0, 0)
+                fmt = "pcd"
+            else:
+                cam = rig.camera(ch)
+                T_map_cam = T_map_ego @ cam.T_base_from_cam
+                t1 = time.perf_counter()
+                fr = render_camera(solids, world.ground, T_map_cam, cam.K, W, H, rng_sensor)
+                times.cameras += time.perf_counter() - t1
+                t1 = time.perf_counter()
+                fn = f"{folder}/{ch}/{stem}.jpg"
+                (tmp / folder / ch).mkdir(parents=True, exist_ok=True)
+                ok, buf = cv2.imencode(".jpg", fr.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                (tmp / fn).write_bytes(buf.tobytes())
+                (tmp / "depth" / ch).mkdir(parents=True, exist_ok=True)
+                d16 = np.clip(np.round(fr.depth * 256.0), 0, 65535).astype(np.uint16)
+                ok, buf = cv2.imencode(".png", d16)
+                (tmp / "depth" / ch / f"{stem}.png").write_bytes(buf.tobytes())
+                times.write += time.perf_counter() - t1
+                depths.append(fr.depth)
+                Ks.append(cam.K)
+                T_cam_ego.append(invert_transform(cam.T_base_from_cam))
+                cam_frames[ch] = (fr, T_map_cam, cam.K)
+                hw = (H, W)
+                fmt = "jpg"
+            sd_rows[ch].append({"token": sd_tok, "sample_token": sample_tok[owner], "ego_pose_token": ego_tok,
+                                "calibrated_sensor_token": calib[ch], "timestamp": ts, "fileformat": fmt,
+                                "is_key_frame": k_key >= 0, "height": hw[0], "width": hw[1], "filename": fn,
+                                "prev": "", "next": ""})
+            bar.update(1)
+        if k_key < 0:
+            continue
+        # ---------------------------------------------------------- keyframe ground truth
+        t1 = time.perf_counter()
+        states = world.object_states(t)
+        moving = np.abs(world.objects.speed) > 1e-6
+        vel = np.zeros((len(world.objects) + 1, 3))
+        vel[1:][moving] = states.velocity[moving]
+        labels = label_voxels(solids, world.ground, T_map_ego, vel, cfg.grid)
+        mask_lidar = lidar_visibility(key_scan.range_image, key_scan.azimuth0, lidar_el, cfg.lidar.max_range,
+                                      invert_transform(T_ego_from_lidar), cfg.grid)
+        mask_camera = camera_visibility(depths, Ks, T_cam_ego, cfg.grid)
+        times.groundtruth += time.perf_counter() - t1
+        t1 = time.perf_counter()
+        gdir = tmp / "gts" / scene_name / sample_tok[k_key]
+        gdir.mkdir(parents=True, exist_ok=True)
+        save_npz(gdir / "labels.npz", semantics=labels.semantics, mask_lidar=mask_lidar, mask_camera=mask_camera)
+        odir = tmp / "openocc_v2" / scene_name / sample_tok[k_key]
+        odir.mkdir(parents=True, exist_ok=True)
+        save_npz(odir / "labels.npz", semantics=OCC3D_TO_OPENOCC[labels.semantics], flow=labels.flow)
+        times.write += time.perf_counter() - t1
+        # ---------------------------------------------------------- annotations
+        t1 = time.perf_counter()
+        npts = np.bincount(key_scan.inst, minlength=len(world.objects) + 1)[1:]
+        dist = np.hypot(*(states.center[:, :2] - pos[:2]).T)
+        for oi in np.nonzero((npts > 0) | (dist <= ANNOTATION_RADIUS))[0]:
+            c, yw = states.center[oi], float(states.yaw[oi])
+            w_, l_, h_ = world.objects.wlh[oi]
+            # visibility: share of 9 points (centre + shrunk corners) seen by some camera
+            cx, cy = np.cos(yw), np.sin(yw)
+            loc = np.array([[0, 0, 0]] + [[sx * l_ * 0.4, sy * w_ * 0.4, sz * h_ * 0.4]
+                                           for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+            pts = c + np.stack([cx * loc[:, 0] - cy * loc[:, 1], cy * loc[:, 0] + cx * loc[:, 1], loc[:, 2]], 1)
+            seen = np.zeros(len(pts), bool)
+            for fr, T_map_cam, K in cam_frames.values():
+                T = invert_transform(T_map_cam)
+                pc = pts @ T[:3, :3].T + T[:3, 3]
+                z = np.where(pc[:, 2] > 0.1, pc[:, 2], 1.0)
+                u = np.floor(K[0, 0] * pc[:, 0] / z + K[0, 2]).astype(int)
+                v = np.floor(K[1, 1] * pc[:, 1] / z + K[1, 2]).astype(int)
+                inside = (pc[:, 2] > 0.1) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+                dm = fr.depth[v.clip(0, H - 1), u.clip(0, W - 1)]
+                seen |= inside & ((dm == 0) | (pc[:, 2] <= dm + 0.5))
+            attr = world.objects.attribute[oi]
+            rec = {"token": make_token(seed, "sample_annotation", si, oi, k_key), "sample_token": sample_tok[k_key],
+                   "instance_token": make_token(seed, "instance", si, oi),
+                   "visibility_token": _visibility_token(float(seen.mean())),
+                   "attribute_tokens": [make_token(seed, "attribute", attr)] if attr else [],
+                   "translation": _rows(c), "size": _rows([w_, l_, h_]), "rotation": _rows(_yaw_quat(yw), 9),
+                   "prev": "", "next": "", "num_lidar_pts": int(npts[oi]), "num_radar_pts": 0}
+            ann_by_obj.setdefault(int(oi), []).append(rec)
+        times.groundtruth += time.perf_counter() - t1
+
+    for ch, rows in sd_rows.items():
+        for a, b in zip(rows[:-1], rows[1:]):
+            a["next"], b["prev"] = b["token"], a["token"]
+        tab.t["sample_data"].extend(rows)
+    for oi in sorted(ann_by_obj):
+        rows = ann_by_obj[oi]
+        for a, b in zip(rows[:-1], rows[1:]):
+            a["next"], b["prev"] = b["token"], a["token"]
+        tab.t["sample_annotation"].extend(rows)
+        name = world.objects.name[oi]
+        tab.t["instance"].append({"token": make_token(seed, "instance", si, oi),
+                                  "category_token": make_token(seed, "category", CATEGORY_OF[name]),
+                                  "nbr_annotations": len(rows), "first_annotation_token": rows[0]["token"],
+                                  "last_annotation_token": rows[-1]["token"]})
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise OccDataError(f"{out}: output path exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OccDataError(f"{out}: output folder is not empty (pass --overwrite to replace it)")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OccDataError(f"{parent}: cannot create the output's parent folder ({e.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OccDataError(f"{parent}: folder is not writable (the dataset is built beside {out.name} and renamed)")
+
+
+def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
+             rig: Rig | None = None) -> SynthResult:
+    """Generate ``cfg.scenes`` scenes into the dataroot ``out`` (see the module docstring).
+
+    Raises :class:`~occ_core.errors.OccDataError` for a non-empty ``out`` without
+    ``overwrite`` or an unwritable location.
+    """
+    out = Path(out).absolute()
+    _prepare_out(out, overwrite)
+    rig = (rig or load_rig()).scaled(*cfg.image_size)
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    times = StageTimes()
+    tab = _Tables()
+    try:
+        _static_tables(tab, cfg.seed)
+        n = cfg.samples_per_scene
+        per_scene = n * 7 + (n - 1) * ((9 if cfg.sweeps else 0) + (6 * 5 if cfg.camera_sweeps else 0))
+        with tqdm(total=cfg.scenes * per_scene, desc="occ-synth", unit="frame", disable=not progress) as bar:
+            for si in range(cfg.scenes):
+                _scene(cfg, si, rig, tmp, tab, times, bar)
+        t1 = time.perf_counter()
+        (tmp / VERSION).mkdir(exist_ok=True)
+        for name, rows in tab.t.items():
+            (tmp / VERSION / f"{name}.json").write_text(json.dumps(rows, indent=1))
+        names = [r["name"] for r in tab.t["scene"]]
+        n_val = 0 if len(names) < 2 else max(1, round(0.2 * len(names)))
+        splits = {"train": names[: len(names) - n_val], "val": names[len(names) - n_val:]}
+        (tmp / "splits.json").write_text(json.dumps(splits, indent=1))
+        times.write += time.perf_counter() - t1
+        if out.exists():
+            old = out.parent / f"{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SynthResult(out, names, len(tab.t["sample"]), len(tab.t["sample_data"]), len(tab.t["sample_annotation"]), times)
