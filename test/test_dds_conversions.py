@@ -1,6 +1,7 @@
 """Two real rclpy nodes exchange a MarkerArray and a PointCloud2 over DDS (Fast DDS).
 
-This process publishes the occupancy markers and voxel cloud of a grid; a subprocess node
+This process publishes the occupancy markers (as a message and as ready-made CDR bytes) and
+the voxel cloud of a grid; a subprocess node
 (``sys.executable``) converts what it receives back to numpy, prints a JSON summary and echoes
 the cloud on a second topic, which this process converts and compares. ``test/conftest.py``
 gives the session its own ROS_DOMAIN_ID; the subprocess gets the same environment.
@@ -42,11 +43,17 @@ executor.add_node(node)
 got = {}
 echo = node.create_publisher(PointCloud2, prefix + "/echo", 10)
 
+def summarize(msg):
+    return [[m.ns, m.id, m.action, len(m.points), float(np.sum([[p.x, p.y, p.z] for p in m.points])) if m.points else 0.0]
+            for m in msg.markers]
+
 def on_markers(msg):
     if "markers" not in got:
-        got["markers"] = [[m.ns, m.id, m.action, len(m.points),
-                           float(np.sum([[p.x, p.y, p.z] for p in m.points])) if m.points else 0.0]
-                          for m in msg.markers]
+        got["markers"] = summarize(msg)
+
+def on_markers_raw(msg):
+    if "markers_raw" not in got:
+        got["markers_raw"] = summarize(msg)
 
 def on_cloud(msg):
     got["cloud"] = msg
@@ -56,6 +63,7 @@ def on_cloud(msg):
         got["frame"] = msg.header.frame_id
 
 node.create_subscription(MarkerArray, prefix + "/markers", on_markers, 10)
+node.create_subscription(MarkerArray, prefix + "/markers_raw", on_markers_raw, 10)
 node.create_subscription(PointCloud2, prefix + "/voxels", on_cloud, 10)
 deadline = time.monotonic() + float(sys.argv[2])
 printed = False
@@ -63,9 +71,9 @@ seen_echo_sub = False
 try:
     while time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.1)
-        if "markers" in got and "cloud" in got:
+        if all(k in got for k in ("markers", "markers_raw", "cloud")):
             if not printed:
-                print(json.dumps({k: got[k] for k in ("markers", "labels", "frame")}), flush=True)
+                print(json.dumps({k: got[k] for k in ("markers", "markers_raw", "labels", "frame")}), flush=True)
                 printed = True
             echo.publish(got["cloud"])
         subs = echo.get_subscription_count()
@@ -85,7 +93,12 @@ def test_markers_and_cloud_cross_a_process_boundary(tmp_path):
     from sensor_msgs.msg import PointCloud2
     from visualization_msgs.msg import MarkerArray
 
-    from occ_ros.conversions import occupancy_to_marker_array, occupancy_to_pointcloud2, pointcloud2_to_occupancy
+    from occ_ros.conversions import (
+        occupancy_to_marker_array,
+        occupancy_to_marker_array_cdr,
+        occupancy_to_pointcloud2,
+        pointcloud2_to_occupancy,
+    )
 
     assert os.environ.get("ROS_DOMAIN_ID"), "test/conftest.py must set ROS_DOMAIN_ID before rclpy.init"
     rng = np.random.default_rng(11)
@@ -93,6 +106,7 @@ def test_markers_and_cloud_cross_a_process_boundary(tmp_path):
     occ = rng.random(SPEC.dims) < 0.2
     grid[occ] = rng.integers(0, 17, int(occ.sum()))
     markers = occupancy_to_marker_array(grid, SPEC, frame_id="base_link")
+    markers_raw = occupancy_to_marker_array_cdr(grid, SPEC, frame_id="base_link")  # publish(bytes) path
     cloud = occupancy_to_pointcloud2(grid, SPEC, frame_id="base_link")
     prefix = f"/occ_test_{os.getpid()}_{int(time.time() * 1000) % 100000}"
 
@@ -111,6 +125,7 @@ def test_markers_and_cloud_cross_a_process_boundary(tmp_path):
     echoed = []
     try:
         pub_m = node.create_publisher(MarkerArray, prefix + "/markers", 10)
+        pub_raw = node.create_publisher(MarkerArray, prefix + "/markers_raw", 10)
         pub_c = node.create_publisher(PointCloud2, prefix + "/voxels", 10)
         node.create_subscription(PointCloud2, prefix + "/echo", echoed.append, 10)
         deadline = time.monotonic() + WAIT_S
@@ -118,6 +133,7 @@ def test_markers_and_cloud_cross_a_process_boundary(tmp_path):
         while not echoed and time.monotonic() < deadline and peer.poll() is None:
             if time.monotonic() - last > 0.3:  # keep publishing until the peer has answered
                 pub_m.publish(markers)
+                pub_raw.publish(markers_raw)
                 pub_c.publish(cloud)
                 last = time.monotonic()
             executor.spin_once(timeout_sec=0.05)
@@ -136,10 +152,11 @@ def test_markers_and_cloud_cross_a_process_boundary(tmp_path):
     # what the peer saw equals what was sent
     sent = [[m.ns, m.id, m.action, len(m.points),
              float(np.sum([[p.x, p.y, p.z] for p in m.points])) if m.points else 0.0] for m in markers.markers]
-    assert len(summary["markers"]) == len(sent)
-    for got, exp in zip(summary["markers"], sent):
-        assert got[:4] == exp[:4]
-        assert abs(got[4] - exp[4]) < 1e-6 * max(1.0, abs(exp[4]))
+    for key in ("markers", "markers_raw"):
+        assert len(summary[key]) == len(sent) > 2
+        for got, exp in zip(summary[key], sent):
+            assert got[:4] == exp[:4]
+            assert abs(got[4] - exp[4]) < 1e-6 * max(1.0, abs(exp[4]))
     assert summary["labels"] == np.bincount(grid[grid != OCC3D_FREE], minlength=18).tolist()
     assert summary["frame"] == "base_link"
     # and the cloud that came back through both processes is the grid again
