@@ -175,7 +175,8 @@ def good_cloud():
     (lambda m: setattr(m, "data", array.array("B", bytes(m.data)[:-1])), "PointCloud2.data"),
     (lambda m: setattr(m, "row_step", 16), "PointCloud2.row_step"),
     (lambda m: setattr(m, "fields", [PointField(name="x", offset=0, datatype=9, count=1)]), "datatype"),
-    (lambda m: setattr(m, "fields", [PointField(name="x", offset=0, datatype=7, count=3)]), "count"),
+    (lambda m: setattr(m, "fields", [PointField(name="x", offset=0, datatype=7, count=0)]), "count"),
+    (lambda m: setattr(m, "fields", [PointField(name="x", offset=0, datatype=7, count=5)]), "offset"),
     (lambda m: setattr(m, "fields", [PointField(name="x", offset=14, datatype=7, count=1)]), "offset"),
     (lambda m: setattr(m, "fields", [PointField(name="x", offset=0, datatype=7, count=1),
                                      PointField(name="y", offset=2, datatype=7, count=1)]), "overlap"),
@@ -201,3 +202,15 @@ def test_missing_xyz_field_and_bad_inputs():
         columns_to_pointcloud2(np.zeros((3, 2), np.float32), ("x", "y", "z"))
     with pytest.raises(ConversionError, match="no PointField datatype"):
         array_to_pointcloud2(np.zeros(3, dtype=[("x", "<f4"), ("c", "c16")]))
+
+
+def test_count_above_one_becomes_numbered_fields():
+    values = {"x": np.arange(3, dtype=np.float32), "y": np.arange(3, dtype=np.float32) + 10,
+              "z": np.arange(3, dtype=np.float32) + 20, "rgb": np.array([1, 2, 3], np.uint16)}
+    msg = pack_cloud([("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 14, 4)], 16, 48, 1, 3, True, values)
+    msg.fields = [PointField(name="p", offset=0, datatype=7, count=3), PointField(name="rgb", offset=14, datatype=4, count=1)]
+    pts = pointcloud2_to_array(msg)
+    assert list(pts.dtype.names) == ["p_0", "p_1", "p_2", "rgb"]
+    for sub, name in zip(("p_0", "p_1", "p_2"), "xyz"):
+        assert_same(pts[sub], values[name])
+    assert_same(pts["rgb"], values["rgb"])

@@ -53,8 +53,9 @@ def cloud_dtype(fields: Sequence[Any], point_step: int, is_bigendian: bool = Fal
         is_bigendian: byte order of the multi-byte fields.
 
     Raises:
-        ConversionError: unknown datatype, ``count`` != 1, a field outside ``point_step``,
-            duplicate or overlapping fields.
+        ConversionError: unknown datatype, ``count`` < 1, a field outside ``point_step``,
+            duplicate or overlapping fields. A field with ``count`` > 1 becomes fields
+            ``<name>_0`` .. ``<name>_<count-1>`` (sensor_msgs_py's naming).
     """
     order = ">" if is_bigendian else "<"
     names, formats, offsets = [], [], []
@@ -63,18 +64,21 @@ def cloud_dtype(fields: Sequence[Any], point_step: int, is_bigendian: bool = Fal
         if dt is None:
             raise ConversionError(
                 f"PointCloud2.fields[{f.name!r}].datatype: expected one of 1..8 (INT8..FLOAT64), got {f.datatype}")
-        if int(f.count) != 1:
+        count = int(f.count)
+        if count < 1:
+            raise ConversionError(f"PointCloud2.fields[{f.name!r}].count: expected >= 1, got {f.count}")
+        if int(f.offset) < 0 or int(f.offset) + count * dt.itemsize > point_step:
             raise ConversionError(
-                f"PointCloud2.fields[{f.name!r}].count: only count == 1 is supported, got {f.count}")
-        if f.name in names:
-            raise ConversionError(f"PointCloud2.fields: duplicate field name {f.name!r}")
-        if int(f.offset) < 0 or int(f.offset) + dt.itemsize > point_step:
-            raise ConversionError(
-                f"PointCloud2.fields[{f.name!r}].offset: field of {dt.itemsize} bytes at offset {f.offset} "
+                f"PointCloud2.fields[{f.name!r}].offset: {count} x {dt.itemsize} bytes at offset {f.offset} "
                 f"must lie inside point_step = {point_step}")
-        names.append(f.name)
-        formats.append(dt.newbyteorder(order))
-        offsets.append(int(f.offset))
+        # count > 1 becomes fields name_0 .. name_{count-1}, as sensor_msgs_py names them
+        subnames = [f.name] if count == 1 else [f"{f.name}_{a}" for a in range(count)]
+        for a, name in enumerate(subnames):
+            if name in names:
+                raise ConversionError(f"PointCloud2.fields: duplicate field name {name!r}")
+            names.append(name)
+            formats.append(dt.newbyteorder(order))
+            offsets.append(int(f.offset) + a * dt.itemsize)
     spans = sorted(zip(offsets, (np.dtype(fm).itemsize for fm in formats), names))
     for (o1, s1, n1), (o2, _s2, n2) in zip(spans, spans[1:]):
         if o1 + s1 > o2:
