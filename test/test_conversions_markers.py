@@ -125,6 +125,10 @@ def test_fast_points_are_real_points():
     ijk = np.argwhere(random_grid(SMALL, rng, 0.3) != OCC3D_FREE)
     vp = voxel_points(ijk, SMALL)
     np.testing.assert_array_equal(np.array([(p.x, p.y, p.z) for p in vp]), SMALL.voxel_centers(ijk))
+    with pytest.raises(ConversionError, match="ijk"):
+        voxel_points(np.array([[0, 0, -1]]), SMALL)
+    with pytest.raises(ConversionError, match="ijk"):
+        voxel_points(np.array([[10, 0, 0]]), SMALL)
 
 
 @settings(max_examples=25, deadline=None)
