@@ -214,3 +214,4 @@ def test_count_above_one_becomes_numbered_fields():
     for sub, name in zip(("p_0", "p_1", "p_2"), "xyz"):
         assert_same(pts[sub], values[name])
     assert_same(pts["rgb"], values["rgb"])
+    assert_same(pointcloud2_to_xyz(msg, ("p_0", "p_1", "p_2")), np.stack([values[c] for c in "xyz"], axis=1))

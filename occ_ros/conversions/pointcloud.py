@@ -165,10 +165,6 @@ def pointcloud2_to_xyz(msg: Any, field_names: Sequence[str] = ("x", "y", "z"), s
         (N, k) float32 array, points in ``msg.header.frame_id``.
     """
     names = list(field_names)
-    have = {f.name for f in msg.fields}
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise ConversionError(f"PointCloud2.fields: no field(s) {missing}; the cloud has {sorted(have)}")
     pts = pointcloud2_to_array(msg, names, skip_nans=skip_nans).reshape(-1)
     out = np.empty((pts.shape[0], len(names)), dtype=np.float32)
     for j, n in enumerate(names):
