@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"occ-eval: {e}", file=sys.stderr)
         return 1
     need_mask = "miou" in cfg.metrics or "iou" in cfg.metrics
+    extra = {p.stem for p in cfg.pred.glob("*.npz")} - {e.token for e in entries}
+    if extra:
+        print(f"occ-eval: note: {len(extra)} predictions in {cfg.pred} have no GT frame and are not evaluated", file=sys.stderr)
     bad = check_all(cfg, entries, need_mask)
     if bad:
         print(f"occ-eval: {len(bad)} of {len(entries)} frames cannot be evaluated (no metric was computed):", file=sys.stderr)
