@@ -167,7 +167,7 @@ def camera_info():
     msg = CameraInfo(header=Header(frame_id="CAM_FRONT"), width=1600, height=900, distortion_model="plumb_bob")
     msg.k = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
     msg.d = [0.01, -0.02, 0.0, 0.0, 0.003]
-    msg.r = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [1266.4, 0.0, 816.3, 0.0, 0.0, 1266.4, 491.5, 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg
 
