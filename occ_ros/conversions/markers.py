@@ -33,7 +33,7 @@ from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE, OCC3D_PALETTE
 from occ_core.grid import OCC3D, GridSpec
 
 from .errors import ConversionError
-from .pointcloud import columns_to_pointcloud2, pointcloud2_to_array
+from .pointcloud import array_to_pointcloud2, pointcloud2_to_array
 
 VOXEL_CLOUD_FIELDS: tuple[str, ...] = ("x", "y", "z", "label", "score")
 VOXEL_CLOUD_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32),) * 3 + (np.dtype(np.uint8), np.dtype(np.float32))
@@ -277,12 +277,13 @@ def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: A
         if scores.shape != grid.shape:
             raise ConversionError(f"scores: expected shape {grid.shape}, got {scores.shape}")
         score = scores.reshape(-1)[occ].astype(np.float32)
-    cols = np.empty((occ.size, 5), dtype=np.float64)
-    cols[:, :3] = centers
-    cols[:, 3] = flat[occ]
-    cols[:, 4] = score
-    return columns_to_pointcloud2(cols, VOXEL_CLOUD_FIELDS, VOXEL_CLOUD_DTYPES,
-                                  header=_header(header, frame_id, stamp))
+    packed = np.empty(occ.size, dtype=np.dtype({"names": list(VOXEL_CLOUD_FIELDS),
+                                                "formats": [d.newbyteorder("<") for d in VOXEL_CLOUD_DTYPES]}))
+    for j, axis in enumerate("xyz"):
+        packed[axis] = centers[:, j]
+    packed["label"] = flat[occ]
+    packed["score"] = score
+    return array_to_pointcloud2(packed, header=_header(header, frame_id, stamp))
 
 
 def pointcloud2_to_occupancy(msg: Any, spec: GridSpec = OCC3D, free_label: int = OCC3D_FREE,
