@@ -14,3 +14,22 @@ if "ROS_DOMAIN_ID" not in os.environ:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # colcon test runs from the build folder
     sys.path.insert(0, str(REPO_ROOT))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataroot(tmp_path_factory) -> Path:
+    """A tiny synthetic nuScenes v1.0-mini dataroot, generated once per test session.
+
+    2 scenes (train: scene-0001, val: scene-0002) x 3 keyframes, 20 Hz LiDAR sweeps, 320x180
+    camera images, seed 0; with lidarseg, panoptic, Occ3D ``gts/``, OpenOcc ``openocc_v2/`` and
+    ``depth/`` (see ``occ_core.data.synthetic.dataset``). Treat it as read-only.
+    """
+    from occ_core.data.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synthetic") / "nuscenes"
+    generate(SynthConfig(scenes=2, samples_per_scene=3, seed=0, image_size=(320, 180), sweeps=True), out,
+             progress=False)
+    return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from occ_core.classes import OCC3D_INDEX
-from occ_core.data.synthetic.geometry import NO_CLASS, Ground, RayHits, Solids, cast_rays
+from occ_core.data.synthetic.geometry import Ground, RayHits, Solids, cast_rays
 
 C = OCC3D_INDEX
 

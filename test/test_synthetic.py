@@ -1,0 +1,337 @@
+"""The synthetic nuScenes-format world: devkit compatibility, sensor/label consistency, determinism,
+CLI errors and the geometry kernels it is built on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils.data_classes import LidarPointCloud
+from nuscenes.utils.geometry_utils import points_in_box
+from pyquaternion import Quaternion
+
+from occ_core.classes import (DETECTION_CLASSES, LIDARSEG_TO_OCC3D, OCC3D_FREE, OCC3D_INDEX, OCC3D_TO_OPENOCC,
+                              OPENOCC_FREE)
+from occ_core.data.synthetic import SynthConfig, generate, load_splits
+from occ_core.data.synthetic import dataset as ds_mod
+from occ_core.data.synthetic.cli import main
+from occ_core.data.synthetic.geometry import Ground, Solids, cast_rays, sdf_box
+from occ_core.data.synthetic.groundtruth import label_voxels
+from occ_core.errors import OccDataError
+from occ_core.grid import OCC3D, GridSpec
+
+DYNAMIC_OCC3D = [OCC3D_INDEX[n] for n in ("car", "truck", "trailer", "bus", "construction_vehicle", "bicycle",
+                                           "motorcycle", "pedestrian")]
+
+
+@pytest.fixture(scope="module")
+def nusc(synthetic_dataroot) -> NuScenes:
+    return NuScenes(version="v1.0-mini", dataroot=str(synthetic_dataroot), verbose=False)
+
+
+def _lidar_in_ego(nusc: NuScenes, sd_token: str) -> np.ndarray:
+    rec = nusc.get("sample_data", sd_token)
+    cs = nusc.get("calibrated_sensor", rec["calibrated_sensor_token"])
+    pc = LidarPointCloud.from_file(nusc.get_sample_data_path(sd_token))
+    pc.rotate(Quaternion(cs["rotation"]).rotation_matrix)
+    pc.translate(np.array(cs["translation"]))
+    return pc.points[:3].T
+
+
+# ----------------------------------------------------------------------------- devkit
+def test_devkit_walks_every_sample(nusc, synthetic_dataroot):
+    assert len(nusc.scene) == 2 and len(nusc.sample) == 6
+    channels = {"LIDAR_TOP", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT",
+                "CAM_BACK_RIGHT"}
+    for scene in nusc.scene:
+        tok, n = scene["first_sample_token"], 0
+        while tok:
+            sample = nusc.get("sample", tok)
+            assert set(sample["data"]) == channels
+            for ch, sd in sample["data"].items():
+                path, boxes, K = nusc.get_sample_data(sd)
+                assert os.path.isfile(path)
+                if ch.startswith("CAM"):
+                    assert K.shape == (3, 3)
+                    img = cv2.imread(path)
+                    assert img.shape == (180, 320, 3)
+            tok, n = sample["next"], n + 1
+        assert n == scene["nbr_samples"] == 3
+        # 20 Hz LiDAR chain: 2 intervals x 10 steps + 1, timestamps strictly increasing
+        first = nusc.get("sample", scene["first_sample_token"])
+        sd = nusc.get("sample_data", first["data"]["LIDAR_TOP"])
+        stamps = [sd["timestamp"]]
+        while sd["next"]:
+            sd = nusc.get("sample_data", sd["next"])
+            stamps.append(sd["timestamp"])
+            # a sweep belongs to the following keyframe, as the devkit's box interpolation expects
+            smp = nusc.get("sample", sd["sample_token"])
+            assert smp["timestamp"] >= sd["timestamp"]
+        assert len(stamps) == 21 and np.all(np.diff(stamps) == 50_000)
+    # every sample_data's sweeps interpolate boxes without error
+    sweep = next(r for r in nusc.sample_data if not r["is_key_frame"])
+    _, boxes, _ = nusc.get_sample_data(sweep["token"])
+    assert len(boxes) > 0
+    splits = load_splits(synthetic_dataroot)
+    assert splits == {"train": ["scene-0001"], "val": ["scene-0002"]}
+
+
+def test_all_ten_classes_are_annotated(nusc):
+    cats = Counter(a["category_name"] for a in nusc.sample_annotation)
+    from occ_core.classes import category_to_occ3d
+    names = {n for n in DETECTION_CLASSES if any(category_to_occ3d(c) == OCC3D_INDEX[n] for c in cats)}
+    assert names == set(DETECTION_CLASSES)
+    for inst in nusc.instance:  # annotation chains are consistent
+        ann = nusc.get("sample_annotation", inst["first_annotation_token"])
+        k = 1
+        while ann["next"]:
+            ann = nusc.get("sample_annotation", ann["next"])
+            k += 1
+        assert k == inst["nbr_annotations"] and ann["token"] == inst["last_annotation_token"]
+
+
+def test_map_pointcloud_to_image_agrees_with_depth_maps(nusc, synthetic_dataroot):
+    rel_all = []
+    for sample in nusc.sample:
+        for cam in ("CAM_FRONT", "CAM_BACK_LEFT"):
+            pts, depth, _ = nusc.explorer.map_pointcloud_to_image(sample["data"]["LIDAR_TOP"], sample["data"][cam])
+            assert pts.shape[1] > 200
+            rec = nusc.get("sample_data", sample["data"][cam])
+            dpath = synthetic_dataroot / "depth" / cam / (Path(rec["filename"]).name[:-4] + ".png")
+            dm = cv2.imread(str(dpath), cv2.IMREAD_UNCHANGED)
+            assert dm.dtype == np.uint16 and dm.shape == (180, 320)
+            d = dm[pts[1].astype(int), pts[0].astype(int)] / 256.0
+            rel_all.append(np.abs(d - depth) / depth)
+    rel = np.concatenate(rel_all)
+    # the LiDAR sits 0.3-1 m from the cameras: occlusion edges differ; everything else agrees
+    assert np.median(rel) < 0.01
+    assert np.mean(rel < 0.05) > 0.9
+
+
+def test_lidarseg_matches_gt_voxels(nusc, synthetic_dataroot):
+    agree = total = 0
+    for sample in nusc.sample:
+        sd = sample["data"]["LIDAR_TOP"]
+        pts = _lidar_in_ego(nusc, sd)
+        seg = np.fromfile(synthetic_dataroot / nusc.get("lidarseg", sd)["filename"], dtype=np.uint8)
+        assert len(seg) == len(pts)
+        scene = nusc.get("scene", sample["scene_token"])["name"]
+        gt = np.load(synthetic_dataroot / "gts" / scene / sample["token"] / "labels.npz")
+        idx, inside = OCC3D.points_to_voxels(pts)
+        g = gt["semantics"][idx[inside, 0], idx[inside, 1], idx[inside, 2]]
+        lab = LIDARSEG_TO_OCC3D[seg[inside]]
+        assert not np.any(lab == 255)  # no noise / ego labels are produced
+        agree += int((g == lab).sum())
+        total += int(inside.sum())
+    assert total > 10_000
+    assert agree / total >= 0.95
+
+
+def test_annotation_boxes_contain_their_points(nusc, synthetic_dataroot):
+    checked = 0
+    for sample in nusc.sample:
+        sd = sample["data"]["LIDAR_TOP"]
+        pan = np.load(synthetic_dataroot / nusc.get("panoptic", sd)["filename"])["data"]
+        pc = LidarPointCloud.from_file(nusc.get_sample_data_path(sd))
+        _, boxes, _ = nusc.get_sample_data(sd)  # boxes in the LiDAR frame
+        anns = {a: nusc.get("sample_annotation", a) for a in sample["anns"]}
+        in_box = np.stack([points_in_box(b, pc.points[:3]) for b in boxes])  # (boxes, points)
+        for iid in np.unique(pan % 1000):
+            if iid == 0:
+                continue
+            m = pan % 1000 == iid
+            inside = in_box[:, m].all(axis=1)
+            assert inside.any(), f"points of object {iid} lie outside every box"
+            box = boxes[int(np.argmax(inside))]
+            assert anns[box.token]["num_lidar_pts"] == int(m.sum())
+            cat = nusc.get("category", nusc.get("instance", anns[box.token]["instance_token"])["category_token"])
+            assert cat["index"] == int(pan[m][0] // 1000)
+            checked += 1
+    assert checked > 20
+
+
+def test_gt_files(nusc, synthetic_dataroot):
+    flows = 0
+    for sample in nusc.sample:
+        scene = nusc.get("scene", sample["scene_token"])["name"]
+        gt = np.load(synthetic_dataroot / "gts" / scene / sample["token"] / "labels.npz")
+        oo = np.load(synthetic_dataroot / "openocc_v2" / scene / sample["token"] / "labels.npz")
+        sem = gt["semantics"]
+        assert sem.shape == (200, 200, 16) and sem.dtype == np.uint8
+        assert gt["mask_lidar"].dtype == bool and gt["mask_camera"].dtype == bool
+        assert 0.2 < gt["mask_camera"].mean() < 0.9 and 0.2 < gt["mask_lidar"].mean() < 0.9
+        assert sem.max() <= OCC3D_FREE and not np.any(sem == OCC3D_INDEX["others"])
+        # the ground layer below the ego is driveable surface; the ego's own box is free
+        assert sem[100, 100, 2] == OCC3D_INDEX["driveable_surface"]
+        assert np.all(sem[98:103, 98:103, 3:6] == OCC3D_FREE)
+        assert np.array_equal(oo["semantics"], OCC3D_TO_OPENOCC[sem])
+        assert oo["flow"].shape == (200, 200, 16, 2) and oo["flow"].dtype == np.float32
+        moving = np.linalg.norm(oo["flow"], axis=-1) > 0
+        assert np.all(np.isin(sem[moving], DYNAMIC_OCC3D))
+        assert np.all(oo["semantics"][moving] != OPENOCC_FREE)
+        flows += int(moving.sum())
+        # occupied voxels that are visible exist in the camera mask; hidden ones too
+        occ = sem != OCC3D_FREE
+        assert (occ & gt["mask_camera"]).sum() > 1000 and (occ & ~gt["mask_camera"]).sum() > 100
+    assert flows > 0
+
+
+def test_flow_matches_annotation_velocity(nusc, synthetic_dataroot):
+    """Flow in a moving object's voxels equals its annotated velocity rotated into base_link."""
+    sample = nusc.sample[1]
+    scene = nusc.get("scene", sample["scene_token"])["name"]
+    flow = np.load(synthetic_dataroot / "openocc_v2" / scene / sample["token"] / "labels.npz")["flow"]
+    ego = nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+    R = Quaternion(ego["rotation"]).rotation_matrix
+    n = 0
+    for a in sample["anns"]:
+        v = nusc.box_velocity(a)  # central differences of the annotated positions (m/s, map)
+        if not np.all(np.isfinite(v)) or np.linalg.norm(v) < 0.5:
+            continue
+        c = R.T @ (np.array(nusc.get("sample_annotation", a)["translation"]) - np.array(ego["translation"]))
+        idx, inside = OCC3D.points_to_voxels(c[None])
+        if not inside[0]:
+            continue
+        f = flow[idx[0, 0], idx[0, 1], :]
+        f = f[np.linalg.norm(f, axis=1) > 0]
+        if len(f) == 0:
+            continue
+        v_ego = (R.T @ v)[:2]
+        assert np.allclose(f.mean(0), v_ego, atol=0.15 * np.linalg.norm(v) + 0.1)
+        n += 1
+    assert n >= 3
+
+
+# ----------------------------------------------------------------------------- determinism, CLI
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes(tmp_path):
+    args = ["--scenes", "1", "--samples-per-scene", "2", "--image-size", "64x36", "--no-sweeps", "--quiet"]
+    assert main(["--out", str(tmp_path / "a"), "--seed", "7", *args]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--seed", "7", *args]) == 0
+    assert main(["--out", str(tmp_path / "c"), "--seed", "8", *args]) == 0
+    # two scenes in two worker processes equal two scenes generated one after the other
+    two = ["--scenes", "2", "--samples-per-scene", "1", "--image-size", "32x18", "--no-sweeps", "--quiet"]
+    assert main(["--out", str(tmp_path / "p"), "--workers", "2", *two]) == 0
+    assert main(["--out", str(tmp_path / "s"), "--workers", "1", *two]) == 0
+    assert _digest(tmp_path / "p") == _digest(tmp_path / "s")
+    da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
+    assert len(da) > 30 and da == db
+    assert da != dc
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["--out", str(out), "--scenes", "-1"]) == 2
+    assert "--scenes" in capsys.readouterr().err
+    assert main(["--out", str(out), "--samples-per-scene", "0"]) == 2
+    assert main(["--out", str(out), "--image-size", "640by360"]) == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["--out", str(out), "--scenes", "1", "--samples-per-scene", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err
+    assert (out / "keep.txt").exists()
+    assert main(["--out", str(out), "--scenes", "1", "--samples-per-scene", "1", "--image-size", "32x18",
+                 "--no-sweeps", "--overwrite", "--quiet"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "v1.0-mini" / "scene.json").exists()
+    with pytest.raises(OccDataError, match="image_size"):
+        SynthConfig(image_size=(0, 10))
+
+
+def test_cli_rejects_output_below_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["--out", str(tmp_path / "file" / "data"), "--scenes", "1", "--quiet"]) == 2
+    assert "cannot create" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "file"), "--scenes", "1", "--quiet"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_cli_rejects_unwritable_folder(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["--out", str(ro / "data"), "--scenes", "1", "--samples-per-scene", "1", "--quiet"]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = ds_mod.render_camera
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ds_mod, "render_camera", failing)
+    with pytest.raises(KeyboardInterrupt):
+        generate(SynthConfig(scenes=1, samples_per_scene=2, image_size=(32, 18), sweeps=False), tmp_path / "d",
+                 progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- geometry kernels
+def _flat_ground() -> Ground:
+    return Ground(np.full((10, 10), OCC3D_INDEX["driveable_surface"], np.uint8), np.array([-1000.0, -1000.0]), 200.0)
+
+
+def _one_box(center, half, yaw, cls="car") -> Solids:
+    return Solids(box_center=np.array([center], float), box_half=np.array([half], float),
+                  box_yaw=np.array([yaw], float), box_cls=np.array([OCC3D_INDEX[cls]], np.uint8),
+                  box_inst=np.array([1], np.int32))
+
+
+def test_cast_rays_box_and_ground():
+    yaw = 0.4
+    solids = _one_box((10.0, 0.0, 1.0), (2.0, 1.0, 1.0), yaw)
+    o = np.array([0.0, 0.0, 1.0])
+    rng = np.random.default_rng(0)
+    az = rng.uniform(-np.pi, np.pi, 4000)
+    el = rng.uniform(-0.6, 0.3, 4000)
+    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], 1)
+    hits = cast_rays(solids, _flat_ground(), o, d, 100.0, sectors=36)
+    p = o + hits.distance[:, None] * d
+    car = hits.cls == OCC3D_INDEX["car"]
+    assert car.sum() > 20 and np.all(hits.inst[car] == 1)
+    # car hits lie on the box surface, ground hits on z = 0
+    assert np.all(np.abs(sdf_box(p[car], np.array([10.0, 0.0, 1.0]), np.array([2.0, 1.0, 1.0]), yaw)) < 1e-6)
+    road = hits.cls == OCC3D_INDEX["driveable_surface"]
+    assert np.allclose(p[road, 2], 0.0, atol=1e-9)
+    assert np.all(np.isinf(hits.distance[d[:, 2] >= 0] [hits.cls[d[:, 2] >= 0] == OCC3D_FREE]))
+    # brute force: a point just before each car hit is outside the box, nothing nearer was hit
+    q = o + (hits.distance[car, None] - 1e-3) * d[car]
+    assert np.all(sdf_box(q, np.array([10.0, 0.0, 1.0]), np.array([2.0, 1.0, 1.0]), yaw) > 0)
+    assert np.allclose(np.linalg.norm(hits.normal[car], axis=1), 1.0)
+
+
+def test_label_voxels_box_is_exact_up_to_dilation():
+    grid = GridSpec.from_range("t", (-4.0, -4.0, -1.0, 4.0, 4.0, 3.0), 0.4)
+    solids = _one_box((0.55, -0.3, 1.0), (1.0, 0.6, 0.7), 0.0)
+    lab = label_voxels(solids, _flat_ground(), np.eye(4), np.zeros((2, 3)), grid, dilation=0.0)
+    car = lab.semantics == OCC3D_INDEX["car"]
+    # axis-aligned box [-0.45, 1.55] x [-0.9, 0.3] x [0.3, 1.7]: voxels that overlap it
+    ax = [grid.range_min[a] + 0.4 * np.arange(grid.dims[a]) for a in range(3)]
+    lo = [np.array(ax[a]) for a in range(3)]
+    ov = [(lo[a] < hi) & (lo[a] + 0.4 > low) for a, (low, hi) in enumerate([(-0.45, 1.55), (-0.9, 0.3), (0.3, 1.7)])]
+    expect = ov[0][:, None, None] & ov[1][None, :, None] & ov[2][None, None, :]
+    assert np.array_equal(car, expect)
+    assert np.all(lab.instance[car] == 1)
+    ground = lab.semantics[:, :, 2] == OCC3D_INDEX["driveable_surface"]
+    assert ground.sum() == 20 * 20 - expect[:, :, 2].sum()
