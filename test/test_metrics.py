@@ -299,8 +299,8 @@ def test_cast_labels_and_rayiou_match_brute_force(seed):
     pred = gt.copy()
     flip = rng.random(TINY.dims) < 0.05
     pred[flip] = rng.integers(0, 18, flip.sum())
-    # origins inside the grid, off the voxel lattice; one in a free voxel above an obstacle
-    origins = np.array([[0.13, -0.21, 0.57], [-2.31, 1.77, 1.03]])
+    # two origins inside the grid off the voxel lattice, one outside it (rays enter from the side)
+    origins = np.array([[0.13, -0.21, 0.57], [-2.31, 1.77, 1.03], [5.3, -4.61, 0.77]])
     # every 3rd azimuth of the SparseOcc set: still holds the rays along +-x and +-y
     dirs = rayiou.lidar_ray_directions()[::3]
     brute = {}
