@@ -16,7 +16,8 @@ Conventions:
   voxel is a hit (distance: its exit).
 - ``max_distance``: voxels *entered* at ``t < max_distance`` are considered; the distance
   reported is still the exit of the hit voxel (it may exceed ``max_distance``).
-- Ties (a ray through an edge or corner) step the lowest axis first (x, then y, then z).
+- A ray exactly through an edge or corner crosses the tied faces at once (it does not visit
+  the voxels it only touches there), as the exact ray-box test does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from occ_core.grid import GridSpec
 from occ_core.ops.backend import resolve_backend
 
-# Occupancy codes in the padded grid used by the torch reference.
+# Codes in the padded grid of the torch reference.
 _FREE, _OCC, _OUT = 0, 1, 2
 
 
@@ -71,6 +72,8 @@ class RaySetup:
         t_max: (R, 3) metres of the next face crossing per axis (``inf`` for a zero component).
         t_delta: (R, 3) metres between crossings per axis (``inf`` for a zero component).
         max_distance: (R,) metres (``inf`` when unlimited).
+        origin: (R, 3) metres.
+        direction: (R, 3) unit directions.
     """
 
     valid: torch.Tensor
@@ -80,6 +83,8 @@ class RaySetup:
     t_max: torch.Tensor
     t_delta: torch.Tensor
     max_distance: torch.Tensor
+    origin: torch.Tensor
+    direction: torch.Tensor
 
 
 def ray_setup(origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
@@ -131,16 +136,31 @@ def ray_setup(origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
     t_max = torch.where(zero, inf, (boundary - o) / safe_d)
     t_delta = torch.where(zero, inf, vs / d.abs().clamp_min(1e-300))
     step = pos.to(torch.int64) - neg.to(torch.int64)
-    return RaySetup(valid, t_enter, idx, step, t_max, t_delta, maxd)
+    return RaySetup(valid, t_enter, idx, step, t_max, t_delta, maxd, o, d)
+
+
+def exit_distance(setup: "RaySetup", rows: torch.Tensor, voxel: torch.Tensor, grid: GridSpec) -> torch.Tensor:
+    """Exact distance (float64 metres) at which rays ``rows`` leave voxels ``voxel`` (K, 3)."""
+    dev = voxel.device
+    lo = torch.tensor(grid.range_min, dtype=torch.float64, device=dev)
+    vs = torch.tensor(grid.voxel_size, dtype=torch.float64, device=dev)
+    d = setup.direction[rows]
+    face = lo + vs * (voxel + (d > 0).to(torch.int64)).to(torch.float64)
+    t = (face - setup.origin[rows]) / torch.where(d == 0, torch.ones_like(d), d)
+    return torch.where(d == 0, torch.full_like(t, float("inf")), t).amin(1)
 
 
 def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
-                  max_distance: float | torch.Tensor | None = None) -> RayHits:
-    """Torch reference of :func:`raycast` (any device; float64 crossing times).
+                  max_distance: float | torch.Tensor | None = None, block: int = 8,
+                  step_dtype: torch.dtype = torch.float32) -> RayHits:
+    """Torch reference of :func:`raycast` (any device).
 
-    All live rays step together, one voxel per iteration; rays that hit or leave are parked on
-    a dummy free cell and the live set is compacted once half of it is parked. The grid is
-    padded by one voxel of "outside" so that leaving needs no bounds test.
+    All live rays step together, ``block`` voxels per round without any bookkeeping (the grid
+    is padded by ``block`` voxels of "outside", so a ray that left keeps stepping harmlessly);
+    after each round the first stop of every ray is read from the round's record and finished
+    rays are compacted away. Crossing times accumulate in ``step_dtype`` (float32: half the
+    memory traffic; the order of two crossings closer than ~1e-5 m may differ from exact
+    arithmetic); the reported exit distances are recomputed exactly in float64.
     """
     _check_inputs(occupied, origins, directions, grid)
     dev = occupied.device
@@ -152,71 +172,64 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
         return RayHits(hit, distance, voxel)
 
     s = ray_setup(origins, directions, grid, max_distance)
+    K = int(block)
     X, Y, Z = grid.dims
-    PY, PZ = Y + 2, Z + 2
-    n_pad = (X + 2) * PY * PZ
-    park = n_pad  # index of the extra always-free parking cell
-    padded = torch.full((n_pad + 1,), _OUT, dtype=torch.uint8, device=dev)
-    padded[park] = _FREE
-    padded[:n_pad].view(X + 2, PY, PZ)[1:-1, 1:-1, 1:-1] = occupied.to(torch.uint8)
+    PX, PY, PZ = X + 2 * K, Y + 2 * K, Z + 2 * K
+    padded = torch.full((PX * PY * PZ,), _OUT, dtype=torch.uint8, device=dev)
+    padded.view(PX, PY, PZ)[K:-K, K:-K, K:-K] = occupied.to(torch.uint8)
     strides = torch.tensor([PY * PZ, PZ, 1], dtype=torch.int64, device=dev)
 
     def unravel(flat: torch.Tensor) -> torch.Tensor:
-        return torch.stack((flat // (PY * PZ) - 1, (flat // PZ) % PY - 1, flat % PZ - 1), dim=1)
+        return torch.stack((flat // (PY * PZ) - K, (flat // PZ) % PY - K, flat % PZ - K), dim=1)
+
+    def record(rows: torch.Tensor, vox: torch.Tensor) -> None:
+        hit[rows] = True
+        voxel[rows] = vox
+        distance[rows] = exit_distance(s, rows, vox, grid).to(torch.float32)
 
     ray_id = s.valid.nonzero().flatten()
-    flat = (((s.idx[ray_id] + 1) * strides).sum(1))
-    # Start voxel occupied: hit at once.
-    start_hit = padded[flat] == _OCC
+    flat = ((s.idx[ray_id] + K) * strides).sum(1)
+    start_hit = padded[flat] == _OCC  # occupied start voxel: hit at once
     if bool(start_hit.any()):
-        ids = ray_id[start_hit]
-        hit[ids] = True
-        distance[ids] = s.t_max[ids].amin(1).to(torch.float32)
-        voxel[ids] = s.idx[ids]
-        keep = ~start_hit
+        record(ray_id[start_hit], s.idx[ray_id[start_hit]])
+        keep = (~start_hit).nonzero().flatten()
         ray_id, flat = ray_id[keep], flat[keep]
-    t_max = s.t_max[ray_id].contiguous()
-    t_delta = s.t_delta[ray_id].contiguous()
-    sstride = (s.step[ray_id] * strides).contiguous()
+    # Structure of arrays (3, A): next crossing time, time between crossings, flat-index step.
+    fdt = step_dtype
+    T = s.t_max[ray_id].t().to(fdt).contiguous()
+    Dt = torch.where(torch.isinf(s.t_delta), 0.0, s.t_delta)[ray_id].t().to(fdt).contiguous()
+    S = (s.step[ray_id] * strides).t().to(fdt).contiguous()  # exact: strides < 2**24
     limited = max_distance is not None
-    maxd = s.max_distance[ray_id].contiguous() if limited else None
-    n_live = ray_id.numel()
-    n_parked = 0
+    maxd = s.max_distance[ray_id].to(fdt) if limited else None
 
-    while n_live > 0:
-        t_cross, ax = t_max.min(1)  # time of entering the next voxel, and the axis crossed
-        ax = ax.unsqueeze(1)
-        flat += sstride.gather(1, ax).squeeze(1)
-        t_max.scatter_add_(1, ax, t_delta.gather(1, ax))
-        code = padded[flat]
-        stop = code != _FREE
+    while ray_id.numel() > 0:
+        A = ray_id.numel()
+        M = torch.empty(K, A, dtype=fdt, device=dev)  # entry time of the voxel of each step
+        F = torch.empty(K, A, dtype=torch.int64, device=dev)  # its flat index
+        C = torch.empty(K, A, dtype=torch.uint8, device=dev)  # its code
+        for k in range(K):
+            m = torch.minimum(torch.minimum(T[0], T[1], out=M[k]), T[2], out=M[k])
+            e = (T == m).to(fdt)  # axes crossed now (all of them on an exact tie)
+            T.addcmul_(Dt, e)
+            flat += (S * e).sum(0).to(torch.int64)
+            F[k] = flat
+            torch.take(padded, flat, out=C[k])
+        stop = C != _FREE
         if limited:
-            stop |= t_cross >= maxd
-        fin = stop.nonzero().flatten()
-        if fin.numel() == 0:
-            continue
-        is_hit = code[fin] == _OCC
-        if limited:
-            is_hit &= t_cross[fin] < maxd[fin]
-        hrow = fin[is_hit]
-        if hrow.numel():
-            ids = ray_id[hrow]
-            hit[ids] = True
-            distance[ids] = t_max[hrow].amin(1).to(torch.float32)
-            voxel[ids] = unravel(flat[hrow])
-        # Park the finished rays on the free dummy cell; they stay there (stride 0) and never stop again.
-        flat[fin] = park
-        sstride[fin] = 0
-        t_delta[fin] = 0.0
-        t_max[fin] = -float("inf")
-        n_live -= fin.numel()
-        n_parked += fin.numel()
-        if n_parked * 2 > flat.numel() and n_live > 0:
-            keep = (flat != park).nonzero().flatten()
-            ray_id, flat, t_max, t_delta, sstride = ray_id[keep], flat[keep], t_max[keep], t_delta[keep], sstride[keep]
+            stop |= M >= maxd
+        done = stop.any(0)
+        fin = done.nonzero().flatten()
+        if fin.numel():
+            kf = stop[:, fin].to(torch.uint8).argmax(0)  # first stop within the round
+            is_hit = C[kf, fin] == _OCC
+            if limited:
+                is_hit &= M[kf, fin] < maxd[fin]
+            if bool(is_hit.any()):
+                record(ray_id[fin[is_hit]], unravel(F[kf[is_hit], fin[is_hit]]))
+            keep = (~done).nonzero().flatten()
+            ray_id, flat, T, Dt, S = ray_id[keep], flat[keep], T[:, keep], Dt[:, keep], S[:, keep]
             if limited:
                 maxd = maxd[keep]
-            n_parked = 0
     return RayHits(hit, distance, voxel)
 
 
