@@ -202,6 +202,7 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
     limited = max_distance is not None
     maxd = s.max_distance[ray_id].to(fdt) if limited else None
 
+    countdown = torch.arange(K, 0, -1, dtype=torch.uint8, device=dev)[:, None]  # (K, 1): K, ..., 1
     while ray_id.numel() > 0:
         A = ray_id.numel()
         M = torch.empty(K, A, dtype=fdt, device=dev)  # entry time of the voxel of each step
@@ -220,16 +221,19 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
         done = stop.any(0)
         fin = done.nonzero().flatten()
         if fin.numel():
-            kf = stop[:, fin].to(torch.uint8).argmax(0)  # first stop within the round
-            is_hit = C[kf, fin] == _OCC
+            # First stop within the round: K - max_k(stop_k * (K - k)); then read the record there.
+            first = K - (stop.index_select(1, fin) * countdown).amax(0).to(torch.int64)
+            at = first * A + fin
+            is_hit = C.view(-1).take(at) == _OCC
             if limited:
-                is_hit &= M[kf, fin] < maxd[fin]
+                is_hit &= M.view(-1).take(at) < maxd.index_select(0, fin)
             if bool(is_hit.any()):
-                record(ray_id[fin[is_hit]], unravel(F[kf[is_hit], fin[is_hit]]))
+                record(ray_id.index_select(0, fin[is_hit]), unravel(F.view(-1).take(at[is_hit])))
             keep = (~done).nonzero().flatten()
-            ray_id, flat, T, Dt, S = ray_id[keep], flat[keep], T[:, keep], Dt[:, keep], S[:, keep]
+            ray_id, flat = ray_id.index_select(0, keep), flat.index_select(0, keep)
+            T, Dt, S = T.index_select(1, keep), Dt.index_select(1, keep), S.index_select(1, keep)
             if limited:
-                maxd = maxd[keep]
+                maxd = maxd.index_select(0, keep)
     return RayHits(hit, distance, voxel)
 
 
