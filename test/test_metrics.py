@@ -133,10 +133,23 @@ def test_depth_metrics_hand_computed_and_frame_averaging():
     m.update(np.array([1.0]), np.array([2.0]))                # abs rel 1.0 (1 pixel)
     m.update(np.array([1.0, 1, 1]), np.array([1.0, 1, 1]))    # abs rel 0.0 (3 pixels)
     m.update(np.array([0.0]), np.array([1.0]))                # no valid pixel
-    assert m.result()["abs_rel"] == pytest.approx(0.5)        # per-frame mean, not per-pixel (0.25)
-    assert m.frames == 2 and m.empty_frames == 1
+    assert m.result()["abs_rel"] == pytest.approx(0.5)        # per-image mean, not per-pixel (0.25)
+    assert m.counts.tolist() == [2] and m.empty.tolist() == [1]
     m2 = depth.DepthMetric().load_state(m.state())
     assert m2.result() == m.result()
+
+
+def test_depth_mean_over_cameras_of_per_camera_means():
+    m = depth.DepthMetric(cameras=("CAM_FRONT", "CAM_BACK"))
+    m.update(np.array([1.0]), np.array([2.0]), "CAM_FRONT")   # 1.0
+    m.update(np.array([1.0]), np.array([1.0]), "CAM_FRONT")   # 0.0 -> front mean 0.5
+    m.update(np.array([2.0]), np.array([1.0]), "CAM_BACK")    # 0.5 -> back mean 0.5
+    m.update(np.array([4.0]), np.array([1.0]), "CAM_BACK")    # 0.75 -> back mean 0.625
+    np.testing.assert_allclose(m.per_camera()[:, 0], [0.5, 0.625])
+    m.update(np.array([1.0]), np.array([1.0]), "CAM_FRONT")   # front: (1 + 0 + 0) / 3
+    assert m.result()["abs_rel"] == pytest.approx((1 / 3 + 0.625) / 2)  # image mean would be 2.25 / 5 = 0.45
+    with pytest.raises(ValueError, match="CAM_LEFT"):
+        m.update(np.array([1.0]), np.array([1.0]), "CAM_LEFT")
 
 
 # ---------------------------------------------------------------------------- RayIoU counting
