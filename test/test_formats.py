@@ -145,3 +145,24 @@ def test_resample_crop_upsample_and_majority_downsample():
     # SurroundOcc (0.5 m) -> Occ3D (0.4 m) is not an integer factor
     with pytest.raises(ValueError, match="no well-defined"):
         convert.resample(np.zeros(grid.SURROUNDOCC.dims, np.uint8), grid.SURROUNDOCC, grid.OCC3D, free=0, fill=255)
+
+
+def test_list_gt_rejects_empty_folders_and_duplicate_tokens(tmp_path):
+    with pytest.raises(OccDataError, match="not found"):
+        occ3d.list_gt(tmp_path / "nope")
+    (tmp_path / "gts").mkdir()
+    with pytest.raises(OccDataError, match="no <scene>/<token>/labels.npz"):
+        occ3d.list_gt(tmp_path / "gts")
+    s = _occ3d_sample()
+    occ3d.write_gt(tmp_path / "gts" / "scene-a" / "tok" / "labels.npz", s)
+    occ3d.write_gt(tmp_path / "gts" / "scene-b" / "tok" / "labels.npz", s)
+    with pytest.raises(OccDataError, match="token tok appears in scenes scene-a and scene-b"):
+        occ3d.list_gt(tmp_path / "gts")
+
+
+def test_writers_reject_labels_outside_the_label_space(tmp_path):
+    with pytest.raises(OccDataError, match="0..17"):
+        occ3d.write_prediction(tmp_path / "p.npz", np.full((2, 2, 2), 18, np.uint8))
+    with pytest.raises(OccDataError, match="0..16"):
+        openocc.write(tmp_path / "o.npz", openocc.OpenOccSample(np.full((2, 2, 2), 17, np.uint8)))
+    assert not (tmp_path / "p.npz").exists() and not (tmp_path / "o.npz").exists()
