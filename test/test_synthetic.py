@@ -335,3 +335,30 @@ def test_label_voxels_box_is_exact_up_to_dilation():
     assert np.all(lab.instance[car] == 1)
     ground = lab.semantics[:, :, 2] == OCC3D_INDEX["driveable_surface"]
     assert ground.sum() == 20 * 20 - expect[:, :, 2].sum()
+
+
+def test_visibility_masks_stop_at_the_first_hit():
+    from occ_core.data.synthetic.groundtruth import camera_visibility, lidar_visibility
+    from occ_core.data.synthetic.sensors import LidarConfig
+
+    grid = GridSpec.from_range("t", (-20.0, -20.0, -2.0, 20.0, 20.0, 6.0), 0.4)
+    ctr = grid.all_voxel_centers()
+    dist = np.linalg.norm(ctr, axis=-1)
+    cfg = LidarConfig()
+    el = cfg.elevations()
+    # a LiDAR at the origin that sees a surface 10 m away in every direction
+    vis = lidar_visibility(np.full((cfg.beams, cfg.azimuth_steps), 10.0), -np.pi, el, 70.0, np.eye(4), grid)
+    elev = np.degrees(np.arcsin(ctr[..., 2] / np.maximum(dist, 1e-9)))
+    in_fov = (elev > -30.0) & (elev < 11.0)
+    assert np.all(vis[(dist < 9.6) & in_fov])          # in front of the surface
+    assert not np.any(vis[dist > 10.0 + 0.35])          # behind it (entry beyond 10 m)
+    assert not np.any(vis[(elev > 12.0) | (elev < -32.0)])  # outside the vertical field of view
+    # a camera looking along +x (optical z = ego x) with a surface at z-depth 8 m
+    T_cam_from_ego = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    K = np.array([[100.0, 0, 100], [0, 100.0, 50], [0, 0, 1]])
+    cv = camera_visibility([np.full((100, 200), 8.0, np.float32)], [K], [T_cam_from_ego], grid)
+    x, y, z = ctr[..., 0], ctr[..., 1], ctr[..., 2]
+    in_view = (x > 0.5) & (np.abs(y) < 0.9 * x) & (np.abs(z) < 0.45 * x)
+    assert np.all(cv[in_view & (x < 7.6)])
+    assert not np.any(cv[x > 8.0 + 0.2 * 1.8])
+    assert not np.any(cv[x < 0])

@@ -357,8 +357,9 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
         vel = np.zeros((len(world.objects) + 1, 3))
         vel[1:][moving] = states.velocity[moving]
         labels = label_voxels(solids, world.ground, T_map_ego, vel, cfg.grid)
+        returns = key_scan.points[:, :3].astype(np.float64) @ T_ego_from_lidar[:3, :3].T + T_ego_from_lidar[:3, 3]
         mask_lidar = lidar_visibility(key_scan.range_image, key_scan.azimuth0, lidar_el, cfg.lidar.max_range,
-                                      invert_transform(T_ego_from_lidar), cfg.grid)
+                                      invert_transform(T_ego_from_lidar), cfg.grid, returns)
         mask_camera = camera_visibility(depths, Ks, T_cam_ego, cfg.grid)
         times.groundtruth += time.perf_counter() - t1
         t1 = time.perf_counter()

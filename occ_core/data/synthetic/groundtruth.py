@@ -13,9 +13,11 @@ trailer < bus < truck < construction_vehicle < car < barrier < motorcycle < bicy
 traffic_cone < pedestrian (small and dynamic things are not swallowed by large ones). The
 generator never produces Occ3D ``others``, so every label has an OpenOcc v2 class.
 
-Visibility (Occ3D ``mask_lidar`` / ``mask_camera``) is ray cast against the analytic world:
-a voxel is visible to a sensor when the first hit along the sensor's ray through the voxel
-centre is not nearer than the centre (within half a voxel diagonal). For the LiDAR the ray is
+Visibility (Occ3D ``mask_lidar`` / ``mask_camera``) is ray cast against the analytic world
+(the LiDAR's range image and the cameras' depth maps are those first hits): a voxel is visible
+to a sensor when the first hit along the sensor's ray towards the voxel centre is not nearer
+than the point where that ray enters the voxel (so the voxel holding a hit is visible, and the
+free voxels in front of it). For the LiDAR the ray is
 the nearest of its beams (so voxels outside the vertical field of view or beyond range are not
 visible); for the cameras it is the pixel the centre projects to (the depth map), in front of
 the camera and inside the image, in any of the six cameras.
@@ -140,45 +142,76 @@ def label_voxels(solids: Solids, ground: Ground, T_map_from_ego: np.ndarray, vel
     return VoxelLabels(sem, inst, flow)
 
 
-def lidar_visibility(range_image: np.ndarray, azimuth0: float, elevations: np.ndarray, max_range: float,
-                     T_lidar_from_ego: np.ndarray, grid: GridSpec) -> np.ndarray:
-    """(X, Y, Z) bool: voxels whose centre is not behind the first hit of the nearest LiDAR beam.
+def _entry_distance(origin: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from ``origin`` (3,) (grid frame) to every voxel centre (N,) and to the point
+    where the segment origin -> centre enters that voxel (N,) (0 for the voxel holding origin)."""
+    ctr = grid.all_voxel_centers().reshape(-1, 3)
+    v = ctr - origin
+    dist = np.linalg.norm(v, axis=1)
+    d = v / np.maximum(dist, 1e-9)[:, None]
+    half = 0.5 * np.asarray(grid.voxel_size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (v - half) / d
+        t2 = (v + half) / d
+    near = np.where(np.abs(d) < 1e-12, -np.inf, np.minimum(t1, t2))
+    return dist, np.maximum(near.max(axis=1), 0.0)
 
-    ``range_image`` (beams, A) first-hit distances (inf: none) of beams at ``elevations`` (rad)
-    and azimuths ``azimuth0 + 2 pi k / A`` in the LiDAR frame.
+
+def lidar_visibility(range_image: np.ndarray, azimuth0: float, elevations: np.ndarray, max_range: float,
+                     T_lidar_from_ego: np.ndarray, grid: GridSpec, returns: np.ndarray | None = None) -> np.ndarray:
+    """(X, Y, Z) bool: voxels that the LiDAR's beams reach.
+
+    ``range_image`` (beams, A) holds the first-hit distances (inf: none) of beams at
+    ``elevations`` (rad, ascending) and azimuths ``azimuth0 + 2 pi k / A`` in the LiDAR frame.
+    A voxel is visible when its centre lies within the vertical field of view (half a beam
+    spacing beyond the outer beams), it is entered within ``max_range``, and one of the two beams
+    bracketing the direction of its centre (nearest azimuth) is not stopped before the point
+    where the ray to the centre enters the voxel. Voxels holding one of ``returns`` (N, 3)
+    (the scan's points, base_link) are visible too: a return was measured there.
     """
     beams, A = range_image.shape
+    T_ego_from_lidar = np.linalg.inv(T_lidar_from_ego)
+    dist, enter = _entry_distance(T_ego_from_lidar[:3, 3], grid)
     ctr = grid.all_voxel_centers().reshape(-1, 3)
     p = ctr @ T_lidar_from_ego[:3, :3].T + T_lidar_from_ego[:3, 3]
-    r = np.linalg.norm(p, axis=1)
-    el = np.arcsin(np.clip(p[:, 2] / np.maximum(r, 1e-9), -1, 1))
+    el = np.arcsin(np.clip(p[:, 2] / np.maximum(dist, 1e-9), -1, 1))
     step = (elevations[-1] - elevations[0]) / (beams - 1)
-    row = np.rint((el - elevations[0]) / step).astype(np.int64)
-    in_fov = (row >= 0) & (row < beams)
+    fr = (el - elevations[0]) / step
+    in_fov = (fr >= -0.5) & (fr <= beams - 0.5)
     az = np.arctan2(p[:, 1], p[:, 0])
     col = np.rint((az - azimuth0) / (2 * np.pi) * A).astype(np.int64) % A
-    first = np.where(np.isfinite(range_image), range_image, max_range)[row.clip(0, beams - 1), col]
-    tol = 0.5 * float(np.linalg.norm(grid.voxel_size))
-    vis = in_fov & (r <= first + tol) & (r <= max_range)
-    return vis.reshape(grid.dims)
+    lo_row = np.floor(fr).astype(np.int64).clip(0, beams - 1)
+    hi_row = np.ceil(fr).astype(np.int64).clip(0, beams - 1)
+    first = np.maximum(range_image[lo_row, col], range_image[hi_row, col])
+    vis = in_fov & (enter <= first + 1e-3) & (enter <= max_range)
+    vis = vis.reshape(grid.dims)
+    if returns is not None and len(returns):
+        idx, inside = grid.points_to_voxels(returns)
+        vis[idx[inside, 0], idx[inside, 1], idx[inside, 2]] = True
+    return vis
 
 
 def camera_visibility(depths: list[np.ndarray], Ks: list[np.ndarray], T_cam_from_ego: list[np.ndarray],
-                      grid: GridSpec) -> np.ndarray:
-    """(X, Y, Z) bool: voxels whose centre projects inside some camera image, in front of it and
-    not behind that pixel's first hit (``depths``: (H, W) z-depth maps, 0 = no hit)."""
+                      grid: GridSpec, max_range: float = 120.0) -> np.ndarray:
+    """(X, Y, Z) bool: voxels that some camera sees.
+
+    A voxel is visible in a camera when its centre projects inside the image, in front of the
+    camera, and that pixel's first hit (``depths``: (H, W) z-depth maps, 0 = no hit within
+    ``max_range``) is not nearer than the point where the ray to the centre enters the voxel.
+    """
     ctr = grid.all_voxel_centers().reshape(-1, 3)
     vis = np.zeros(len(ctr), bool)
-    tol = 0.5 * float(np.linalg.norm(grid.voxel_size))
     for depth, K, T in zip(depths, Ks, T_cam_from_ego):
         H, W = depth.shape
+        dist, enter = _entry_distance(np.linalg.inv(T)[:3, 3], grid)
         p = ctr @ T[:3, :3].T + T[:3, 3]
         front = p[:, 2] > 0.1
         z = np.where(front, p[:, 2], 1.0)
         u = np.floor(K[0, 0] * p[:, 0] / z + K[0, 2]).astype(np.int64)
         v = np.floor(K[1, 1] * p[:, 1] / z + K[1, 2]).astype(np.int64)
         inside = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        dm = depth[v.clip(0, H - 1), u.clip(0, W - 1)]
+        dm = depth[v.clip(0, H - 1), u.clip(0, W - 1)].astype(np.float64)
         dm = np.where(dm > 0, dm, np.inf)
-        vis |= inside & (p[:, 2] <= dm + tol)
+        z_enter = enter * z / np.maximum(dist, 1e-9)  # z-depth of the entry point
+        vis |= inside & (z_enter <= dm + 1e-3) & (enter <= max_range)
     return vis.reshape(grid.dims)
