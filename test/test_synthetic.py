@@ -362,3 +362,18 @@ def test_visibility_masks_stop_at_the_first_hit():
     assert np.all(cv[in_view & (x < 7.6)])
     assert not np.any(cv[x > 8.0 + 0.2 * 1.8])
     assert not np.any(cv[x < 0])
+
+
+def test_camera_sweeps(tmp_path):
+    out = tmp_path / "cs"
+    generate(SynthConfig(scenes=1, samples_per_scene=2, image_size=(48, 27), sweeps=False, camera_sweeps=True), out,
+             progress=False)
+    nusc = NuScenes(version="v1.0-mini", dataroot=str(out), verbose=False)
+    cams = [r for r in nusc.sample_data if r["channel"] == "CAM_FRONT"]
+    assert len(cams) == 2 + 5  # two keyframes, 12 Hz in between
+    assert sum(not r["is_key_frame"] for r in cams) == 5
+    assert all(r["filename"].startswith("sweeps/CAM_FRONT/") for r in cams if not r["is_key_frame"])
+    assert len([r for r in nusc.sample_data if r["channel"] == "LIDAR_TOP"]) == 2
+    for r in cams:
+        assert (out / "depth" / "CAM_FRONT" / (Path(r["filename"]).name[:-4] + ".png")).is_file()
+        _, boxes, _ = nusc.get_sample_data(r["token"])  # interpolated boxes for sweeps
