@@ -114,7 +114,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--loop-voxels", type=int, default=64000, help="voxels in the Python-loop subset")
     ap.add_argument("--loop-rays", type=int, default=2000, help="rays per grid in the Python-DDA subset")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gt, pred, mask, origins = synthetic_frame()
     rows = []
     steps = tqdm(total=5, desc="bench")
