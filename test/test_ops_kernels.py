@@ -143,7 +143,7 @@ def test_bev_pool_kernel_gradcheck():
 RGRID = GridSpec("aniso", (-2.0, -1.5, -0.5), (0.5, 0.3, 0.25), (8, 10, 6))
 
 
-def test_raycast_kernel_matches_reference():
+def test_raycast_kernel_matches_reference(monkeypatch):
     from occ_core.ops.raycast import raycast
 
     rng = np.random.default_rng(5)
@@ -163,5 +163,9 @@ def test_raycast_kernel_matches_reference():
         assert torch.equal(ref.hit, ker.hit) and torch.equal(ref.voxel, ker.voxel)
         torch.testing.assert_close(ker.distance, ref.distance)
         assert ref.hit.any() and (~ref.hit).any() and ref.hit[200:210].all()
+    # The environment switch reaches the kernel too (same answers through the dispatcher).
+    monkeypatch.setenv(ops_backend.BACKEND_ENV, "triton")
+    via_env = raycast(occ, o[:50], d[:50], RGRID)
+    assert torch.equal(via_env.voxel, raycast(occ, o[:50], d[:50], RGRID, backend="torch").voxel)
     empty = raycast(occ, o[:0], d[:0], RGRID, backend="triton")
     assert empty.hit.shape == (0,) and empty.voxel.shape == (0, 3)

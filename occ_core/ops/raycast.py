@@ -112,29 +112,35 @@ def ray_setup(origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
     dims = torch.tensor(grid.dims, dtype=torch.int64, device=dev)
     hi = lo + vs * dims.to(f64)
     zero = d == 0
+    has_zero = bool(zero.any())  # rays along axes or in axis planes: patch those components
     pos = d > 0
     neg = d < 0
-    inf = torch.tensor(float("inf"), dtype=f64, device=dev)
-    safe_d = torch.where(zero, torch.ones_like(d), d)
-    t1 = (lo - o) / safe_d
-    t2 = (hi - o) / safe_d
-    inside_axis = (o >= lo) & (o < hi)
-    t_near = torch.where(zero, torch.where(inside_axis, -inf, inf), torch.minimum(t1, t2))
-    t_far = torch.where(zero, torch.where(inside_axis, inf, -inf), torch.maximum(t1, t2))
-    t_enter = t_near.amax(1).clamp_min(0.0)
+    inf = float("inf")
+    inv = 1.0 / d  # +-inf on zero components
+    t1 = (lo - o) * inv
+    t2 = (hi - o) * inv
+    t_near = torch.minimum(t1, t2)
+    t_far = torch.maximum(t1, t2)
+    if has_zero:  # slab of a zero component: everything or nothing, origin in [lo, hi)
+        inside_axis = (o >= lo) & (o < hi)
+        t_near = torch.where(zero, torch.where(inside_axis, -inf, inf), t_near)
+        t_far = torch.where(zero, torch.where(inside_axis, inf, -inf), t_far)
+    t_enter = t_near.amax(1).clamp_min_(0.0)
     t_exit = t_far.amin(1)
     if max_distance is None:
-        maxd = torch.full((R,), float("inf"), dtype=f64, device=dev)
+        maxd = torch.full((R,), inf, dtype=f64, device=dev)
     else:
         maxd = torch.as_tensor(max_distance, dtype=f64, device=dev).expand(R)
     valid = (t_enter < t_exit) & (t_enter < maxd)
 
     u = (o + t_enter[:, None] * d - lo) / vs  # voxel units at the entry point
     idx = torch.where(neg, torch.ceil(u) - 1, torch.floor(u)).to(torch.int64)
-    idx = torch.minimum(idx.clamp_min(0), dims - 1)
+    idx = torch.minimum(idx.clamp_min_(0), dims - 1)
     boundary = lo + vs * (idx + pos.to(torch.int64)).to(f64)  # next face in metres
-    t_max = torch.where(zero, inf, (boundary - o) / safe_d)
-    t_delta = torch.where(zero, inf, vs / d.abs().clamp_min(1e-300))
+    t_max = (boundary - o) * inv
+    if has_zero:
+        t_max = torch.where(zero, inf, t_max)
+    t_delta = vs * inv.abs()  # inf on zero components
     step = pos.to(torch.int64) - neg.to(torch.int64)
     return RaySetup(valid, t_enter, idx, step, t_max, t_delta, maxd, o, d)
 

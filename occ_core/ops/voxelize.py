@@ -91,11 +91,10 @@ def point_voxel_coords_torch(points: torch.Tensor, grid: GridSpec) -> PointVoxel
     dtype = points.dtype if points.dtype in (torch.float32, torch.float64) else torch.float32
     lo, vs, dims = _grid_tensors(grid, dtype, points.device)
     c = torch.floor((points[:, :3].to(dtype) - lo) / vs)  # (N, 3) x, y, z, float32 (or float64)
-    inside = ((c >= 0) & (c < dims.to(c.dtype))).all(1)
-    c = c.to(torch.int64)
+    outside = ((c < 0) | (c >= dims.to(c.dtype))).any(1)
+    zyx = c[:, [2, 1, 0]].to(torch.int64).masked_fill_(outside[:, None], -1)
     X, Y, _ = grid.dims
-    flat = torch.where(inside, (c[:, 2] * Y + c[:, 1]) * X + c[:, 0], -1)
-    zyx = torch.where(inside[:, None], c.flip(1), -1)
+    flat = ((zyx[:, 0] * Y + zyx[:, 1]) * X + zyx[:, 2]).masked_fill_(outside, -1)
     return PointVoxelCoords(zyx, flat)
 
 

@@ -1,0 +1,216 @@
+"""Benchmark of the ops (occ_core.ops): torch references on the CPU, Triton kernels on a GPU.
+
+Run from the repository root: ``.venv/bin/python bench/ops.py [--repeats N] [--threads T]``.
+
+Cases at realistic sizes (medians of repeats, milliseconds):
+
+* voxelize: 10 LiDAR sweeps of 34,720 points (347,200 points, 5 columns) on the CenterPoint
+  nuScenes voxel grid (0.1 x 0.1 x 0.2 m over [-51.2, -51.2, -5, 51.2, 51.2, 3]); dynamic
+  (voxel means) and hard (10 points x 120,000 voxels);
+* bev_pool: 6 cameras x 59 depth bins x 16 x 44 pixels x 80 channels, frustum from the shipped
+  nuScenes rig (704 x 256 input, stride 16, depth 1..59 m), into the Occ3D grid 200 x 200 x 16;
+  forward, and forward + backward; the plan (prepare_bev_pool) separately;
+* raycast: 112,320 rays (8 origins x 14,040 SparseOcc LiDAR rays) through a synthetic Occ3D
+  frame (ground, walls, 60 boxes).
+
+The floor of each case is the minimum bytes it must move (inputs read once, outputs written
+once; listed per case) over the memory bandwidth measured here with a large torch copy.
+Triton kernels are timed only where a CUDA device exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from occ_core.grid import OCC3D, GridSpec  # noqa: E402
+from occ_core.ops import bev_pool, dynamic_voxelize, hard_voxelize, prepare_bev_pool, raycast  # noqa: E402
+from occ_core.rig import load_rig  # noqa: E402
+
+LIDAR_GRID = GridSpec.from_range("centerpoint", (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), (0.1, 0.1, 0.2))
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, dev: torch.device, repeats: int) -> float:
+    """Median milliseconds of ``fn()`` after one warm-up call."""
+    fn()
+    sync(dev)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(dev)
+        ts.append((time.perf_counter() - t) * 1e3)
+    return median(ts)
+
+
+def copy_bandwidth(dev: torch.device, mib: int = 512) -> float:
+    """Bytes per second of a large tensor copy (read + write counted)."""
+    x = torch.ones(mib * 2**20 // 4, dtype=torch.float32, device=dev)
+    y = torch.empty_like(x)
+    best = min(timed(lambda: y.copy_(x), dev, 1) for _ in range(5))
+    return 2 * x.numel() * 4 / (best / 1e3)
+
+
+def lidar_sweeps(rng, sweeps: int = 10, per_sweep: int = 34_720) -> torch.Tensor:
+    """(sweeps * per_sweep, 5) x, y, z, intensity, time lag: a 32-beam-like pattern, ground and walls."""
+    n = sweeps * per_sweep
+    az = rng.uniform(-math.pi, math.pi, n)
+    el = np.deg2rad(rng.choice(np.linspace(-30.67, 10.67, 32), n))
+    ground = -1.84 / np.minimum(np.sin(el), -1e-3)
+    r = np.where(el < 0, ground, rng.uniform(5, 80, n))
+    r = np.minimum(r, rng.uniform(3, 90, n))  # objects in front of the ground
+    pts = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), 1.84 + r * np.sin(el),
+                    rng.uniform(0, 255, n), np.repeat(np.arange(sweeps) * 0.05, per_sweep)], 1)
+    return torch.tensor(pts, dtype=torch.float32)
+
+
+def camera_frustum(D: int = 59, H: int = 16, W: int = 44, stride: int = 16) -> torch.Tensor:
+    """(1, 6, D, H, W, 3) frustum points in base_link from the nuScenes rig (704 x 256 input)."""
+    rig = load_rig().scaled(704, 396)
+    v, u = np.meshgrid((np.arange(H) + 0.5) * stride + 140, (np.arange(W) + 0.5) * stride, indexing="ij")  # top crop 140
+    depths = np.arange(1.0, 1.0 + D)
+    out = []
+    for cam in rig.cameras:
+        rays = np.linalg.inv(cam.K) @ np.stack([u.ravel(), v.ravel(), np.ones(H * W)])  # (3, H*W)
+        p = rays[None] * depths[:, None, None]  # (D, 3, H*W) in the camera frame
+        pb = np.einsum("ij,djn->dni", cam.T_base_from_cam[:3, :3], p) + cam.T_base_from_cam[:3, 3]
+        out.append(pb.reshape(D, H, W, 3))
+    return torch.tensor(np.stack(out)[None], dtype=torch.float32)
+
+
+def lidar_ray_dirs() -> torch.Tensor:
+    """(14040, 3) SparseOcc RayIoU ray directions: 39 pitches x 360 azimuths."""
+    pitch = [-(math.pi / 2 - math.atan(k + 1)) for k in range(10)]
+    while pitch[-1] < 0.21:
+        pitch.append(2 * pitch[-1] - pitch[-2])
+    p = torch.tensor(pitch, dtype=torch.float64)[:, None]
+    az = torch.deg2rad(torch.arange(360, dtype=torch.float64))[None]
+    return torch.stack([torch.cos(p) * torch.cos(az), torch.cos(p) * torch.sin(az), torch.sin(p).expand(-1, 360)], -1).reshape(-1, 3)
+
+
+def occ_frame(rng) -> torch.Tensor:
+    occ = torch.zeros(OCC3D.dims, dtype=torch.bool)
+    occ[:, :, :2] = True
+    occ[:8], occ[-8:], occ[:, :8], occ[:, -8:] = True, True, True, True
+    for _ in range(60):
+        x, y = rng.integers(10, 185, 2)
+        w, l, h = rng.integers(3, 12), rng.integers(3, 12), rng.integers(3, 10)
+        occ[x:x + w, y:y + l, 2:2 + h] = True
+    return occ
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    cpu = torch.device("cpu")
+    has_cuda = torch.cuda.is_available()
+    devices = [cpu] + ([torch.device("cuda")] if has_cuda else [])
+
+    pts = lidar_sweeps(rng)
+    frustum = camera_frustum()
+    BN, D, H, W, C = 6, 59, 16, 44, 80
+    depth = torch.softmax(torch.tensor(rng.normal(size=(BN, D, H, W)), dtype=torch.float32), 1)
+    feat = torch.tensor(rng.normal(size=(BN, H, W, C)), dtype=torch.float32)
+    occ = occ_frame(rng)
+    dirs = lidar_ray_dirs()
+    origins = torch.cat([torch.tensor(rng.uniform(-20, 20, (8, 2))), torch.full((8, 1), 1.84, dtype=torch.float64)], 1)
+    O, Dr = origins.repeat_interleave(len(dirs), 0), dirs.repeat(8, 1)
+
+    # Bytes each case must move at least.
+    plan_cpu = prepare_bev_pool(frustum, OCC3D)
+    dyn = dynamic_voxelize(pts, LIDAR_GRID, backend="torch")
+    hard = hard_voxelize(pts, LIDAR_GRID, 10, 120_000, backend="torch")
+    N, Cp = pts.shape
+    P, V = plan_cpu.ranks_bev.numel(), plan_cpu.interval_starts.numel()
+    out_bytes = OCC3D.num_voxels * C * 4
+    plan_bytes = 3 * P * 8 + 2 * V * 8
+    fwd_bytes = depth.numel() * 4 + feat.numel() * 4 + plan_bytes + out_bytes
+    R = O.shape[0]
+    floors = {
+        "voxelize dynamic": N * Cp * 4 + N * 8 + dyn.features.shape[0] * (Cp * 4 + 32),
+        "voxelize hard": N * Cp * 4 + hard.voxels.numel() * 4 + hard.voxels.shape[0] * 32,
+        "bev_pool plan": frustum.numel() * 4 + plan_bytes,
+        "bev_pool forward": fwd_bytes,
+        "bev_pool forward+backward": fwd_bytes + out_bytes + depth.numel() * 8 + feat.numel() * 8 + plan_bytes,
+        "raycast": R * 6 * 4 + occ.numel() + R * 29,
+    }
+
+    rows = []
+    with tqdm(total=len(devices) * len(floors), desc="bench ops", unit="case") as bar:
+        for dev in devices:
+            be = "torch" if dev.type == "cpu" else "triton"
+            p, fr, dp, ft, oc = pts.to(dev), frustum.to(dev), depth.to(dev), feat.to(dev), occ.to(dev)
+            o, d = O.to(dev), Dr.to(dev)
+            plan = prepare_bev_pool(fr, OCC3D)
+            dpg, ftg = dp.clone().requires_grad_(), ft.clone().requires_grad_()
+
+            def fwd_bwd():
+                bev_pool(dpg, ftg, plan, backend=be).sum().backward()
+
+            cases = {
+                "voxelize dynamic": lambda: dynamic_voxelize(p, LIDAR_GRID, backend=be),
+                "voxelize hard": lambda: hard_voxelize(p, LIDAR_GRID, 10, 120_000, backend=be),
+                "bev_pool plan": lambda: prepare_bev_pool(fr, OCC3D),
+                "bev_pool forward": lambda: bev_pool(dp, ft, plan, backend=be),
+                "bev_pool forward+backward": fwd_bwd,
+                "raycast": lambda: raycast(oc, o, d, OCC3D, backend=be),
+            }
+            bw = copy_bandwidth(dev)
+            for name, fn in cases.items():
+                ms = timed(fn, dev, args.repeats)
+                floor = floors[name] / bw * 1e3
+                rows.append((name, f"{dev.type} ({'Triton kernel' if be == 'triton' else 'torch reference'})", ms,
+                             floors[name], floor, bw))
+                bar.update()
+
+    print()
+    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+          + (f", GPU {torch.cuda.get_device_name()}" if has_cuda else ""))
+    print(f"sizes: {N} points ({Cp} columns) -> {dyn.features.shape[0]} voxels (dynamic), {hard.voxels.shape[0]} (hard); "
+          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays")
+    if not has_cuda:
+        print("no CUDA device: kernel timings wait for a GPU machine")
+    print()
+    print("| case | device | median (ms) | bytes moved (MB) | bandwidth (GB/s) | floor (ms) | ms / floor |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, dev, ms, nbytes, floor, bw in rows:
+        print(f"| {name} | {dev} | {ms:.1f} | {nbytes / 1e6:.1f} | {bw / 1e9:.1f} | {floor:.2f} | {ms / floor:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
