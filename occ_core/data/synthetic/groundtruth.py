@@ -29,6 +29,7 @@ whose label a voxel carries; zero elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -142,18 +143,24 @@ def label_voxels(solids: Solids, ground: Ground, T_map_from_ego: np.ndarray, vel
     return VoxelLabels(sem, inst, flow)
 
 
-def _entry_distance(origin: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from ``origin`` (3,) (grid frame) to every voxel centre (N,) and to the point
-    where the segment origin -> centre enters that voxel (N,) (0 for the voxel holding origin)."""
-    ctr = grid.all_voxel_centers().reshape(-1, 3)
+@lru_cache(maxsize=4)
+def _centers(grid: GridSpec) -> np.ndarray:
+    """(X * Y * Z, 3) voxel centres of ``grid`` (read-only, cached)."""
+    c = grid.all_voxel_centers().reshape(-1, 3)
+    c.flags.writeable = False
+    return c
+
+
+def _entry_distance(origin: np.ndarray, ctr: np.ndarray, voxel_size) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from ``origin`` (3,) to voxel centres ``ctr`` (N, 3) (same frame) (N,), and to
+    the point where the segment origin -> centre enters that voxel (N,) (0 inside it)."""
     v = ctr - origin
-    dist = np.linalg.norm(v, axis=1)
+    dist = np.sqrt((v * v).sum(axis=1))
     d = v / np.maximum(dist, 1e-9)[:, None]
-    half = 0.5 * np.asarray(grid.voxel_size)
+    half = 0.5 * np.asarray(voxel_size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t1 = (v - half) / d
-        t2 = (v + half) / d
-    near = np.where(np.abs(d) < 1e-12, -np.inf, np.minimum(t1, t2))
+        near = np.minimum((v - half) / d, (v + half) / d)
+    near[np.abs(d) < 1e-12] = -np.inf
     return dist, np.maximum(near.max(axis=1), 0.0)
 
 
@@ -171,19 +178,21 @@ def lidar_visibility(range_image: np.ndarray, azimuth0: float, elevations: np.nd
     """
     beams, A = range_image.shape
     T_ego_from_lidar = np.linalg.inv(T_lidar_from_ego)
-    dist, enter = _entry_distance(T_ego_from_lidar[:3, 3], grid)
-    ctr = grid.all_voxel_centers().reshape(-1, 3)
+    ctr = _centers(grid)
     p = ctr @ T_lidar_from_ego[:3, :3].T + T_lidar_from_ego[:3, 3]
-    el = np.arcsin(np.clip(p[:, 2] / np.maximum(dist, 1e-9), -1, 1))
+    r = np.sqrt((p * p).sum(axis=1))
+    el = np.arcsin(np.clip(p[:, 2] / np.maximum(r, 1e-9), -1, 1))
     step = (elevations[-1] - elevations[0]) / (beams - 1)
     fr = (el - elevations[0]) / step
-    in_fov = (fr >= -0.5) & (fr <= beams - 0.5)
-    az = np.arctan2(p[:, 1], p[:, 0])
+    cand = np.nonzero((fr >= -0.5) & (fr <= beams - 0.5) & (r <= max_range + 1.0))[0]
+    az = np.arctan2(p[cand, 1], p[cand, 0])
     col = np.rint((az - azimuth0) / (2 * np.pi) * A).astype(np.int64) % A
-    lo_row = np.floor(fr).astype(np.int64).clip(0, beams - 1)
-    hi_row = np.ceil(fr).astype(np.int64).clip(0, beams - 1)
+    lo_row = np.floor(fr[cand]).astype(np.int64).clip(0, beams - 1)
+    hi_row = np.ceil(fr[cand]).astype(np.int64).clip(0, beams - 1)
     first = np.maximum(range_image[lo_row, col], range_image[hi_row, col])
-    vis = in_fov & (enter <= first + 1e-3) & (enter <= max_range)
+    _, enter = _entry_distance(T_ego_from_lidar[:3, 3], ctr[cand], grid.voxel_size)
+    vis = np.zeros(len(ctr), bool)
+    vis[cand] = (enter <= first + 1e-3) & (enter <= max_range)
     vis = vis.reshape(grid.dims)
     if returns is not None and len(returns):
         idx, inside = grid.points_to_voxels(returns)
@@ -199,19 +208,19 @@ def camera_visibility(depths: list[np.ndarray], Ks: list[np.ndarray], T_cam_from
     camera, and that pixel's first hit (``depths``: (H, W) z-depth maps, 0 = no hit within
     ``max_range``) is not nearer than the point where the ray to the centre enters the voxel.
     """
-    ctr = grid.all_voxel_centers().reshape(-1, 3)
+    ctr = _centers(grid)
     vis = np.zeros(len(ctr), bool)
     for depth, K, T in zip(depths, Ks, T_cam_from_ego):
         H, W = depth.shape
-        dist, enter = _entry_distance(np.linalg.inv(T)[:3, 3], grid)
         p = ctr @ T[:3, :3].T + T[:3, 3]
         front = p[:, 2] > 0.1
         z = np.where(front, p[:, 2], 1.0)
         u = np.floor(K[0, 0] * p[:, 0] / z + K[0, 2]).astype(np.int64)
         v = np.floor(K[1, 1] * p[:, 1] / z + K[1, 2]).astype(np.int64)
-        inside = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        dm = depth[v.clip(0, H - 1), u.clip(0, W - 1)].astype(np.float64)
+        cand = np.nonzero(front & (u >= 0) & (u < W) & (v >= 0) & (v < H) & ~vis)[0]
+        dm = depth[v[cand], u[cand]].astype(np.float64)
         dm = np.where(dm > 0, dm, np.inf)
-        z_enter = enter * z / np.maximum(dist, 1e-9)  # z-depth of the entry point
-        vis |= inside & (z_enter <= dm + 1e-3) & (enter <= max_range)
+        dist, enter = _entry_distance(np.linalg.inv(T)[:3, 3], ctr[cand], grid.voxel_size)
+        z_enter = enter * z[cand] / np.maximum(dist, 1e-9)  # z-depth of the entry point
+        vis[cand] = (z_enter <= dm + 1e-3) & (enter <= max_range)
     return vis.reshape(grid.dims)

@@ -191,10 +191,6 @@ class World:
         xy, h = self.roads[0].pose(np.array([self.ego_s0 + self.ego_speed * t]), np.array([EGO_LANE]))
         return np.array([xy[0, 0], xy[0, 1], 0.0]), float(h[0])
 
-    def ego_velocity(self, t: float) -> np.ndarray:
-        _, h = self.ego_pose(t)
-        return np.array([np.cos(h), np.sin(h), 0.0]) * self.ego_speed
-
 
 # ----------------------------------------------------------------------------- object templates
 def _parts(name: str, w: float, l: float, h: float, rider: bool) -> list[tuple[int, tuple, tuple]]:
@@ -515,7 +511,7 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
     # oncoming traffic in two lanes (cars, trucks, a bus, a truck with trailer)
     for off in (LANE / 2, LANE * 1.5):
         v = rng.uniform(6.0, 12.0)
-        s = lo_s - v * 0 + rng.uniform(0, 20)
+        s = lo_s + rng.uniform(0, 20)
         top = hi_s + v * duration + 40
         while s < top:
             u = rng.random()
