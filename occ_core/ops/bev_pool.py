@@ -124,22 +124,30 @@ def _check(depth: torch.Tensor, feat: torch.Tensor, plan: BevPoolPlan) -> None:
         raise ValueError(f"bev_pool: feat must be (B*N, H, W, C) with (B*N, H, W) = {(BN, H, W)}, got {tuple(feat.shape)}")
 
 
-def _to_output(flat: torch.Tensor, plan: BevPoolPlan, flatten_z: bool) -> torch.Tensor:
+def _to_output(out: torch.Tensor, plan: BevPoolPlan, flatten_z: bool) -> torch.Tensor:
+    """(B, C, Z*Y*X) -> (B, C, Z, Y, X), or (B, Z*C, Y, X) with ``flatten_z``."""
     X, Y, Z = plan.dims
-    C = flat.shape[1]
-    out = flat.view(plan.batch, Z, Y, X, C).permute(0, 4, 1, 2, 3)  # (B, C, Z, Y, X)
+    B, C = out.shape[:2]
+    out = out.view(B, C, Z, Y, X)
     if flatten_z:
-        return out.permute(0, 2, 1, 3, 4).reshape(plan.batch, Z * C, Y, X)
-    return out.contiguous()
+        return out.transpose(1, 2).reshape(B, Z * C, Y, X)
+    return out
 
 
 def bev_pool_torch(depth: torch.Tensor, feat: torch.Tensor, plan: BevPoolPlan, flatten_z: bool = False) -> torch.Tensor:
-    """Torch reference of :func:`bev_pool` (``index_add_``; differentiable by autograd)."""
+    """Torch reference of :func:`bev_pool` (``index_add_`` per voxel interval, then one write of
+    each hit voxel into the (B, C, Z*Y*X) output; differentiable by autograd)."""
     _check(depth, feat, plan)
     C = feat.shape[-1]
-    vals = depth.reshape(-1)[plan.ranks_depth, None] * feat.reshape(-1, C)[plan.ranks_feat]
-    flat = torch.zeros(plan.num_voxels, C, dtype=vals.dtype, device=feat.device).index_add(0, plan.ranks_bev, vals)
-    return _to_output(flat, plan, flatten_z)
+    X, Y, Z = plan.dims
+    vals = depth.reshape(-1)[plan.ranks_depth, None] * feat.reshape(-1, C)[plan.ranks_feat]  # (P, C)
+    V = plan.interval_starts.numel()
+    seg = torch.repeat_interleave(torch.arange(V, device=feat.device), plan.interval_lengths)
+    sums = torch.zeros(V, C, dtype=vals.dtype, device=feat.device).index_add_(0, seg, vals)  # (V, C)
+    rb = plan.ranks_bev[plan.interval_starts]  # distinct voxels
+    out = torch.zeros(plan.batch, C, X * Y * Z, dtype=vals.dtype, device=feat.device)
+    out[rb // (X * Y * Z), :, rb % (X * Y * Z)] = sums
+    return _to_output(out, plan, flatten_z)
 
 
 def bev_pool(depth: torch.Tensor, feat: torch.Tensor, plan: BevPoolPlan, flatten_z: bool = False,
@@ -155,7 +163,7 @@ def bev_pool(depth: torch.Tensor, feat: torch.Tensor, plan: BevPoolPlan, flatten
     """
     _check(depth, feat, plan)
     if resolve_backend(backend, feat.device) == "triton":
-        from occ_core.ops.triton.bev_pool_kernel import bev_pool_flat_triton
+        from occ_core.ops.triton.bev_pool_kernel import bev_pool_triton
 
-        return _to_output(bev_pool_flat_triton(depth, feat, plan), plan, flatten_z)
+        return _to_output(bev_pool_triton(depth, feat, plan), plan, flatten_z)
     return bev_pool_torch(depth, feat, plan, flatten_z)
