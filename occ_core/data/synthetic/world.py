@@ -8,8 +8,8 @@ islands and driveway/plaza patches; terrain behind the sidewalks. Buildings, wal
 trees and bushes stand on the terrain and sidewalks. Objects follow their road at constant
 speed: the ego drives in the right inner lane (offset -1.75 m) at 5-9 m/s; traffic in the other
 lanes moves at one speed per lane (so nothing collides); vehicles park in the parking lanes;
-cross-road traffic waits at the stop line; pedestrians walk or stand on the sidewalks; a
-construction zone has cones, barriers and a construction vehicle.
+the ego's speed surges gently around its mean; cross-road traffic waits at the stop line;
+pedestrians walk or stand on the sidewalks; a construction zone has cones, barriers and a construction vehicle.
 
 Sizes follow the nuScenes per-class mean box sizes ``[w, l, h]``.
 """
@@ -138,6 +138,13 @@ class World:
     roads: list[Road]
     ego_s0: float
     ego_speed: float
+    ego_surge: tuple[float, float, float] = (0.0, 1.0, 0.0)  # (amplitude m, angular rate rad/s, phase)
+
+    def ego_arc(self, t: float) -> float:
+        """Arc length of the ego along the main road at time t: mean speed plus a gentle surge
+        (speed varies by up to 25 % around the mean, like traffic-following driving)."""
+        a, w, ph = self.ego_surge
+        return self.ego_s0 + self.ego_speed * t + a * (np.sin(w * t + ph) - np.sin(ph))
 
     def object_states(self, t: float) -> ObjectStates:
         ob = self.objects
@@ -188,7 +195,7 @@ class World:
 
     def ego_pose(self, t: float) -> tuple[np.ndarray, float]:
         """base_link position (3,) (z = 0 on the road) and yaw in the map frame at time t."""
-        xy, h = self.roads[0].pose(np.array([self.ego_s0 + self.ego_speed * t]), np.array([EGO_LANE]))
+        xy, h = self.roads[0].pose(np.array([self.ego_arc(t)]), np.array([EGO_LANE]))
         return np.array([xy[0, 0], xy[0, 1], 0.0]), float(h[0])
 
 
@@ -316,6 +323,8 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
     """Generate one scene lasting ``duration`` seconds (ego route plus 90 m of margin each way)."""
     margin = 90.0
     ego_speed = float(rng.uniform(5.0, 9.0))
+    w_surge = 2 * np.pi / rng.uniform(6.0, 15.0)
+    surge = (float(0.25 * ego_speed / w_surge * rng.uniform(0.3, 1.0)), float(w_surge), float(rng.uniform(0, 2 * np.pi)))
     drive = ego_speed * duration
     length = drive + 2 * margin
     main = _main_road(rng, length)
@@ -363,6 +372,13 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
             for k in range(0, len(road.s) - 3, 9):  # 3 m dashes every 9 m
                 pts = ((xy[k:k + 4] - lo) / RASTER_RES * 16).round().astype(np.int32)
                 cv2.polylines(paint, [pts.reshape(-1, 1, 2)], False, 1, thickness=1, lineType=cv2.LINE_8, shift=4)
+    # zebra crossings just outside the intersection, on both roads
+    for road, centre in ((main, s_x), (cross, s_cross_c)):
+        for sc in (centre - ROAD_HALF - 2.5, centre + ROAD_HALF + 2.5):
+            for off in np.arange(-ROAD_HALF + 0.5, ROAD_HALF - 0.2, 1.1):
+                xy = road.pose(np.array([sc - 1.5, sc + 1.5]), np.array([off, off]))[0]
+                pts = ((xy - lo) / RASTER_RES * 16).round().astype(np.int32)
+                cv2.polylines(paint, [pts.reshape(-1, 1, 2)], False, 1, thickness=3, lineType=cv2.LINE_8, shift=4)
     paint[raster != C["driveable_surface"]] = 0
     ground = Ground(raster, lo, RASTER_RES, paint)
 
@@ -496,7 +512,7 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
 
     # a lead car in the ego lane at the ego's speed
     if rng.random() < 0.7:
-        ob.add("car", 0, ego_s0 + rng.uniform(14, 25), EGO_LANE, ego_speed, "vehicle.moving")
+        ob.add("car", 0, ego_s0 + 2 * surge[0] + rng.uniform(14, 25), EGO_LANE, ego_speed, "vehicle.moving")
     # slower traffic in the right outer lane: cyclists, motorcycles, cars (one speed per lane)
     v_slow = rng.uniform(3.5, 6.0)
     s = lo_s - 40
@@ -570,4 +586,4 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
                         ob.add(name, ri, s, side * (ROAD_HALF + 0.95), 0.0, "pedestrian.standing", yaw_extra=rng.uniform(-np.pi, np.pi))
                     else:
                         ob.add(name, ri, s, side * (ROAD_HALF + 0.95), 0.0, "cycle.without_rider")
-    return World(ground, static, ob.build(), roads, ego_s0, ego_speed)
+    return World(ground, static, ob.build(), roads, ego_s0, ego_speed, surge)
