@@ -181,6 +181,8 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
     K = int(block)
     X, Y, Z = grid.dims
     PX, PY, PZ = X + 2 * K, Y + 2 * K, Z + 2 * K
+    if PX * PY * PZ >= 2**31 or PY * PZ >= 2**24:
+        raise ValueError(f"raycast: grid {grid.name!r} {grid.dims} is too large for int32 flat indices")
     padded = torch.full((PX * PY * PZ,), _OUT, dtype=torch.uint8, device=dev)
     padded.view(PX, PY, PZ)[K:-K, K:-K, K:-K] = occupied.to(torch.uint8)
     strides = torch.tensor([PY * PZ, PZ, 1], dtype=torch.int64, device=dev)
@@ -194,8 +196,8 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
         distance[rows] = exit_distance(s, rows, vox, grid).to(torch.float32)
 
     ray_id = s.valid.nonzero().flatten()
-    flat = ((s.idx[ray_id] + K) * strides).sum(1)
-    start_hit = padded[flat] == _OCC  # occupied start voxel: hit at once
+    flat = ((s.idx[ray_id] + K) * strides).sum(1).to(torch.int32)  # flat index in the padded grid
+    start_hit = padded.index_select(0, flat) == _OCC  # occupied start voxel: hit at once
     if bool(start_hit.any()):
         record(ray_id[start_hit], s.idx[ray_id[start_hit]])
         keep = (~start_hit).nonzero().flatten()
@@ -204,7 +206,7 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
     fdt = step_dtype
     T = s.t_max[ray_id].t().to(fdt).contiguous()
     Dt = torch.where(torch.isinf(s.t_delta), 0.0, s.t_delta)[ray_id].t().to(fdt).contiguous()
-    S = (s.step[ray_id] * strides).t().to(fdt).contiguous()  # exact: strides < 2**24
+    S = (s.step[ray_id] * strides).t().to(fdt).contiguous()  # exact: strides < 2**24 (checked)
     limited = max_distance is not None
     maxd = s.max_distance[ray_id].to(fdt) if limited else None
 
@@ -212,15 +214,17 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
     while ray_id.numel() > 0:
         A = ray_id.numel()
         M = torch.empty(K, A, dtype=fdt, device=dev)  # entry time of the voxel of each step
-        F = torch.empty(K, A, dtype=torch.int64, device=dev)  # its flat index
+        F = torch.empty(K, A, dtype=torch.int32, device=dev)  # its flat index
         C = torch.empty(K, A, dtype=torch.uint8, device=dev)  # its code
+        prev = flat
         for k in range(K):
             m = torch.minimum(torch.minimum(T[0], T[1], out=M[k]), T[2], out=M[k])
             e = (T == m).to(fdt)  # axes crossed now (all of them on an exact tie)
             T.addcmul_(Dt, e)
-            flat += (S * e).sum(0).to(torch.int64)
-            F[k] = flat
-            torch.take(padded, flat, out=C[k])
+            torch.add(prev, (S * e).sum(0).to(torch.int32), out=F[k])
+            prev = F[k]
+            torch.index_select(padded, 0, prev, out=C[k])
+        flat = prev.clone()
         stop = C != _FREE
         if limited:
             stop |= M >= maxd
@@ -234,7 +238,7 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
             if limited:
                 is_hit &= M.view(-1).take(at) < maxd.index_select(0, fin)
             if bool(is_hit.any()):
-                record(ray_id.index_select(0, fin[is_hit]), unravel(F.view(-1).take(at[is_hit])))
+                record(ray_id.index_select(0, fin[is_hit]), unravel(F.view(-1).take(at[is_hit]).to(torch.int64)))
             keep = (~done).nonzero().flatten()
             ray_id, flat = ray_id.index_select(0, keep), flat.index_select(0, keep)
             T, Dt, S = T.index_select(1, keep), Dt.index_select(1, keep), S.index_select(1, keep)
