@@ -118,3 +118,16 @@ def test_openocc_rayiou_mave_occscore(tmp_path, capsys, monkeypatch):
     assert s["mAVE"] == pytest.approx(0.25, abs=1e-6)  # car 0.5, pedestrian 0.0 -> mean 0.25
     assert s["OccScore"] == pytest.approx(0.9 + 0.1 * 0.75, abs=1e-6)
     assert json.loads(out.read_text())["mask"] == "none"
+
+
+def test_scenes_filter_evaluates_only_those_scenes(tmp_path, capsys):
+    gt_dir, pred_dir = _make_occ3d(tmp_path, ("t0", "t1", "t2"))  # scene-0: t0, t1; scene-1: t2
+    (pred_dir / "t0.npz").unlink()
+    (pred_dir / "t1.npz").unlink()
+    out = tmp_path / "m.json"
+    rc = cli.main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--scenes", "scene-1", "--json", str(out), "--no-progress"])
+    assert rc == 0 and json.loads(out.read_text())["frames"] == 1
+    rc = cli.main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--scenes", "scene-0", "--no-progress"])
+    assert rc == 1 and "t0 (scene scene-0)" in capsys.readouterr().err
+    rc = cli.main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--scenes", "scene-1,scene-9", "--no-progress"])
+    assert rc == 1 and "scene-9" in capsys.readouterr().err

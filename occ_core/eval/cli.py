@@ -4,7 +4,7 @@ Usage::
 
     occ-eval --gt DIR --pred DIR [--dataroot DIR --version V] \\
              --metrics miou,iou,rayiou,mave --mask camera|lidar|both|none \\
-             --format occ3d|openocc [--json OUT]
+             --format occ3d|openocc [--scenes A,B] [--json OUT]
 
 - ``--gt``: ``<scene_name>/<sample_token>/labels.npz`` (Occ3D ``gts`` or ``openocc_v2``).
 - ``--pred``: ``<sample_token>.npz`` per GT token (key ``semantics``; OpenOcc also ``flow``).
@@ -12,6 +12,7 @@ Usage::
   ``rayiou`` (SparseOcc), ``mave`` (OpenOcc only; also gives OccScore). RayIoU and mAVE need
   the nuScenes tables (``--dataroot``, ``--version``) for the LiDAR ray origins; RayIoU uses
   no visibility mask (as SparseOcc).
+- ``--scenes``: evaluate only these scenes of ``--gt`` (e.g. a validation split); default all.
 - ``--mask``: default ``camera`` for Occ3D, ``none`` for OpenOcc (which has no masks).
 
 Every GT frame needs a prediction. Before any metric is computed, all predictions (and GT
@@ -52,6 +53,7 @@ class EvalConfig:
     dataroot: Path | None
     version: str | None
     json_out: Path | None
+    scenes: tuple[str, ...] | None
     device: str
     progress: bool
 
@@ -67,6 +69,7 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--dataroot", type=Path, default=None, help="nuScenes root (for RayIoU origins)")
     p.add_argument("--version", default=None, help="nuScenes version, e.g. v1.0-trainval (for RayIoU origins)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="write the reports as JSON (atomically)")
+    p.add_argument("--scenes", default=None, help="comma-separated scene names to evaluate (default: every scene in --gt)")
     p.add_argument("--device", default="cpu", help="torch device for ray casting (cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     a = p.parse_args(argv)
@@ -80,7 +83,11 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
         p.error("--metrics rayiou/mave need --dataroot and --version: the ray origins are the LiDAR positions of the "
                 "scene's keyframes, read from the nuScenes tables")
     mask = a.mask or ("camera" if a.fmt == "occ3d" else "none")
-    return EvalConfig(a.gt, a.pred, metrics, mask, a.fmt, a.dataroot, a.version, a.json_out, a.device, not a.no_progress)
+    scenes = None if a.scenes is None else tuple(s.strip() for s in a.scenes.split(",") if s.strip())
+    if scenes == ():
+        p.error("--scenes: empty list")
+    return EvalConfig(a.gt, a.pred, metrics, mask, a.fmt, a.dataroot, a.version, a.json_out, scenes, a.device,
+                      not a.no_progress)
 
 
 @dataclass
@@ -128,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         entries = occ3d.list_gt(cfg.gt)
+        if cfg.scenes is not None:
+            missing = sorted(set(cfg.scenes) - {e.scene for e in entries})
+            if missing:
+                raise OccDataError(f"{cfg.gt}: no frames of the requested scenes {', '.join(missing)}")
+            entries = [e for e in entries if e.scene in cfg.scenes]
     except OccDataError as e:
         print(f"occ-eval: {e}", file=sys.stderr)
         return 1
