@@ -205,19 +205,24 @@ def _parts(name: str, w: float, l: float, h: float, rider: bool) -> list[tuple[i
     box = lambda x, y, z0, z1, hl, hw: (0, (x, y, (z0 + z1) / 2), (hl, hw, (z1 - z0) / 2))  # noqa: E731
     cyl = lambda x, y, z0, z1, r: (1, (x, y, z0), (r, z1, 0.0))  # noqa: E731
     ell = lambda x, y, z, rx, ry, rz: (2, (x, y, z), (rx, ry, rz))  # noqa: E731
+    def wheels(xs, r):  # wheel pairs (as boxes) at longitudinal positions xs, radius r
+        return [box(x, sy * (w / 2 - 0.13), 0.0, 2 * r, r, 0.12) for x in xs for sy in (-1, 1)]
+
     if name == "car":
-        return [box(0, 0, 0.25, 0.58 * h, l / 2, w / 2), box(-0.06 * l, 0, 0.58 * h, h, 0.27 * l, 0.44 * w)]
+        return [box(0, 0, 0.3, 0.58 * h, l / 2, w / 2), box(-0.06 * l, 0, 0.58 * h, h, 0.27 * l, 0.44 * w)] + \
+            wheels((0.31 * l, -0.31 * l), 0.32)
     if name == "truck":
-        return [box(l / 2 - 0.11 * l, 0, 0.4, 0.88 * h, 0.11 * l, w / 2),
-                box(-0.12 * l, 0, 0.45, h, 0.38 * l, w / 2)]
+        return [box(l / 2 - 0.11 * l, 0, 0.55, 0.88 * h, 0.11 * l, w / 2),
+                box(-0.12 * l, 0, 0.6, h, 0.38 * l, w / 2)] + wheels((0.36 * l, -0.3 * l), 0.48)
     if name == "bus":
-        return [box(0, 0, 0.3, h, l / 2, w / 2)]
+        return [box(0, 0, 0.35, h, l / 2, w / 2)] + wheels((0.32 * l, -0.28 * l), 0.5)
     if name == "trailer":
-        return [box(-0.05 * l, 0, 0.9, h, 0.45 * l, w / 2), box(0.45 * l, 0, 0.8, 1.1, 0.05 * l, 0.1 * w)]
+        return [box(-0.05 * l, 0, 0.95, h, 0.45 * l, w / 2), box(0.45 * l, 0, 0.8, 1.1, 0.05 * l, 0.1 * w)] + \
+            wheels((-0.3 * l, -0.38 * l), 0.47)
     if name == "construction_vehicle":
-        return [box(-0.15 * l, 0, 0.45, 0.5 * h, 0.35 * l, w / 2),
+        return [box(-0.15 * l, 0, 0.7, 0.5 * h, 0.35 * l, w / 2),
                 box(-0.25 * l, 0, 0.5 * h, h, 0.2 * l, 0.4 * w),
-                box(0.35 * l, 0, 0.3, 0.7 * h, 0.15 * l, 0.2 * w)]
+                box(0.35 * l, 0, 0.3, 0.7 * h, 0.15 * l, 0.2 * w)] + wheels((0.12 * l, -0.35 * l), 0.6)
     if name == "pedestrian":
         r = 0.4 * min(w, l)
         return [cyl(0, 0, 0.0, 0.84 * h, r), ell(0, 0, h - 0.13, 0.1, 0.1, 0.13)]
@@ -372,13 +377,16 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
             for k in range(0, len(road.s) - 3, 9):  # 3 m dashes every 9 m
                 pts = ((xy[k:k + 4] - lo) / RASTER_RES * 16).round().astype(np.int32)
                 cv2.polylines(paint, [pts.reshape(-1, 1, 2)], False, 1, thickness=1, lineType=cv2.LINE_8, shift=4)
-    # zebra crossings just outside the intersection, on both roads
+    # no lane lines inside the intersection; zebra crossings just outside it, on both roads
+    box = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * (ROAD_HALF + 0.5)
+    ca, sa = np.cos(cross_h), np.sin(cross_h)
+    _fill_poly(paint, lo, pc[0] + box @ np.array([[np.cos(hc[0]), np.sin(hc[0])], [ca, sa]]), 0)
     for road, centre in ((main, s_x), (cross, s_cross_c)):
         for sc in (centre - ROAD_HALF - 2.5, centre + ROAD_HALF + 2.5):
-            for off in np.arange(-ROAD_HALF + 0.5, ROAD_HALF - 0.2, 1.1):
+            for off in np.arange(-ROAD_HALF + 0.6, ROAD_HALF - 0.3, 1.2):
                 xy = road.pose(np.array([sc - 1.5, sc + 1.5]), np.array([off, off]))[0]
                 pts = ((xy - lo) / RASTER_RES * 16).round().astype(np.int32)
-                cv2.polylines(paint, [pts.reshape(-1, 1, 2)], False, 1, thickness=3, lineType=cv2.LINE_8, shift=4)
+                cv2.polylines(paint, [pts.reshape(-1, 1, 2)], False, 1, thickness=2, lineType=cv2.LINE_8, shift=4)
     paint[raster != C["driveable_surface"]] = 0
     ground = Ground(raster, lo, RASTER_RES, paint)
 
