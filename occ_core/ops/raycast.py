@@ -261,9 +261,10 @@ def raycast(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Ten
         backend: ``"auto"``, ``"torch"`` or ``"triton"``; None reads ``$OCC_OPS_BACKEND``.
 
     Returns:
-        :class:`RayHits` on ``occupied``'s device.
+        :class:`RayHits` on ``occupied``'s device (rays are moved there).
     """
     _check_inputs(occupied, origins, directions, grid)
+    origins, directions = origins.to(occupied.device), directions.to(occupied.device)
     if resolve_backend(backend, occupied.device) == "triton":
         from occ_core.ops.triton.raycast_kernel import raycast_triton
 
