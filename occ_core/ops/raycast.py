@@ -217,11 +217,12 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
         F = torch.empty(K, A, dtype=torch.int32, device=dev)  # its flat index
         C = torch.empty(K, A, dtype=torch.uint8, device=dev)  # its code
         prev = flat
+        e = torch.empty(3, A, dtype=fdt, device=dev)
         for k in range(K):
             m = torch.minimum(torch.minimum(T[0], T[1], out=M[k]), T[2], out=M[k])
-            e = (T == m).to(fdt)  # axes crossed now (all of them on an exact tie)
+            torch.eq(T, m, out=e)  # 1.0 on the axes crossed now (all of them on an exact tie)
             T.addcmul_(Dt, e)
-            torch.add(prev, (S * e).sum(0).to(torch.int32), out=F[k])
+            torch.add(prev, torch.linalg.vecdot(S, e, dim=0).to(torch.int32), out=F[k])
             prev = F[k]
             torch.index_select(padded, 0, prev, out=C[k])
         flat = prev.clone()
