@@ -9,8 +9,10 @@ kernels on CUDA tensors when OCC_OPS_TEST_DEVICE=cuda.
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("OCC_OPS_TEST_DEVICE", "cpu") == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -30,7 +32,7 @@ GRID = GridSpec("vox", (-2.0, -1.0, -0.5), (0.5, 0.25, 0.5), (8, 8, 3))
 def test_import_ops_does_not_import_triton():
     code = "import sys, occ_core.ops, occ_core.ops.voxelize, occ_core.ops.bev_pool; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert out.stdout.strip() == "False"
 
 
@@ -41,7 +43,8 @@ def test_backend_switch(monkeypatch):
     assert ops_backend.resolve_backend(None, cuda) == "triton"
     assert ops_backend.resolve_backend("torch", cuda) == "torch"
     monkeypatch.setenv(ops_backend.BACKEND_ENV, "triton")
-    assert ops_backend.resolve_backend(None, cpu) == "triton"  # TRITON_INTERPRET=1 is set
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert ops_backend.resolve_backend(None, cpu) == "triton"
     assert ops_backend.resolve_backend("torch", cpu) == "torch"  # the argument wins
     monkeypatch.setenv(ops_backend.BACKEND_ENV, "cuda")
     with pytest.raises(ValueError, match="OCC_OPS_BACKEND"):
