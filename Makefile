@@ -14,7 +14,7 @@ DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 PKG_STAMP := $(VENV)/.pkg-$(DEPS_HASH)-$(PKG_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: venv test colcon bench clean-venv
+.PHONY: venv test demo colcon bench clean-venv
 
 venv: $(PKG_STAMP)
 
@@ -33,6 +33,11 @@ $(PKG_STAMP): $(DEPS_STAMP) setup.py setup.cfg package.xml
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The main job on the embedded default: generate the synthetic world (once, into data/),
+# fit the per-voxel prior, predict the validation scenes, evaluate (mIoU, IoU, RayIoU).
+demo: venv
+	$(BIN)/python -m occ_core.demo --dataroot data/synthetic --out work_dirs/demo
 
 # The same tests through colcon, as a ROS developer runs them (build/, install/, log/ are ignored).
 colcon: venv
