@@ -42,6 +42,11 @@ setup(
         "console_scripts": [
             "occ-synth = occ_core.data.synthetic.cli:main",
             "occ-eval = occ_core.eval.cli:main",
+            "occ-train = occ_core.training.train:main",
+            "occ-predict = occ_core.training.predict:main",
+            "occ-render = occ_core.viz.cli:main",
+            "occupancy_node = occ_ros.occupancy_node:main",
+            "occ-launch = occ_ros.launch_description:main",
         ],
     },
 )
