@@ -1,0 +1,271 @@
+"""Every parameter of ``occupancy_node``, declared in one place.
+
+``PARAMETERS`` lists each parameter with its default, description and valid range; the node
+declares them all through rcl_interfaces ``ParameterDescriptor`` (with ``IntegerRange`` /
+``FloatingPointRange``, so ``ros2 param describe`` shows them and rclpy rejects out-of-range
+overrides), reads the values back and copies them into the typed :class:`NodeConfig` with
+:func:`config_from_values`, which checks what a range cannot express (choices, topic names,
+non-empty lists) and raises :class:`ParameterError` naming the parameter, the value and what
+was expected. The defaults live in ``config/occupancy.yaml`` too (a ROS 2 params file,
+``occupancy_node: ros__parameters: ...``); :func:`load_params_file` reads that format without
+ROS, and a test keeps the file and this table equal.
+
+Topic parameters may contain ``{camera}``, replaced by each camera name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+NODE_NAME = "occupancy_node"
+#: The params file shipped with the package.
+DEFAULT_PARAMS_FILE = Path(__file__).resolve().parent.parent / "config" / "occupancy.yaml"
+
+NUSCENES_CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+
+
+class ParameterError(ValueError):
+    """An invalid parameter value; the message names the parameter, the value and what is expected."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: name, default (its type is the parameter's type), description, constraints.
+
+    Attributes:
+        lo, hi: inclusive numeric range (``IntegerRange`` / ``FloatingPointRange``), or None.
+        choices: allowed string values, or None.
+        read_only: the node reads it once at start-up.
+    """
+
+    name: str
+    default: Any
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_config", "config/models/demo.yaml",
+              "Model config YAML (occ_core.models); a relative path is taken from the package share folder."),
+    ParamSpec("checkpoint", "", "Model checkpoint file; empty = seeded random-init weights."),
+    ParamSpec("device", "cpu", "Torch device of the predictor: 'cpu', 'cuda' or 'cuda:N'."),
+    ParamSpec("camera_names", list(NUSCENES_CAMERAS),
+              "Camera names, in the order the model expects them; each is also the camera's default frame id."),
+    ParamSpec("image_transport", "compressed",
+              "Camera message type: 'compressed' (sensor_msgs/CompressedImage) or 'raw' (sensor_msgs/Image).",
+              choices=("compressed", "raw")),
+    ParamSpec("compressed_image_topic", "/{camera}/image_rect_compressed",
+              "CompressedImage topic per camera ({camera} = camera name)."),
+    ParamSpec("raw_image_topic", "/{camera}/image_raw", "Image topic per camera ({camera} = camera name)."),
+    ParamSpec("camera_info_topic", "/{camera}/camera_info", "CameraInfo topic per camera (intrinsics)."),
+    ParamSpec("lidar_topic", "/LIDAR_TOP", "LiDAR PointCloud2 topic (x, y, z [, intensity]); the sync trigger."),
+    ParamSpec("markers_topic", "/occupancy/markers", "Output MarkerArray (one CUBE_LIST per class)."),
+    ParamSpec("voxels_topic", "/occupancy/voxels", "Output PointCloud2 of non-free voxels (x, y, z, label, score)."),
+    ParamSpec("diagnostics_topic", "/diagnostics", "Output diagnostic_msgs/DiagnosticArray."),
+    ParamSpec("base_frame", "base_link", "Frame of the occupancy grid and of the outputs."),
+    ParamSpec("extrinsics_source", "auto",
+              "Sensor -> base_frame transforms: 'tf' (tf2_ros), 'rig' (rig_file) or 'auto' (tf when tf2_ros "
+              "is importable, else rig).", choices=("auto", "tf", "rig")),
+    ParamSpec("rig_file", "config/rigs/nuscenes.yaml",
+              "Rig calibration YAML (sensor -> base_link); a relative path is taken from the package share folder."),
+    ParamSpec("sync_queue_size", 10, "Messages kept per input by the approximate-time synchronizer.", lo=1, hi=100),
+    ParamSpec("sync_slop", 0.1,
+              "Approximate-time slop in seconds: a set matches when max - min stamp < slop.", lo=0.0, hi=2.0),
+    ParamSpec("worker_queue_size", 2, "Synchronized frames waiting for the predictor; the oldest is dropped.",
+              lo=1, hi=32),
+    ParamSpec("min_score", 0.0, "Voxels whose score is below this are published as free.", lo=0.0, hi=1.0),
+    ParamSpec("marker_alpha", 1.0, "Marker opacity.", lo=0.01, hi=1.0),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", lo=0.05, hi=60.0),
+    ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of one kind.", lo=0.0, hi=3600.0),
+)
+
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+_TOPIC = re.compile(r"^~?/?[A-Za-z_{][A-Za-z0-9_{}/]*$")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's settings, copied from its parameters (see ``PARAMETERS`` for each meaning)."""
+
+    model_config: str
+    checkpoint: str
+    device: str
+    camera_names: tuple[str, ...]
+    image_transport: str
+    compressed_image_topic: str
+    raw_image_topic: str
+    camera_info_topic: str
+    lidar_topic: str
+    markers_topic: str
+    voxels_topic: str
+    diagnostics_topic: str
+    base_frame: str
+    extrinsics_source: str
+    rig_file: str
+    sync_queue_size: int
+    sync_slop: float
+    worker_queue_size: int
+    min_score: float
+    marker_alpha: float
+    diagnostics_period: float
+    log_throttle: float
+
+    def image_topic(self, camera: str) -> str:
+        pattern = self.compressed_image_topic if self.image_transport == "compressed" else self.raw_image_topic
+        return pattern.format(camera=camera)
+
+    def info_topic(self, camera: str) -> str:
+        return self.camera_info_topic.format(camera=camera)
+
+
+def _check_type(spec: ParamSpec, value: Any) -> Any:
+    d = spec.default
+    if isinstance(d, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(d, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(d, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(d, str):
+        ok = isinstance(value, str)
+    else:  # list of strings
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        raise ParameterError(f"parameter {spec.name!r}: expected {type(d).__name__}"
+                             f"{' of strings' if isinstance(d, list) else ''}, got {value!r}")
+    return value
+
+
+def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
+    """A :class:`NodeConfig` from parameter values (missing ones take their defaults).
+
+    Raises:
+        ParameterError: unknown name, wrong type, out of range, not one of the choices, a bad
+            topic/device/camera name; the message names the parameter and what it expects.
+    """
+    unknown = sorted(set(values) - set(PARAMETERS_BY_NAME))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown}; known: {sorted(PARAMETERS_BY_NAME)}")
+    out: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        v = _check_type(spec, values.get(spec.name, spec.default))
+        if spec.lo is not None and not spec.lo <= v <= spec.hi:
+            raise ParameterError(f"parameter {spec.name!r}: expected a value in [{spec.lo}, {spec.hi}], got {v!r}")
+        if spec.choices is not None and v not in spec.choices:
+            raise ParameterError(f"parameter {spec.name!r}: expected one of {list(spec.choices)}, got {v!r}")
+        out[spec.name] = v
+    cams = out["camera_names"]
+    if not cams or len(set(cams)) != len(cams) or not all(_NAME.match(c) for c in cams):
+        raise ParameterError(f"parameter 'camera_names': expected unique non-empty names of letters, digits and '_', "
+                             f"got {list(cams)!r}")
+    for name in ("compressed_image_topic", "raw_image_topic", "camera_info_topic", "lidar_topic", "markers_topic",
+                 "voxels_topic", "diagnostics_topic"):
+        topic = out[name]
+        try:
+            expanded = topic.format(camera="CAM")
+        except (KeyError, IndexError, ValueError):
+            raise ParameterError(f"parameter {name!r}: only the placeholder {{camera}} is allowed, got {topic!r}") from None
+        if not _TOPIC.match(expanded) or "//" in expanded or expanded.endswith("/"):
+            raise ParameterError(f"parameter {name!r}: expected a ROS topic name, got {topic!r}")
+    for name in ("compressed_image_topic", "raw_image_topic", "camera_info_topic"):
+        if len(cams) > 1 and "{camera}" not in out[name]:
+            raise ParameterError(f"parameter {name!r}: with {len(cams)} cameras the topic needs '{{camera}}', "
+                                 f"got {out[name]!r}")
+    if not _DEVICE.match(out["device"]):
+        raise ParameterError(f"parameter 'device': expected 'cpu', 'cuda' or 'cuda:N', got {out['device']!r}")
+    if not _NAME.match(out["base_frame"]):
+        raise ParameterError(f"parameter 'base_frame': expected a frame id, got {out['base_frame']!r}")
+    if not out["model_config"]:
+        raise ParameterError("parameter 'model_config': expected a model config path, got ''")
+    return NodeConfig(**out)
+
+
+def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` (and of ``/**``) in a ROS 2 params file.
+
+    Raises:
+        ParameterError: unreadable file, or no ``<node>: ros__parameters:`` mapping.
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ParameterError(f"{path}: cannot read params file ({e})") from None
+    if not isinstance(doc, dict):
+        raise ParameterError(f"{path}: expected a mapping '<node name>: ros__parameters: ...'")
+    values: dict[str, Any] = {}
+    found = False
+    for key in ("/**", node_name, "/" + node_name):
+        section = doc.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ParameterError(f"{path}: {key!r} must hold a 'ros__parameters' mapping")
+        values.update(section["ros__parameters"])
+        found = True
+    if not found:
+        raise ParameterError(f"{path}: no section {node_name!r} (or '/**') with 'ros__parameters'")
+    return values
+
+
+def resolve_share_path(path: str) -> Path:
+    """An absolute path for a parameter path: absolute or existing as given, else below the package root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return DEFAULT_PARAMS_FILE.parent.parent / p
+
+
+# ------------------------------------------------------------------ rclpy side (imported lazily)
+def descriptor(spec: ParamSpec):
+    """The rcl_interfaces ``ParameterDescriptor`` of one parameter."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+    kind = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+            float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+            list: ParameterType.PARAMETER_STRING_ARRAY}[type(spec.default)]
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(spec.choices)}."
+    d = ParameterDescriptor(name=spec.name, type=kind, description=text, read_only=spec.read_only)
+    if spec.lo is not None and isinstance(spec.default, int):
+        d.integer_range = [IntegerRange(from_value=int(spec.lo), to_value=int(spec.hi), step=1)]
+    elif spec.lo is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.lo), to_value=float(spec.hi), step=0.0)]
+    if spec.choices:
+        d.additional_constraints = f"one of {list(spec.choices)}"
+    return d
+
+
+def declare_and_read(node) -> NodeConfig:
+    """Declare every parameter on an rclpy node and return the validated :class:`NodeConfig`.
+
+    Raises:
+        ParameterError: a value that rclpy's range check or :func:`config_from_values` rejects.
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    try:
+        node.declare_parameters("", [(s.name, s.default, descriptor(s)) for s in PARAMETERS])
+    except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+        raise ParameterError(f"{node.get_name()}: {e}") from None
+    values = {s.name: node.get_parameter(s.name).value for s in PARAMETERS}
+    return config_from_values(values)
+
+
+__all__ = ["NODE_NAME", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
+           "PARAMETERS_BY_NAME", "NodeConfig", "config_from_values", "load_params_file", "resolve_share_path",
+           "descriptor", "declare_and_read"]

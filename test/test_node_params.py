@@ -1,0 +1,84 @@
+"""occupancy_node parameters: one table, the shipped YAML equal to it, clear rejections, rclpy descriptors."""
+
+from __future__ import annotations
+
+import pytest
+
+from occ_ros.params import (DEFAULT_PARAMS_FILE, PARAMETERS, NodeConfig, ParameterError, config_from_values,
+                            descriptor, load_params_file)
+
+
+def test_shipped_yaml_sets_every_parameter_to_its_default():
+    values = load_params_file(DEFAULT_PARAMS_FILE)
+    assert set(values) == {p.name for p in PARAMETERS}
+    for p in PARAMETERS:
+        assert values[p.name] == p.default, p.name
+    cfg = config_from_values(values)
+    assert isinstance(cfg, NodeConfig)
+    assert cfg.image_topic("CAM_FRONT") == "/CAM_FRONT/image_rect_compressed"
+    assert cfg.info_topic("CAM_BACK") == "/CAM_BACK/camera_info"
+    assert len(cfg.camera_names) == 6 and cfg.sync_queue_size == 10
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("sync_slop", 5.0, "[0.0, 2.0]"),
+    ("sync_queue_size", 0, "[1, 100]"),
+    ("worker_queue_size", 1.5, "expected int"),
+    ("image_transport", "theora", "one of ['compressed', 'raw']"),
+    ("device", "gpu", "'cpu', 'cuda' or 'cuda:N'"),
+    ("camera_names", ["CAM_FRONT", "CAM_FRONT"], "unique"),
+    ("camera_names", [], "unique non-empty"),
+    ("lidar_topic", "not a topic", "ROS topic name"),
+    ("camera_info_topic", "/camera_info", "needs '{camera}'"),
+    ("compressed_image_topic", "/{cam}/image", "placeholder {camera}"),
+    ("bogus", 1, "unknown parameter"),
+])
+def test_invalid_values_are_rejected_with_the_parameter_named(name, value, words):
+    with pytest.raises(ParameterError) as e:
+        config_from_values({name: value})
+    assert words in str(e.value)
+    assert name in str(e.value)
+
+
+def test_params_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("other_node:\n  ros__parameters: {a: 1}\n")
+    with pytest.raises(ParameterError, match="no section 'occupancy_node'"):
+        load_params_file(bad)
+    bad.write_text("occupancy_node: [1]\n")
+    with pytest.raises(ParameterError, match="ros__parameters"):
+        load_params_file(bad)
+
+
+def test_descriptors_carry_ranges_and_descriptions():
+    from rcl_interfaces.msg import ParameterType
+
+    by = {p.name: descriptor(p) for p in PARAMETERS}
+    assert by["sync_slop"].floating_point_range[0].to_value == 2.0
+    assert by["sync_queue_size"].integer_range[0].from_value == 1
+    assert by["camera_names"].type == ParameterType.PARAMETER_STRING_ARRAY
+    assert "compressed" in by["image_transport"].description
+    assert all(d.description for d in by.values())
+
+
+def test_rclpy_rejects_out_of_range_override():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from occ_ros.params import declare_and_read
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = rclpy.create_node("occ_params_ok", context=ctx, parameter_overrides=[
+            Parameter("sync_slop", value=0.25), Parameter("camera_names", value=["CAM_A"])])
+        cfg = declare_and_read(node)
+        assert cfg.sync_slop == 0.25 and cfg.camera_names == ("CAM_A",)
+        node.destroy_node()
+        node = rclpy.create_node("occ_params_bad", context=ctx,
+                                 parameter_overrides=[Parameter("sync_slop", value=9.0)])
+        with pytest.raises(ParameterError, match="sync_slop"):
+            declare_and_read(node)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
