@@ -64,16 +64,19 @@ def _check_inputs(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
 class RaySetup:
     """Per-ray DDA start state shared by the torch reference and the Triton kernel (float64).
 
+    Per-axis quantities are stored axis-major, (3, R) = rows x, y, z (structure of arrays:
+    broadcasting against per-axis grid constants then runs over the long ray dimension).
+
     Attributes:
         valid: (R,) bool, the ray enters the grid before ``max_distance``.
         t_enter: (R,) metres at which the ray enters the grid (0 for origins inside).
-        idx: (R, 3) int64 start voxel (meaningful where valid).
-        step: (R, 3) int64 in {-1, 0, 1}.
-        t_max: (R, 3) metres of the next face crossing per axis (``inf`` for a zero component).
-        t_delta: (R, 3) metres between crossings per axis (``inf`` for a zero component).
+        idx: (3, R) int64 start voxel (meaningful where valid).
+        step: (3, R) int64 in {-1, 0, 1}.
+        t_max: (3, R) metres of the next face crossing per axis (``inf`` for a zero component).
+        t_delta: (3, R) metres between crossings per axis (``inf`` for a zero component).
         max_distance: (R,) metres (``inf`` when unlimited).
-        origin: (R, 3) metres.
-        direction: (R, 3) unit directions.
+        origin: (3, R) metres.
+        direction: (3, R) unit directions.
     """
 
     valid: torch.Tensor
@@ -98,23 +101,22 @@ def ray_setup(origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
     """
     dev = origins.device
     f64 = torch.float64
-    o = origins.to(f64)
-    d = directions.to(f64)
-    norm = d.norm(dim=1, keepdim=True)
-    bad = ~(torch.isfinite(norm[:, 0]) & (norm[:, 0] > 0)) | ~torch.isfinite(o).all(1)
+    R = origins.shape[0]
+    o = torch.empty(3, R, dtype=f64, device=dev).copy_(origins.t())  # (3, R)
+    d = torch.empty(3, R, dtype=f64, device=dev).copy_(directions.t())
+    norm = (d * d).sum(0).sqrt_()
+    bad = ~(torch.isfinite(norm) & (norm > 0)) | ~torch.isfinite(o).all(0)
     if bool(bad.any()):
         rows = bad.nonzero().flatten()[:5].tolist()
         raise ValueError(f"raycast: origins must be finite and directions finite and non-zero; bad rows {rows}")
-    d = d / norm
-    R = o.shape[0]
-    lo = torch.tensor(grid.range_min, dtype=f64, device=dev)
-    vs = torch.tensor(grid.voxel_size, dtype=f64, device=dev)
-    dims = torch.tensor(grid.dims, dtype=torch.int64, device=dev)
+    d /= norm
+    lo = torch.tensor(grid.range_min, dtype=f64, device=dev)[:, None]
+    vs = torch.tensor(grid.voxel_size, dtype=f64, device=dev)[:, None]
+    dims = torch.tensor(grid.dims, dtype=torch.int64, device=dev)[:, None]
     hi = lo + vs * dims.to(f64)
     zero = d == 0
     has_zero = bool(zero.any())  # rays along axes or in axis planes: patch those components
     pos = d > 0
-    neg = d < 0
     inf = float("inf")
     inv = 1.0 / d  # +-inf on zero components
     t1 = (lo - o) * inv
@@ -125,35 +127,36 @@ def ray_setup(origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
         inside_axis = (o >= lo) & (o < hi)
         t_near = torch.where(zero, torch.where(inside_axis, -inf, inf), t_near)
         t_far = torch.where(zero, torch.where(inside_axis, inf, -inf), t_far)
-    t_enter = t_near.amax(1).clamp_min_(0.0)
-    t_exit = t_far.amin(1)
+    t_enter = t_near.amax(0).clamp_min_(0.0)
+    t_exit = t_far.amin(0)
     if max_distance is None:
         maxd = torch.full((R,), inf, dtype=f64, device=dev)
     else:
         maxd = torch.as_tensor(max_distance, dtype=f64, device=dev).expand(R)
     valid = (t_enter < t_exit) & (t_enter < maxd)
 
-    u = (o + t_enter[:, None] * d - lo) / vs  # voxel units at the entry point
-    idx = torch.where(neg, torch.ceil(u) - 1, torch.floor(u)).to(torch.int64)
+    u = (torch.addcmul(o, t_enter, d) - lo) / vs  # voxel units at the entry point
+    # The voxel the ray moves through just after t_enter: floor, or ceil - 1 going down an axis.
+    idx = torch.where(d < 0, torch.ceil(u) - 1, torch.floor(u)).to(torch.int64)
     idx = torch.minimum(idx.clamp_min_(0), dims - 1)
-    boundary = lo + vs * (idx + pos.to(torch.int64)).to(f64)  # next face in metres
+    boundary = lo + vs * (idx + pos).to(f64)  # next face in metres
     t_max = (boundary - o) * inv
     if has_zero:
         t_max = torch.where(zero, inf, t_max)
     t_delta = vs * inv.abs()  # inf on zero components
-    step = pos.to(torch.int64) - neg.to(torch.int64)
+    step = pos.to(torch.int64) - (d < 0).to(torch.int64)
     return RaySetup(valid, t_enter, idx, step, t_max, t_delta, maxd, o, d)
 
 
-def exit_distance(setup: "RaySetup", rows: torch.Tensor, voxel: torch.Tensor, grid: GridSpec) -> torch.Tensor:
-    """Exact distance (float64 metres) at which rays ``rows`` leave voxels ``voxel`` (K, 3)."""
+def exit_distance(setup: RaySetup, rows: torch.Tensor, voxel: torch.Tensor, grid: GridSpec) -> torch.Tensor:
+    """Exact distance (float64 metres) at which rays ``rows`` (K,) leave voxels ``voxel`` (K, 3)."""
     dev = voxel.device
-    lo = torch.tensor(grid.range_min, dtype=torch.float64, device=dev)
-    vs = torch.tensor(grid.voxel_size, dtype=torch.float64, device=dev)
-    d = setup.direction[rows]
-    face = lo + vs * (voxel + (d > 0).to(torch.int64)).to(torch.float64)
-    t = (face - setup.origin[rows]) / torch.where(d == 0, torch.ones_like(d), d)
-    return torch.where(d == 0, torch.full_like(t, float("inf")), t).amin(1)
+    lo = torch.tensor(grid.range_min, dtype=torch.float64, device=dev)[:, None]
+    vs = torch.tensor(grid.voxel_size, dtype=torch.float64, device=dev)[:, None]
+    d = setup.direction.index_select(1, rows)  # (3, K)
+    face = lo + vs * (voxel.t() + (d > 0)).to(torch.float64)
+    t = (face - setup.origin.index_select(1, rows)) / d  # +-inf or nan on zero components
+    return torch.where(d == 0, float("inf"), t).amin(0)
 
 
 def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, grid: GridSpec,
@@ -196,17 +199,18 @@ def raycast_torch(occupied: torch.Tensor, origins: torch.Tensor, directions: tor
         distance[rows] = exit_distance(s, rows, vox, grid).to(torch.float32)
 
     ray_id = s.valid.nonzero().flatten()
-    flat = ((s.idx[ray_id] + K) * strides).sum(1).to(torch.int32)  # flat index in the padded grid
+    idx0 = s.idx.index_select(1, ray_id)
+    flat = ((idx0 + K) * strides[:, None]).sum(0).to(torch.int32)  # flat index in the padded grid
     start_hit = padded.index_select(0, flat) == _OCC  # occupied start voxel: hit at once
     if bool(start_hit.any()):
-        record(ray_id[start_hit], s.idx[ray_id[start_hit]])
+        record(ray_id[start_hit], idx0[:, start_hit].t())
         keep = (~start_hit).nonzero().flatten()
         ray_id, flat = ray_id[keep], flat[keep]
     # Structure of arrays (3, A): next crossing time, time between crossings, flat-index step.
     fdt = step_dtype
-    T = s.t_max[ray_id].t().to(fdt).contiguous()
-    Dt = torch.where(torch.isinf(s.t_delta), 0.0, s.t_delta)[ray_id].t().to(fdt).contiguous()
-    S = (s.step[ray_id] * strides).t().to(fdt).contiguous()  # exact: strides < 2**24 (checked)
+    T = s.t_max.index_select(1, ray_id).to(fdt)
+    Dt = s.t_delta.index_select(1, ray_id).nan_to_num_(posinf=0.0).to(fdt)  # 0 on zero components
+    S = (s.step.index_select(1, ray_id) * strides[:, None]).to(fdt)  # exact: strides < 2**24 (checked)
     limited = max_distance is not None
     maxd = s.max_distance[ray_id].to(fdt) if limited else None
 

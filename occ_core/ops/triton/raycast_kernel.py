@@ -24,18 +24,19 @@ def _raycast_kernel(occ_ptr, valid_ptr, idx_ptr, tmax_ptr, tdelta_ptr, step_ptr,
     rm = rays < R
     r3 = rays.to(tl.int64) * 3
     valid = rm & (tl.load(valid_ptr + rays, mask=rm, other=0) != 0)
-    ix = tl.load(idx_ptr + r3 + 0, mask=rm, other=0)
-    iy = tl.load(idx_ptr + r3 + 1, mask=rm, other=0)
-    iz = tl.load(idx_ptr + r3 + 2, mask=rm, other=0)
-    tx = tl.load(tmax_ptr + r3 + 0, mask=rm, other=0.0)
-    ty = tl.load(tmax_ptr + r3 + 1, mask=rm, other=0.0)
-    tz = tl.load(tmax_ptr + r3 + 2, mask=rm, other=0.0)
-    dx = tl.load(tdelta_ptr + r3 + 0, mask=rm, other=0.0)
-    dy = tl.load(tdelta_ptr + r3 + 1, mask=rm, other=0.0)
-    dz = tl.load(tdelta_ptr + r3 + 2, mask=rm, other=0.0)
-    sx = tl.load(step_ptr + r3 + 0, mask=rm, other=0)
-    sy = tl.load(step_ptr + r3 + 1, mask=rm, other=0)
-    sz = tl.load(step_ptr + r3 + 2, mask=rm, other=0)
+    # Per-axis inputs are (3, R), axis-major.
+    ix = tl.load(idx_ptr + rays, mask=rm, other=0)
+    iy = tl.load(idx_ptr + R + rays, mask=rm, other=0)
+    iz = tl.load(idx_ptr + 2 * R + rays, mask=rm, other=0)
+    tx = tl.load(tmax_ptr + rays, mask=rm, other=0.0)
+    ty = tl.load(tmax_ptr + R + rays, mask=rm, other=0.0)
+    tz = tl.load(tmax_ptr + 2 * R + rays, mask=rm, other=0.0)
+    dx = tl.load(tdelta_ptr + rays, mask=rm, other=0.0)
+    dy = tl.load(tdelta_ptr + R + rays, mask=rm, other=0.0)
+    dz = tl.load(tdelta_ptr + 2 * R + rays, mask=rm, other=0.0)
+    sx = tl.load(step_ptr + rays, mask=rm, other=0)
+    sy = tl.load(step_ptr + R + rays, mask=rm, other=0)
+    sz = tl.load(step_ptr + 2 * R + rays, mask=rm, other=0)
     maxd = tl.load(maxd_ptr + rays, mask=rm, other=0.0)
 
     occ0 = tl.load(occ_ptr + (ix.to(tl.int64) * Y + iy) * Z + iz, mask=valid, other=0)
@@ -84,7 +85,7 @@ def raycast_triton(occupied: torch.Tensor, origins: torch.Tensor, directions: to
         return RayHits(hit8.bool(), distance, voxel)
     s = ray_setup(origins, directions, grid, max_distance)
     occ = occupied.contiguous().view(torch.uint8)
-    t_delta = torch.where(torch.isinf(s.t_delta), 0.0, s.t_delta).to(torch.float32).contiguous()
+    t_delta = s.t_delta.nan_to_num(posinf=0.0).to(torch.float32)  # 0 on zero components, as the reference
     _raycast_kernel[(triton.cdiv(R, block),)](
         occ, s.valid.to(torch.uint8), s.idx.to(torch.int32).contiguous(), s.t_max.to(torch.float32).contiguous(),
         t_delta, s.step.to(torch.int32).contiguous(), s.max_distance.to(torch.float32).contiguous(), hit8, voxel,
