@@ -1,0 +1,72 @@
+"""Sensor -> base_link extrinsics for the node: from TF (tf2_ros) or from a rig calibration file.
+
+Both sources answer ``lookup(frame_id, stamp_ns)`` with a (4, 4) float64 transform mapping
+points in ``frame_id`` into the base frame, or None when the transform is unknown (the node
+then counts the frame as "no calibration" and skips it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from occ_core.geometry import make_transform
+from occ_core.rig import Rig, load_rig
+
+
+def tf2_available() -> bool:
+    """True when ``tf2_ros`` can be imported (a full ROS 2 install; not the PyPI wheels)."""
+    try:
+        import tf2_ros  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RigExtrinsics:
+    """Static extrinsics from a rig YAML (``config/rigs/*.yaml``): the LiDAR and every camera."""
+
+    def __init__(self, rig: Rig | str | Path):
+        self.rig = load_rig(rig) if not isinstance(rig, Rig) else rig
+        self._T = {self.rig.lidar.name: self.rig.lidar.T_base_from_lidar}
+        self._T.update({c.name: c.T_base_from_cam for c in self.rig.cameras})
+        self._T[self.rig.base_frame] = np.eye(4)
+
+    def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
+        T = self._T.get(frame_id)
+        return None if T is None else T.copy()
+
+    def describe(self) -> str:
+        return f"rig file ({', '.join(sorted(self._T))})"
+
+
+class TfExtrinsics:
+    """Extrinsics from TF (``tf2_ros.Buffer`` + ``TransformListener`` on ``node``), latest available.
+
+    Sensor mounts are static, so the latest transform is used rather than one at the stamp.
+    """
+
+    def __init__(self, node: Any, base_frame: str):
+        import tf2_ros
+
+        self.base_frame = base_frame
+        self._buffer = tf2_ros.Buffer()
+        self._listener = tf2_ros.TransformListener(self._buffer, node)
+
+    def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
+        import rclpy.time
+        import tf2_ros
+
+        if frame_id == self.base_frame:
+            return np.eye(4)
+        try:
+            tf = self._buffer.lookup_transform(self.base_frame, frame_id, rclpy.time.Time())
+        except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException):
+            return None
+        t, q = tf.transform.translation, tf.transform.rotation
+        return make_transform(np.array([t.x, t.y, t.z]), np.array([q.w, q.x, q.y, q.z]))
+
+    def describe(self) -> str:
+        return "TF (tf2_ros)"

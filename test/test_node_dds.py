@@ -1,0 +1,234 @@
+"""occupancy_node over real DDS (rclpy + Fast DDS), in this process.
+
+A publisher node sends one synthetic keyframe (six CompressedImages with CameraInfo and the
+LiDAR cloud, from the ``synthetic_dataroot`` fixture); the node's voxel cloud must equal the
+offline prediction of the same predictor on the SensorFrame built from the files, and its
+markers must be RViz-valid and match the prediction. Malformed input (bad cloud, unknown
+encoding, a missing camera, no calibration) is counted and dropped and the node recovers.
+Topics carry a per-module prefix; conftest gives the session its own ROS_DOMAIN_ID.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
+                          load_keyframe, offline_frame)
+from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE  # noqa: E402
+from occ_ros.conversions import plan_markers, pointcloud2_to_array, pointcloud2_to_occupancy  # noqa: E402
+
+WAIT_S = 20.0
+PREFIX = "/t_node_inproc"
+
+
+def topic_overrides(prefix: str, rig_file) -> list:
+    from rclpy.parameter import Parameter
+
+    return [Parameter("compressed_image_topic", value=prefix + "/{camera}/image"),
+            Parameter("camera_info_topic", value=prefix + "/{camera}/camera_info"),
+            Parameter("lidar_topic", value=prefix + "/lidar"),
+            Parameter("markers_topic", value=prefix + "/markers"),
+            Parameter("voxels_topic", value=prefix + "/voxels"),
+            Parameter("diagnostics_topic", value=prefix + "/diagnostics"),
+            Parameter("rig_file", value=str(rig_file)),
+            Parameter("extrinsics_source", value="rig"),
+            Parameter("diagnostics_period", value=0.2),
+            Parameter("sync_slop", value=0.05)]
+
+
+def wait_for(pred, timeout=WAIT_S, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Recording:
+    """Wraps a predictor and keeps the frames it saw."""
+
+    def __init__(self, inner):
+        self.inner, self.spec, self.frames = inner, inner.spec, []
+
+    def predict(self, frame):
+        self.frames.append(frame)
+        return self.inner.predict(frame)
+
+
+class Peer:
+    """Publishes keyframes on the node's inputs and records its outputs."""
+
+    def __init__(self, ctx, prefix: str, kf):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
+        from visualization_msgs.msg import MarkerArray
+
+        self.kf, self.prefix = kf, prefix
+        self.node = rclpy.create_node("occ_node_test_peer", context=ctx)
+        self.img = {c: self.node.create_publisher(CompressedImage, f"{prefix}/{c}/image", 10) for c in CAMERAS}
+        self.info = {c: self.node.create_publisher(CameraInfo, f"{prefix}/{c}/camera_info", 10) for c in CAMERAS}
+        self.lidar = self.node.create_publisher(PointCloud2, prefix + "/lidar", 10)
+        self.voxels, self.markers, self.diags = [], [], []
+        self.node.create_subscription(PointCloud2, prefix + "/voxels", self.voxels.append, 10)
+        self.node.create_subscription(MarkerArray, prefix + "/markers", self.markers.append, 10)
+        self.node.create_subscription(DiagnosticArray, prefix + "/diagnostics", self.diags.append, 10)
+
+    def connected(self) -> bool:
+        pubs = [*self.img.values(), *self.info.values(), self.lidar]
+        return all(p.get_subscription_count() > 0 for p in pubs)
+
+    def send(self, stamp_ns: int, cameras=CAMERAS, lidar=True, frame_ids=None, infos=True):
+        if infos:
+            for c in CAMERAS:
+                self.info[c].publish(camera_info_msg(self.kf, c, stamp_ns))
+        for c in cameras:
+            self.img[c].publish(image_msg(self.kf, c, stamp_ns, (frame_ids or {}).get(c)))
+        if lidar:
+            time.sleep(0.05)  # images first, as usual; the sync does not depend on it
+            self.lidar.publish(lidar_msg(self.kf, stamp_ns))
+
+    def diag_values(self) -> dict[str, str]:
+        return {kv.key: kv.value for kv in self.diags[-1].status[0].values}
+
+
+@pytest.fixture(scope="module")
+def keyframe(synthetic_dataroot, tmp_path_factory):
+    return load_keyframe(synthetic_dataroot, tmp_path_factory.mktemp("node_kf"))
+
+
+@pytest.fixture(scope="module")
+def harness(keyframe):
+    from rclpy.executors import MultiThreadedExecutor
+
+    from occ_ros.occupancy_node import OccupancyNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    predictor = Recording(PointHeightTestPredictor())
+    node = OccupancyNode(predictor, context=ctx, parameter_overrides=topic_overrides(PREFIX, keyframe.rig_file))
+    peer = Peer(ctx, PREFIX, keyframe)
+    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
+    ex.add_node(node)
+    ex.add_node(peer.node)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: peer.connected() and node.markers_pub.get_subscription_count() > 0
+                 and node.voxels_pub.get_subscription_count() > 0, what="discovery")
+        yield node, peer, predictor
+    finally:
+        ex.shutdown(timeout_sec=5)
+        node.destroy_node()
+        peer.node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        thread.join(5)
+
+
+def check_rviz_markers(msg, stamp_ns: int):
+    from visualization_msgs.msg import Marker
+
+    assert msg.markers[0].action == Marker.DELETEALL
+    for m in msg.markers[1:]:
+        assert m.type == Marker.CUBE_LIST and m.action == Marker.ADD
+        assert m.header.frame_id == "base_link"
+        assert m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns
+        assert m.scale.x > 0 and m.scale.y > 0 and m.scale.z > 0
+        assert m.color.a > 0
+        assert len(m.colors) in (0, len(m.points))
+        q = m.pose.orientation
+        assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1.0) < 1e-6
+        assert m.ns == OCC3D_CLASSES[m.id] and len(m.points) > 0
+
+
+def test_keyframe_gives_the_offline_prediction(harness, keyframe):
+    node, peer, predictor = harness
+    stamp = keyframe.stamp_ns
+    peer.send(stamp)
+    wait_for(lambda: peer.voxels and peer.markers, what="voxels and markers")
+    cloud, markers = peer.voxels[-1], peer.markers[-1]
+
+    offline = offline_frame(keyframe)
+    expected = PointHeightTestPredictor().predict(offline)
+    assert (expected.labels != OCC3D_FREE).sum() > 1000  # a real scene, not an empty grid
+
+    # the node built the same SensorFrame from the messages
+    got = predictor.frames[-1]
+    assert got.camera_names == offline.camera_names and got.stamp_ns == stamp
+    for a, b in zip(got.images, offline.images):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.intrinsics, offline.intrinsics)
+    np.testing.assert_array_equal(got.T_base_from_cam, offline.T_base_from_cam)
+    np.testing.assert_array_equal(got.points, offline.points)
+
+    # voxel cloud == offline prediction, stamped with the LiDAR header in base_link
+    assert cloud.header.frame_id == "base_link"
+    assert cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec == stamp
+    np.testing.assert_array_equal(pointcloud2_to_occupancy(cloud), expected.labels)
+    pts = pointcloud2_to_array(cloud)
+    np.testing.assert_array_equal(pts["score"], np.full(pts.shape[0], expected.scores.flat[0], np.float32))
+
+    # markers: RViz-valid, one per present class with exactly the predicted voxels
+    check_rviz_markers(markers, stamp)
+    plan = plan_markers(expected.labels)
+    assert [m.ns for m in markers.markers[1:]] == plan.names
+    assert [len(m.points) for m in markers.markers[1:]] == np.diff(plan.bounds).tolist()
+    first = markers.markers[1]
+    c = plan.ijk[0] * 0.4 + np.array([-40.0, -40.0, -1.0]) + 0.2
+    assert np.allclose([first.points[0].x, first.points[0].y, first.points[0].z], c)
+
+
+def test_malformed_inputs_are_counted_and_the_node_recovers(harness, keyframe):
+    node, peer, predictor = harness
+    c0 = node.counters
+    before = (c0.malformed_lidar, c0.malformed_image, c0.incomplete_frames, c0.no_calibration, c0.published_frames)
+    n_vox = len(peer.voxels)
+    t = keyframe.stamp_ns + 10**9
+
+    bad = lidar_msg(keyframe, t)
+    bad.data = bytes(bad.data)[:-7]  # length no longer height * row_step
+    peer.lidar.publish(bad)
+    wait_for(lambda: node.counters.malformed_lidar == before[0] + 1, what="malformed cloud counted")
+
+    img = image_msg(keyframe, "CAM_BACK", t, fmt="webp")
+    peer.img["CAM_BACK"].publish(img)
+    wait_for(lambda: node.counters.malformed_image == before[1] + 1, what="unknown encoding counted")
+
+    # a frame without CAM_BACK_LEFT: skipped once a later frame completes
+    t2 = t + 10**9
+    peer.send(t2, cameras=[c for c in CAMERAS if c != "CAM_BACK_LEFT"])
+    # a frame whose CAM_FRONT frame id has no calibration
+    t3 = t2 + 10**9
+    peer.send(t3, frame_ids={"CAM_FRONT": "CAM_NOT_IN_RIG"})
+    wait_for(lambda: node.counters.no_calibration == before[3] + 1, what="no calibration counted")
+    assert node.counters.incomplete_frames == before[2] + 1
+    assert len(peer.voxels) == n_vox  # nothing published for the bad frames
+
+    # good input again: published and equal to the offline prediction
+    t4 = t3 + 10**9
+    peer.send(t4)
+    wait_for(lambda: len(peer.voxels) > n_vox, what="recovery")
+    cloud = peer.voxels[-1]
+    assert cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec == t4
+    expected = PointHeightTestPredictor().predict(offline_frame(keyframe))
+    np.testing.assert_array_equal(pointcloud2_to_occupancy(cloud), expected.labels)
+    assert node.counters.published_frames == before[4] + 1
+
+    # /diagnostics reports the counts
+    n_diag = len(peer.diags)
+    wait_for(lambda: len(peer.diags) > n_diag + 1, what="diagnostics")
+    values = peer.diag_values()
+    assert int(values["malformed_lidar"]) == before[0] + 1
+    assert int(values["malformed_image"]) == before[1] + 1
+    assert int(values["incomplete_frames"]) == before[2] + 1
+    assert int(values["no_calibration"]) == before[3] + 1
+    assert float(values["latency_ms_p50"]) > 0.0
+    assert float(values["rate_hz_lidar"]) > 0.0
+    from diagnostic_msgs.msg import DiagnosticStatus
+    assert peer.diags[-1].status[0].level == DiagnosticStatus.WARN
