@@ -18,7 +18,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
+from test_node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
                           load_keyframe, offline_frame)
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE  # noqa: E402
 from occ_ros.conversions import plan_markers, pointcloud2_to_array, pointcloud2_to_occupancy  # noqa: E402

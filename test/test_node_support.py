@@ -1,6 +1,6 @@
 """Helpers for the occupancy node tests: one synthetic keyframe as files, as messages, as an offline SensorFrame.
 
-Not a test module (no ``test_`` prefix); imported by ``test/test_node*.py`` and by the node
+Holds no tests; imported by ``test/test_node*.py`` and by the node
 subprocess of the cross-process test.
 """
 
