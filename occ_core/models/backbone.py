@@ -1,0 +1,108 @@
+"""Image backbone (ResNet-style, BasicBlocks) and FPN neck in plain torch (no torchvision).
+
+Data flow for images (B*N, 3, H, W):
+
+    stem (conv 3x3 /2, conv 3x3 /2)      -> (B*N, stem, H/4, W/4)
+    stage i (BasicBlocks, first one /2
+             except in stage 0)          -> (B*N, widths[i], H/2^(i+2), W/2^(i+2))
+    FPN: lateral 1x1 per stage, top-down
+         nearest upsample + add, 3x3 out -> the level of ``out_stride``: (B*N, C, H/s, W/s)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from occ_core.models.config import BackboneConfig
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dims: int = 2) -> nn.Sequential:
+    """3x3 convolution (2D or 3D) + BatchNorm + ReLU."""
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+    return nn.Sequential(conv(cin, cout, 3, stride, 1, bias=False), bn(cout), nn.ReLU(inplace=True))
+
+
+class BasicBlock(nn.Module):
+    """ResNet BasicBlock (2D or 3D): two 3x3 convs + identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dims: int = 2):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = bn(cout)
+        self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = bn(cout)
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(conv(cin, cout, 1, stride, bias=False), bn(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.short is None else self.short(x)), inplace=True)
+
+
+class ResNetBackbone(nn.Module):
+    """(B, 3, H, W) -> list of stage features, stage i at stride 2^(i+2)."""
+
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        if len(cfg.widths) != len(cfg.blocks) or not cfg.widths:
+            raise ValueError(f"backbone: widths {cfg.widths} and blocks {cfg.blocks} need the same non-zero length")
+        self.stem = nn.Sequential(conv_bn_relu(3, cfg.stem, 2), conv_bn_relu(cfg.stem, cfg.stem, 2))
+        stages, cin = [], cfg.stem
+        for i, (w, n) in enumerate(zip(cfg.widths, cfg.blocks)):
+            blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.strides = tuple(2 ** (i + 2) for i in range(len(cfg.widths)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        out = []
+        for s in self.stages:
+            x = s(x)
+            out.append(x)
+        return out
+
+
+class FPN(nn.Module):
+    """Feature pyramid: lateral 1x1, top-down nearest upsampling + sum, 3x3 output conv.
+
+    Returns only the level at ``out_stride`` (B, C, H/out_stride, W/out_stride), which is what
+    the LSS view transformer consumes (BEVDet's CustomFPN with one output).
+    """
+
+    def __init__(self, in_channels: tuple[int, ...], strides: tuple[int, ...], channels: int, out_stride: int):
+        super().__init__()
+        if out_stride not in strides:
+            raise ValueError(f"FPN: out_stride {out_stride} is not a backbone stride {strides}")
+        self.out_level = strides.index(out_stride)
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels[self.out_level:])
+        self.out = conv_bn_relu(channels, channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        feats = feats[self.out_level:]
+        x = self.lateral[-1](feats[-1])
+        for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
+            x = lat(f) + F.interpolate(x, size=f.shape[-2:], mode="nearest")
+        return self.out(x)
+
+
+class ImageEncoder(nn.Module):
+    """Backbone + FPN: images (B*N, 3, H, W) -> features (B*N, C, H/s, W/s), s = ``out_stride``."""
+
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.backbone = ResNetBackbone(cfg)
+        self.neck = FPN(cfg.widths, self.backbone.strides, cfg.neck_channels, cfg.out_stride)
+        self.stride = cfg.out_stride
+        self.channels = cfg.neck_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone(images))

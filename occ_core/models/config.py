@@ -1,0 +1,299 @@
+"""Typed model and training configurations, loaded from ``config/models/*.yaml``.
+
+One YAML file describes one model and how it is trained::
+
+    name: fusion            # which architecture: a key of occ_core.models.build.MODELS
+    grid: occ3d             # output grid, a key of occ_core.grid.GRIDS
+    image: {size: [128, 352], ...}
+    lss: {...}              # camera branch (absent: no camera branch)
+    lidar: {...}            # LiDAR branch (absent: no LiDAR branch)
+    ...
+    train: {...}
+
+Every mapping becomes the dataclass of the same name below; an unknown key or a value of the
+wrong type is an :class:`~occ_core.errors.OccDataError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from occ_core.errors import OccDataError
+from occ_core.grid import GRIDS, GridSpec
+
+
+@dataclass
+class ImageConfig:
+    """Camera image preprocessing (shared by the data pipeline and the predictor).
+
+    Attributes:
+        size: (H, W) network input size in pixels. Images are scaled to cover it (aspect kept)
+            then cropped: centred horizontally, from the top vertically (the sky goes).
+        mean, std: per-channel RGB normalisation on 0..255 values.
+    """
+
+    size: tuple[int, int] = (96, 176)
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet-style image backbone + FPN neck.
+
+    Attributes:
+        stem: channels of the stride-4 stem.
+        widths: channels of the residual stages (strides 4, 8, 16, 32 for four stages).
+        blocks: BasicBlocks per stage.
+        neck_channels: FPN output channels.
+        out_stride: which FPN level feeds the view transformer (16 as BEVDet).
+    """
+
+    stem: int = 16
+    widths: tuple[int, ...] = (16, 32, 64, 64)
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    neck_channels: int = 32
+    out_stride: int = 16
+
+
+@dataclass
+class LSSConfig:
+    """Lift-splat-shoot view transformer.
+
+    Attributes:
+        depth: (min, max, step) metres of the depth bins; D = (max - min) / step bins whose
+            centres are ``min + step * (i + 0.5)``.
+        channels: context channels splatted into the voxels.
+        depth_loss_weight: weight of the depth loss against LiDAR depth.
+    """
+
+    depth: tuple[float, float, float] = (1.0, 49.0, 1.0)
+    channels: int = 16
+    depth_loss_weight: float = 1.0
+
+
+@dataclass
+class LidarConfig:
+    """LiDAR branch: dynamic voxelization on the output grid -> spconv encoder.
+
+    Attributes:
+        channels: (C1, C2): submanifold channels at the output resolution, then at the
+            feature resolution (after one strided sparse conv per feature stride step).
+        max_sweeps: LiDAR sweeps aggregated per frame by the data pipeline (1 = keyframe only).
+    """
+
+    channels: tuple[int, int] = (16, 32)
+    max_sweeps: int = 5
+
+
+@dataclass
+class CascadeConfig:
+    """CONet cascade refinement.
+
+    Attributes:
+        max_voxels: most coarse voxels refined per sample (highest occupancy probability first).
+        hidden: MLP width of the point refinement.
+    """
+
+    max_voxels: int = 4096
+    hidden: int = 32
+
+
+@dataclass
+class LossConfig:
+    """Weights of the occupancy losses (MonoScene / OpenOccupancy).
+
+    Attributes:
+        ce: class-weighted cross entropy.
+        lovasz: Lovasz-softmax.
+        sem_scal, geo_scal: MonoScene's semantic and geometric scene-class affinity losses.
+        flow: L1 of the 2D flow on occupied voxels (flow models).
+        class_weight_power: CE class weights ``1 / log(freq + eps) ** power``-style; 0 = uniform.
+    """
+
+    ce: float = 1.0
+    lovasz: float = 1.0
+    sem_scal: float = 1.0
+    geo_scal: float = 1.0
+    flow: float = 1.0
+    class_weight_power: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and schedule.
+
+    Attributes:
+        batch_size: samples per step and process.
+        lr, weight_decay: AdamW.
+        steps: total optimiser steps (one-cycle cosine schedule over them).
+        grad_clip: max gradient norm (0 disables).
+        val_every, ckpt_every, log_every: in steps.
+        amp: mixed precision on CUDA (ignored on CPU).
+        flip, rotate_deg: BEV augmentation (random x/y flips; uniform yaw in +-rotate_deg).
+        seed: data order and augmentation seed.
+        num_workers: DataLoader workers.
+    """
+
+    batch_size: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    steps: int = 2000
+    grad_clip: float = 35.0
+    val_every: int = 500
+    ckpt_every: int = 100
+    log_every: int = 10
+    amp: bool = True
+    flip: bool = True
+    rotate_deg: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """One occupancy model (see the module docstring for the YAML layout).
+
+    Attributes:
+        name: architecture, a key of :data:`occ_core.models.build.MODELS`.
+        grid: output grid name (:data:`occ_core.grid.GRIDS`).
+        num_classes: output classes including free (18 for Occ3D, free = 17).
+        feature_stride: (sx, sy, sz) voxel feature grid = output grid coarsened by these.
+        channels: voxel feature channels after the branch encoders / fusion.
+        head: ``"voxel"`` (3D conv head) or ``"c2h"`` (FlashOcc channel-to-height BEV head).
+        image, backbone, lss: camera branch (``lss: null`` = no camera branch).
+        lidar: LiDAR branch (``null`` = none).
+        cascade: CONet refinement (``null`` = none).
+        flow: predict OpenOcc v2 occupancy flow.
+        loss, train: see :class:`LossConfig`, :class:`TrainConfig`.
+        seed: parameter initialisation seed.
+    """
+
+    name: str = "camera"
+    grid: str = "occ3d"
+    num_classes: int = 18
+    feature_stride: tuple[int, int, int] = (2, 2, 2)
+    channels: int = 16
+    head: str = "voxel"
+    image: ImageConfig = field(default_factory=ImageConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    lss: LSSConfig | None = None
+    lidar: LidarConfig | None = None
+    cascade: CascadeConfig | None = None
+    flow: bool = False
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    @property
+    def grid_spec(self) -> GridSpec:
+        """The output :class:`GridSpec`."""
+        return GRIDS[self.grid]
+
+    @property
+    def feature_grid(self) -> GridSpec:
+        """The voxel feature grid: the output grid with voxels ``feature_stride`` times larger."""
+        g = self.grid_spec
+        vs = tuple(v * s for v, s in zip(g.voxel_size, self.feature_stride))
+        return GridSpec.from_range(f"{g.name}/{'x'.join(map(str, self.feature_stride))}", g.point_range, vs)
+
+    @property
+    def free_label(self) -> int:
+        return self.num_classes - 1
+
+
+def _convert(tp, value, where: str):
+    """Convert a YAML value to the annotated type ``tp`` (dataclass, tuple, optional, scalar)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise OccDataError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise OccDataError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise OccDataError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OccDataError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OccDataError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise OccDataError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise OccDataError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported config type {tp}")
+
+
+def _from_dict(cls, doc: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise OccDataError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in doc.items()})
+
+
+def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
+    """Build a :class:`ModelConfig` from a parsed YAML mapping (``where`` names it in errors)."""
+    if not isinstance(doc, dict):
+        raise OccDataError(f"{where}: expected a mapping at the top level")
+    cfg = _from_dict(ModelConfig, doc, where)
+    if cfg.grid not in GRIDS:
+        raise OccDataError(f"{where}.grid: {cfg.grid!r} is not one of {sorted(GRIDS)}")
+    if cfg.head not in ("voxel", "c2h"):
+        raise OccDataError(f"{where}.head: {cfg.head!r}, expected 'voxel' or 'c2h'")
+    if cfg.lss is None and cfg.lidar is None:
+        raise OccDataError(f"{where}: a model needs a camera branch (lss) or a LiDAR branch (lidar)")
+    dims = cfg.grid_spec.dims
+    if any(d % s for d, s in zip(dims, cfg.feature_stride)):
+        raise OccDataError(f"{where}.feature_stride: {cfg.feature_stride} must divide the grid dims {dims}")
+    return cfg
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Read a model YAML file into a :class:`ModelConfig`."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise OccDataError(f"{path}: cannot read the model config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise OccDataError(f"{path}: not valid YAML ({e})") from None
+    return config_from_dict(doc, str(path))
+
+
+def config_to_dict(cfg: ModelConfig) -> dict:
+    """The config as plain YAML-able data (tuples as lists); round-trips through :func:`config_from_dict`."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))

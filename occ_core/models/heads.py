@@ -1,0 +1,89 @@
+"""Occupancy heads and camera/LiDAR fusion.
+
+All voxel tensors are laid out **(B, C, X, Y, Z)** in base_link, on the feature grid (X', Y',
+Z') on input and on the output grid (X, Y, Z) on output.
+
+- :class:`VoxelHead`: 3D residual block -> 1x1x1 class logits -> trilinear upsampling.
+- :class:`ChannelToHeightHead` (FlashOcc): the voxel features are flattened to a BEV map
+  (B, C*Z', X', Y'), encoded by 2D residual blocks, upsampled to (X, Y) and a 1x1 conv
+  predicts Z*K channels that are reshaped into (B, K, X, Y, Z): height lives in channels.
+- :class:`FlowHead`: OpenOcc v2 occupancy flow, (B, X, Y, Z, 2) m/s in base_link x, y.
+- :class:`AdaptiveFusion` (OpenOccupancy): both modalities are projected to C channels and a
+  per-voxel visibility weight w = sigmoid(conv(cat(cam, lidar))) mixes them,
+  ``fused = w * cam + (1 - w) * lidar``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from occ_core.models.backbone import BasicBlock, conv_bn_relu
+
+
+class VoxelHead(nn.Module):
+    """(B, C, X', Y', Z') -> logits (B, K, X, Y, Z)."""
+
+    def __init__(self, channels: int, num_classes: int, out_dims: tuple[int, int, int]):
+        super().__init__()
+        self.block = BasicBlock(channels, channels, dims=3)
+        self.cls = nn.Conv3d(channels, num_classes, 1)
+        self.out_dims = tuple(out_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cls(self.block(x))
+        if tuple(y.shape[-3:]) != self.out_dims:
+            y = F.interpolate(y, size=self.out_dims, mode="trilinear", align_corners=False)
+        return y
+
+
+class ChannelToHeightHead(nn.Module):
+    """FlashOcc channel-to-height: (B, C, X', Y', Z') -> BEV (B, C*Z', X', Y') -> (B, K, X, Y, Z)."""
+
+    def __init__(self, channels: int, in_z: int, num_classes: int, out_dims: tuple[int, int, int], bev_channels: int = 32):
+        super().__init__()
+        self.reduce = conv_bn_relu(channels * in_z, bev_channels)
+        self.blocks = nn.Sequential(BasicBlock(bev_channels, bev_channels), BasicBlock(bev_channels, bev_channels))
+        self.out_dims = tuple(out_dims)
+        self.num_classes = num_classes
+        self.cls = nn.Conv2d(bev_channels, num_classes * out_dims[2], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, Xf, Yf, Zf = x.shape
+        bev = x.permute(0, 1, 4, 2, 3).reshape(B, C * Zf, Xf, Yf)  # channel c*Z' + z
+        bev = self.blocks(self.reduce(bev))
+        X, Y, Z = self.out_dims
+        if (Xf, Yf) != (X, Y):
+            bev = F.interpolate(bev, size=(X, Y), mode="bilinear", align_corners=False)
+        return self.cls(bev).view(B, self.num_classes, Z, X, Y).permute(0, 1, 3, 4, 2)
+
+
+class FlowHead(nn.Module):
+    """(B, C, X', Y', Z') -> flow (B, X, Y, Z, 2) in m/s (base_link x, y)."""
+
+    def __init__(self, channels: int, out_dims: tuple[int, int, int]):
+        super().__init__()
+        self.net = nn.Sequential(conv_bn_relu(channels, channels, dims=3), nn.Conv3d(channels, 2, 1))
+        self.out_dims = tuple(out_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        if tuple(y.shape[-3:]) != self.out_dims:
+            y = F.interpolate(y, size=self.out_dims, mode="trilinear", align_corners=False)
+        return y.permute(0, 2, 3, 4, 1)
+
+
+class AdaptiveFusion(nn.Module):
+    """OpenOccupancy adaptive fusion: cam (B, Cc, X, Y, Z) + lidar (B, Cl, X, Y, Z) -> (B, C, X, Y, Z)."""
+
+    def __init__(self, cam_channels: int, lidar_channels: int, channels: int):
+        super().__init__()
+        self.cam = conv_bn_relu(cam_channels, channels, dims=3)
+        self.lidar = conv_bn_relu(lidar_channels, channels, dims=3)
+        self.weight = nn.Sequential(conv_bn_relu(2 * channels, channels, dims=3), nn.Conv3d(channels, 1, 1), nn.Sigmoid())
+
+    def forward(self, cam: torch.Tensor, lidar: torch.Tensor) -> torch.Tensor:
+        c, l = self.cam(cam), self.lidar(lidar)
+        w = self.weight(torch.cat([c, l], 1))
+        return w * c + (1 - w) * l

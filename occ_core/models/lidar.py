@@ -1,0 +1,78 @@
+"""LiDAR branch: dynamic voxelization -> spconv sparse 3D encoder -> dense voxel features.
+
+Points (x, y, z, intensity, time_lag_s in base_link) are averaged per voxel of the output
+grid (:func:`occ_core.ops.voxelize.dynamic_voxelize`, coordinates ``[z, y, x]`` as spconv
+wants them), encoded by submanifold sparse convolutions at that resolution, downsampled to the
+feature grid by one strided sparse convolution (kernel = stride), refined by one more
+submanifold block and densified to **(B, C, X, Y, Z)** (spconv's dense layout (B, C, Z, Y, X)
+is permuted).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from occ_core.grid import GridSpec
+from occ_core.models.config import LidarConfig
+from occ_core.ops.voxelize import dynamic_voxelize
+
+POINT_FEATURES = 5  # x, y, z, intensity, time_lag_s
+
+
+def _spconv():
+    """Import spconv.pytorch, working around its CPU backward.
+
+    spconv 2.3.8's ``indice_conv_backward`` asks for the current CUDA stream unconditionally,
+    which fails on a CPU-only torch ("Torch not compiled with CUDA enabled"); CPU kernels take
+    stream 0. Without CUDA we make ``get_current_stream`` return 0 (the value the forward uses
+    on CPU); with CUDA nothing changes.
+    """
+    import spconv.pytorch as spconv
+    from spconv.pytorch import ops
+
+    if not torch.cuda.is_available() and not getattr(ops, "_occ_cpu_stream_patch", False):
+        ops.get_current_stream = lambda: 0
+        ops._occ_cpu_stream_patch = True
+    return spconv
+
+
+class LidarEncoder(nn.Module):
+    """B point clouds -> dense voxel features (B, C2, X', Y', Z') on the feature grid."""
+
+    def __init__(self, cfg: LidarConfig, grid: GridSpec, stride: tuple[int, int, int]):
+        super().__init__()
+        sp = _spconv()
+        c1, c2 = cfg.channels
+        self.grid = grid
+        self.stride = stride
+        self.channels = c2
+        X, Y, Z = grid.dims
+        self.out_shape = [Z // stride[2], Y // stride[1], X // stride[0]]
+        k = (stride[2], stride[1], stride[0])  # spconv order z, y, x
+
+        def block(cin, cout, key):
+            return [sp.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=key), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
+
+        self.net = sp.SparseSequential(
+            *block(POINT_FEATURES, c1, "subm0"), *block(c1, c1, "subm0"),
+            sp.SparseConv3d(c1, c2, k, stride=k, bias=False, indice_key="down"), nn.BatchNorm1d(c2), nn.ReLU(inplace=True),
+            *block(c2, c2, "subm1"),
+        )
+        lo = torch.tensor(grid.range_min + (0.0, 0.0), dtype=torch.float32)
+        scale = torch.tensor([*(d * v for d, v in zip(grid.dims, grid.voxel_size)), 1.0, 1.0], dtype=torch.float32)
+        self.register_buffer("feat_lo", lo, persistent=False)
+        self.register_buffer("feat_scale", scale, persistent=False)
+
+    def forward(self, points: list[torch.Tensor]) -> torch.Tensor:
+        """points: B tensors (P_i, 5) in base_link -> (B, C2, X', Y', Z')."""
+        sp = _spconv()
+        feats, coords = [], []
+        for b, p in enumerate(points):
+            v = dynamic_voxelize(p[:, :POINT_FEATURES].float(), self.grid)
+            # positions relative to the grid box so that inputs are O(1)
+            feats.append((v.features - self.feat_lo) / self.feat_scale)
+            coords.append(torch.cat([torch.full_like(v.coords[:, :1], b), v.coords], 1))
+        x = sp.SparseConvTensor(torch.cat(feats), torch.cat(coords).int(), list(self.grid.dims[::-1]), len(points))
+        y = self.net(x).dense()  # (B, C, Z', Y', X')
+        return y.permute(0, 1, 4, 3, 2).contiguous()

@@ -1,0 +1,108 @@
+"""The inference contract: :class:`OccupancyPredictor` implements :class:`occ_core.frame.Predictor`.
+
+The ROS node and the offline tools call exactly::
+
+    predictor = load_predictor("config/models/fusion.yaml", "model.pt")  # or None
+    prediction = predictor.predict(frame)   # SensorFrame -> OccupancyPrediction
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from occ_core.data.transforms import prepare_image
+from occ_core.errors import OccDataError
+from occ_core.frame import OccupancyPrediction, SensorFrame
+from occ_core.models.config import ModelConfig, load_config
+from occ_core.models.occnet import OccInputs, OccupancyNet, build_model
+
+
+def frame_to_inputs(frame: SensorFrame, cfg: ModelConfig) -> OccInputs:
+    """One :class:`SensorFrame` -> a batch of one :class:`OccInputs` (CPU tensors).
+
+    Images are resized/cropped/normalised to ``cfg.image`` with their intrinsics updated
+    (:func:`occ_core.data.transforms.prepare_image`); points stay in base_link.
+    """
+    images = intrinsics = T = None
+    if cfg.lss is not None:
+        n = len(frame.camera_names)
+        if len(frame.images) != n or np.shape(frame.intrinsics) != (n, 3, 3) or np.shape(frame.T_base_from_cam) != (n, 4, 4):
+            raise OccDataError(f"SensorFrame: {n} camera names need {n} images, intrinsics (N, 3, 3) and "
+                               f"T_base_from_cam (N, 4, 4); got {len(frame.images)}, {np.shape(frame.intrinsics)}, "
+                               f"{np.shape(frame.T_base_from_cam)}")
+        prepared = [prepare_image(img, K, cfg.image.size, cfg.image.mean, cfg.image.std, where=f"SensorFrame.images[{name}]")
+                    for img, K, name in zip(frame.images, frame.intrinsics, frame.camera_names)]
+        images = torch.from_numpy(np.stack([p.image for p in prepared]))[None]
+        intrinsics = torch.from_numpy(np.stack([p.intrinsics for p in prepared]).astype(np.float32))[None]
+        T = torch.from_numpy(np.asarray(frame.T_base_from_cam, dtype=np.float32))[None]
+    points = None
+    if cfg.lidar is not None:
+        pts = np.asarray(frame.points, dtype=np.float32)
+        if pts.ndim != 2 or pts.shape[1] < 5:
+            raise OccDataError(f"SensorFrame.points: expected (P, 5) [x, y, z, intensity, time_lag_s], got {pts.shape}")
+        points = [torch.from_numpy(np.ascontiguousarray(pts[:, :5]))]
+    return OccInputs(images, intrinsics, T, points)
+
+
+class OccupancyPredictor:
+    """A trained (or seeded random-init) :class:`OccupancyNet` behind the Predictor protocol."""
+
+    def __init__(self, model: OccupancyNet, cfg: ModelConfig, device: str | torch.device = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @torch.no_grad()
+    def predict(self, frame: SensorFrame) -> OccupancyPrediction:
+        """Labels (X, Y, Z) uint8 (free = 17 for Occ3D) = argmax of the logits, scores = their
+        softmax probability, flow (X, Y, Z, 2) m/s for flow models; all in base_link."""
+        out = self.model(frame_to_inputs(frame, self.cfg).to(self.device))
+        prob = out.logits[0].float().softmax(0)
+        scores, labels = prob.max(0)
+        flow = None if out.flow is None else out.flow[0].float().cpu().numpy()
+        return OccupancyPrediction(labels.to(torch.uint8).cpu().numpy(), scores.cpu().numpy().astype(np.float32), flow)
+
+
+def load_checkpoint_state(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by :mod:`occ_core.training` (or a bare ``state_dict``).
+
+    Raises:
+        OccDataError: naming the file, when it is missing, truncated or not a checkpoint.
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise OccDataError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... on damaged files
+        raise OccDataError(f"{path}: not a readable checkpoint (truncated or corrupted?): {type(e).__name__}: {e}") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        return obj
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"model": obj}
+    raise OccDataError(f"{path}: expected a checkpoint dict with a 'model' state_dict")
+
+
+def load_predictor(config_path: str | Path, checkpoint_path: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> OccupancyPredictor:
+    """Build the model of ``config_path`` and load its weights.
+
+    Args:
+        config_path: a ``config/models/*.yaml`` file.
+        checkpoint_path: a checkpoint from ``occ-train`` (its ``model`` state) or a bare
+            state_dict; **None gives the model with its seeded random initialisation**
+            (``seed`` of the config): deterministic, but untrained -- its predictions are noise.
+        device: torch device for inference.
+    """
+    cfg = load_config(config_path)
+    model = build_model(cfg)
+    if checkpoint_path is not None:
+        state = load_checkpoint_state(checkpoint_path)["model"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise OccDataError(f"{checkpoint_path}: weights do not fit the model of {config_path}: {e}") from None
+    return OccupancyPredictor(model, cfg, device)
