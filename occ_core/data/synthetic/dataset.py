@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from occ_core.classes import (NUSCENES_LIDARSEG_CLASSES, NUSCENES_LIDARSEG_INDEX, OCC3D_CLASSES,
                               OCC3D_TO_OPENOCC)
+from occ_core.data.synthetic.geometry import DRIVEABLE
 from occ_core.data.synthetic.groundtruth import camera_visibility, label_voxels, lidar_visibility
 from occ_core.data.synthetic.sensors import LidarConfig, lidar_scan, render_camera
 from occ_core.data.synthetic.world import CATEGORY_OF, STUFF_CATEGORY, World, build_world
@@ -239,7 +240,7 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
                          "location": "synthetic-city"})
     tab.t["map"].append({"token": map_tok, "log_tokens": [log_tok], "category": "semantic_prior",
                          "filename": f"maps/{map_tok}.png"})
-    mask = np.ascontiguousarray(((world.ground.raster == 11) * 255).astype(np.uint8)[::-1])
+    mask = np.ascontiguousarray(((world.ground.raster == DRIVEABLE) * 255).astype(np.uint8)[::-1])  # north up
     (tmp / "maps").mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(tmp / "maps" / f"{map_tok}.png"), mask)
 
@@ -255,7 +256,7 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
                                            "translation": _rows(T[:3, 3]),
                                            "rotation": _rows(matrix_to_quat_wxyz(T[:3, :3]), 9), "camera_intrinsic": K})
 
-    # timeline: (time s, keyframe index or -1, channels)
+    # timeline: microseconds from the scene start -> channels captured then
     n = cfg.samples_per_scene
     events: dict[int, list[str]] = {}
     for k in range(n):

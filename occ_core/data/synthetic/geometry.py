@@ -265,11 +265,14 @@ def cast_rays(solids: Solids, ground: Ground, origin: np.ndarray, dirs: np.ndarr
 
     kinds = solids.bounds()
     masks = []  # per kind: (P, sectors) bool
+    slopes = []  # per kind: (P,) steepest rise (dz / horizontal distance) of a ray that can reach it
     for centre, rad, top in kinds:
         v = centre - o[:2]
         dist = np.hypot(v[:, 0], v[:, 1])
         in_range = (dist - rad) <= max_range
         close = dist <= rad + 1e-6
+        rise = top - o[2]  # steepest at the nearest point when the top is above the origin, else the farthest
+        slopes.append(np.where(close, np.inf, rise / np.where(rise >= 0, np.maximum(dist - rad, 1e-3), dist + rad)))
         half = np.arcsin(np.clip(rad / np.maximum(dist, 1e-9), 0.0, 1.0))
         caz = np.arctan2(v[:, 1], v[:, 0])
         # angular distance from each sector's centre to the solid's centre azimuth
@@ -277,18 +280,29 @@ def cast_rays(solids: Solids, ground: Ground, origin: np.ndarray, dirs: np.ndarr
         m = (diff <= half[:, None] + width / 2) | close[:, None]
         masks.append(m & in_range[:, None])
 
+    ray_slope = d[:, 2] / np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-12)
+    # per sector: the steepest ray that can still reach a solid's top, and which kinds are present
+    top_slope = np.full(sectors, -np.inf)
+    for sl, m in zip(slopes, masks):
+        if len(sl):
+            top_slope = np.maximum(top_slope, np.where(m, sl[:, None], -np.inf).max(axis=0))
+    present = [m.any(axis=0) for m in masks]
     for s in range(sectors):
         a, b = starts[s], starts[s + 1]
-        if a == b:
+        if a == b or top_slope[s] == -np.inf:
             continue
         ridx = order[a:b]
+        # rays climbing more steeply than towards any solid's top in this sector hit no solid
+        ridx = ridx[ray_slope[ridx] <= top_slope[s]]
+        if len(ridx) == 0:
+            continue
         dr = d[ridx]
         best = t[ridx]
         bcls = cls[ridx]
         binst = inst[ridx]
         bnorm = normal[ridx]
         m = masks[0][:, s]
-        if m.any():
+        if present[0][s]:
             pi = np.nonzero(m)[0]
             tb, axis, sign = _box_hits(o, dr, solids.box_center[pi], solids.box_half[pi], solids.box_yaw[pi])
             j = tb.argmin(axis=1)
@@ -310,7 +324,7 @@ def cast_rays(solids: Solids, ground: Ground, origin: np.ndarray, dirs: np.ndarr
                 nl[ax == 2, 2] = sg[ax == 2]
                 bnorm = np.where(upd[:, None], nl, bnorm)
         m = masks[1][:, s]
-        if m.any():
+        if present[1][s]:
             pi = np.nonzero(m)[0]
             tc, capf = _cyl_hits(o, dr, solids.cyl_xy[pi], solids.cyl_z[pi], solids.cyl_r[pi])
             j = tc.argmin(axis=1)
@@ -328,7 +342,7 @@ def cast_rays(solids: Solids, ground: Ground, origin: np.ndarray, dirs: np.ndarr
                 nl[cj] = (0.0, 0.0, 1.0)
                 bnorm = np.where(upd[:, None], nl, bnorm)
         m = masks[2][:, s]
-        if m.any():
+        if present[2][s]:
             pi = np.nonzero(m)[0]
             te = _ell_hits(o, dr, solids.ell_center[pi], solids.ell_radii[pi])
             j = te.argmin(axis=1)
