@@ -377,3 +377,33 @@ def test_camera_sweeps(tmp_path):
     for r in cams:
         assert (out / "depth" / "CAM_FRONT" / (Path(r["filename"]).name[:-4] + ".png")).is_file()
         _, boxes, _ = nusc.get_sample_data(r["token"])  # interpolated boxes for sweeps
+
+
+def test_cast_rays_culling_matches_brute_force():
+    """Sector and slope culling never changes a hit: compare with every ray against every solid."""
+    from occ_core.data.synthetic.geometry import _box_hits, _cyl_hits, _ell_hits
+
+    rng = np.random.default_rng(3)
+    n = 40
+    solids = Solids(
+        box_center=np.c_[rng.uniform(-30, 30, (n, 2)), rng.uniform(0.2, 4.0, n)], box_half=rng.uniform(0.2, 3.0, (n, 3)),
+        box_yaw=rng.uniform(-np.pi, np.pi, n), box_cls=np.full(n, 4, np.uint8), box_inst=np.arange(1, n + 1, dtype=np.int32),
+        cyl_xy=rng.uniform(-30, 30, (n, 2)), cyl_z=np.sort(rng.uniform(0.0, 6.0, (n, 2)), axis=1),
+        cyl_r=rng.uniform(0.05, 1.0, n), cyl_cls=np.full(n, 15, np.uint8), cyl_inst=np.zeros(n, np.int32),
+        ell_center=np.c_[rng.uniform(-30, 30, (n, 2)), rng.uniform(0.0, 5.0, n)], ell_radii=rng.uniform(0.3, 2.5, (n, 3)),
+        ell_cls=np.full(n, 16, np.uint8), ell_inst=np.zeros(n, np.int32))
+    d = rng.normal(size=(20000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    for o in (np.array([0.5, -0.3, 1.8]), np.array([2.0, 1.0, 9.0])):  # among the solids; above all of them
+        hits = cast_rays(solids, _flat_ground(), o, d, 50.0, sectors=48)
+        ref = np.full(len(d), np.inf)
+        ref = np.minimum(ref, _box_hits(o, d, solids.box_center, solids.box_half, solids.box_yaw)[0].min(axis=1))
+        ref = np.minimum(ref, _cyl_hits(o, d, solids.cyl_xy, solids.cyl_z, solids.cyl_r)[0].min(axis=1))
+        ref = np.minimum(ref, _ell_hits(o, d, solids.ell_center, solids.ell_radii).min(axis=1))
+        down = d[:, 2] < 0
+        ref[down] = np.minimum(ref[down], -o[2] / d[down, 2])  # the flat road at z = 0
+        ref[ref > 50.0] = np.inf
+        assert np.isfinite(ref).sum() > 5000
+        assert np.array_equal(np.isfinite(hits.distance), np.isfinite(ref))
+        fin = np.isfinite(ref)
+        assert np.allclose(hits.distance[fin], ref[fin], rtol=0, atol=1e-9)
