@@ -23,8 +23,25 @@ from typing import Any, Mapping
 import yaml
 
 NODE_NAME = "occupancy_node"
+PACKAGE = "occ_ros"
+
+
+def package_share() -> Path:
+    """The folder holding ``config/`` and ``launch/``: the source checkout when the package runs
+    from one, else the ament share folder of ``occ_ros`` (an installed package)."""
+    source = Path(__file__).resolve().parent.parent
+    if (source / "config" / "occupancy.yaml").is_file():
+        return source
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except (ImportError, LookupError, OSError):
+        return source
+
+
 #: The params file shipped with the package.
-DEFAULT_PARAMS_FILE = Path(__file__).resolve().parent.parent / "config" / "occupancy.yaml"
+DEFAULT_PARAMS_FILE = package_share() / "config" / "occupancy.yaml"
 
 NUSCENES_CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
@@ -53,7 +70,7 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_config", "config/models/demo.yaml",
+    ParamSpec("model_config", "config/models/fusion.yaml",
               "Model config YAML (occ_core.models); a relative path is taken from the package share folder."),
     ParamSpec("checkpoint", "", "Model checkpoint file; empty = seeded random-init weights."),
     ParamSpec("device", "cpu", "Torch device of the predictor: 'cpu', 'cuda' or 'cuda:N'."),
@@ -222,11 +239,11 @@ def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
 
 
 def resolve_share_path(path: str) -> Path:
-    """An absolute path for a parameter path: absolute or existing as given, else below the package root."""
+    """An absolute path for a parameter path: absolute or existing as given, else below the package share folder."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
-        return p
-    return DEFAULT_PARAMS_FILE.parent.parent / p
+        return p.resolve()
+    return package_share() / p
 
 
 # ------------------------------------------------------------------ rclpy side (imported lazily)
@@ -266,6 +283,6 @@ def declare_and_read(node) -> NodeConfig:
     return config_from_values(values)
 
 
-__all__ = ["NODE_NAME", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
+__all__ = ["NODE_NAME", "PACKAGE", "package_share", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
            "PARAMETERS_BY_NAME", "NodeConfig", "config_from_values", "load_params_file", "resolve_share_path",
            "descriptor", "declare_and_read"]
