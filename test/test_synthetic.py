@@ -243,9 +243,15 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not empty" in err and "--overwrite" in err
     assert (out / "keep.txt").exists()
-    assert main(["--out", str(out), "--scenes", "1", "--samples-per-scene", "1", "--image-size", "32x18",
-                 "--no-sweeps", "--overwrite", "--quiet"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "v1.0-mini" / "scene.json").exists()
+    tiny = ["--scenes", "1", "--samples-per-scene", "1", "--image-size", "32x18", "--no-sweeps", "--quiet"]
+    assert main(["--out", str(out), "--overwrite", *tiny]) == 2  # not a dataset: never deleted
+    assert "refusing" in capsys.readouterr().err and (out / "keep.txt").exists()
+    data = tmp_path / "data"
+    assert main(["--out", str(data), *tiny]) == 0
+    (data / "stale.txt").write_text("x")
+    assert main(["--out", str(data), "--overwrite", "--seed", "3", *tiny]) == 0
+    assert not (data / "stale.txt").exists() and (data / "v1.0-mini" / "scene.json").exists()
+    assert "seed 3" in (data / "v1.0-mini" / "scene.json").read_text()
     with pytest.raises(OccDataError, match="image_size"):
         SynthConfig(image_size=(0, 10))
 

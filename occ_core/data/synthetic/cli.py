@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="render 12 Hz camera sweeps between keyframes (slow)")
     p.add_argument("--workers", type=_count, default=None,
                    help="processes generating scenes in parallel (default: one per CPU core)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -422,8 +422,12 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OccDataError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OccDataError(f"{out}: output folder is not empty (pass --overwrite to replace it)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OccDataError(f"{out}: output folder is not empty (pass --overwrite to replace it)")
+        if not (out / VERSION).is_dir():
+            # --overwrite deletes the folder: only ever do that to a dataset
+            raise OccDataError(f"{out}: refusing to overwrite a non-empty folder that holds no {VERSION}/ dataset")
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -444,7 +448,7 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
     Raises :class:`~occ_core.errors.OccDataError` for a non-empty ``out`` without
     ``overwrite`` or an unwritable location.
     """
-    out = Path(out).absolute()
+    out = Path(out).resolve()
     _prepare_out(out, overwrite)
     rig = (rig or load_rig()).scaled(*cfg.image_size)
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
