@@ -32,7 +32,7 @@ Determinism: per-scene ``numpy`` generators seeded from ``(seed, scene)``, token
 of ``(seed, table, key)``, fixed JPEG quality, zip entries with a fixed date, timestamps from a
 fixed epoch: the same arguments give byte-identical files. The dataset is written to
 ``<out>.tmp-<pid>`` and renamed to ``<out>`` at the end, so an interrupted run never leaves a
-folder that loads as complete.
+folder that loads as complete (the next run deletes temporary folders of runs that died).
 """
 
 from __future__ import annotations
@@ -419,6 +419,20 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
                                   "last_annotation_token": rows[-1]["token"]})
 
 
+def _remove_stale_tmp(out: Path) -> None:
+    """Delete ``<out>.tmp-<pid>`` folders left by runs that were killed (their pid is gone)."""
+    for p in out.parent.glob(f"{out.name}.tmp-*"):
+        suffix = p.name.rsplit("-", 1)[-1]
+        if not suffix.isdigit() or not p.is_dir():
+            continue
+        try:
+            os.kill(int(suffix), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # a live process of another user
+            pass
+
+
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OccDataError(f"{out}: output path exists and is not a folder")
@@ -451,6 +465,7 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
     out = Path(out).resolve()
     _prepare_out(out, overwrite)
     rig = (rig or load_rig()).scaled(*cfg.image_size)
+    _remove_stale_tmp(out)
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
