@@ -2,9 +2,9 @@
 
 Run from the repository root: ``.venv/bin/python bench/ops.py [--repeats N] [--threads T]``.
 
-Cases at realistic sizes (medians of repeats, milliseconds of wall time and of this process's
-CPU time; the load average is printed because other processes on a shared machine inflate
-the wall time):
+Cases at realistic sizes (milliseconds: median and minimum wall time of the repeats, median
+CPU time of this process; the load average is printed because other processes on a shared
+machine inflate the wall time, the minimum least):
 
 * voxelize: 10 LiDAR sweeps of 34,720 points (347,200 points, 5 columns) on the CenterPoint
   nuScenes voxel grid (0.1 x 0.1 x 0.2 m over [-51.2, -51.2, -5, 51.2, 51.2, 3]); dynamic
@@ -50,8 +50,9 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, dev: torch.device, repeats: int) -> tuple[float, float]:
-    """Median wall and process-CPU milliseconds of ``fn()`` after one warm-up call.
+def timed(fn, dev: torch.device, repeats: int) -> tuple[float, float, float]:
+    """Median wall, minimum wall and median process-CPU milliseconds of ``fn()`` after one
+    warm-up call.
 
     The CPU time (all threads of this process) is less sensitive to other processes competing
     for the cores than the wall time; both are reported.
@@ -65,14 +66,14 @@ def timed(fn, dev: torch.device, repeats: int) -> tuple[float, float]:
         sync(dev)
         wall.append((time.perf_counter() - t) * 1e3)
         cpu.append((time.process_time() - c) * 1e3)
-    return median(wall), median(cpu)
+    return median(wall), min(wall), median(cpu)
 
 
 def copy_bandwidth(dev: torch.device, mib: int = 512) -> float:
     """Bytes per second of a large tensor copy (read + write counted)."""
     x = torch.ones(mib * 2**20 // 4, dtype=torch.float32, device=dev)
     y = torch.empty_like(x)
-    best = min(timed(lambda: y.copy_(x), dev, 1)[0] for _ in range(5))
+    best = timed(lambda: y.copy_(x), dev, 5)[1]
     return 2 * x.numel() * 4 / (best / 1e3)
 
 
@@ -197,9 +198,9 @@ def main(argv=None) -> int:
             }
             bw = copy_bandwidth(dev)
             for name, fn in cases.items():
-                ms, cpu_ms = timed(fn, dev, args.repeats)
+                ms, best, cpu_ms = timed(fn, dev, args.repeats)
                 floor = floors[name] / bw * 1e3
-                rows.append((name, f"{dev.type} ({'Triton kernel' if be == 'triton' else 'torch reference'})", ms,
+                rows.append((name, f"{dev.type} ({'Triton kernel' if be == 'triton' else 'torch reference'})", ms, best,
                              cpu_ms if dev.type == "cpu" else float("nan"), floors[name], floor, bw))
                 bar.update()
 
@@ -213,10 +214,12 @@ def main(argv=None) -> int:
     if not has_cuda:
         print("no CUDA device: kernel timings wait for a GPU machine")
     print()
-    print("| case | device | median wall (ms) | median CPU (ms) | bytes moved (MB) | bandwidth (GB/s) | floor (ms) | wall / floor |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, dev, ms, cpu_ms, nbytes, floor, bw in rows:
-        print(f"| {name} | {dev} | {ms:.1f} | {cpu_ms:.1f} | {nbytes / 1e6:.1f} | {bw / 1e9:.1f} | {floor:.2f} | {ms / floor:.0f} |")
+    print("| case | device | median wall (ms) | min wall (ms) | median CPU (ms) | bytes moved (MB) | bandwidth (GB/s) "
+          "| floor (ms) | min wall / floor |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, dev, ms, best, cpu_ms, nbytes, floor, bw in rows:
+        print(f"| {name} | {dev} | {ms:.1f} | {best:.1f} | {cpu_ms:.1f} | {nbytes / 1e6:.1f} | {bw / 1e9:.1f} | {floor:.2f} "
+              f"| {best / floor:.0f} |")
     return 0
 
 
