@@ -1,0 +1,275 @@
+"""Occupancy training data from any nuScenes-format dataroot (real or ``occ_core.data.synthetic``).
+
+Per keyframe sample:
+
+- cameras: the six keyframe images (RGB) with their intrinsics and ``T_base_from_cam`` into the
+  *keyframe LiDAR's* ego frame (``inv(E_lidar) @ E_cam @ C_cam`` through the ego poses, so a
+  camera that fired a few ms off the LiDAR is placed exactly, as BEVDet's ``sensor2keyego``);
+- LiDAR: the keyframe sweep plus up to ``max_sweeps - 1`` earlier sweeps, aggregated with
+  nuscenes-devkit's ``LidarPointCloud.from_file_multisweep`` (each sweep through its own ego
+  pose into the keyframe LiDAR frame; points within 1 m of the sensor dropped) and moved into
+  base_link: rows ``[x, y, z, intensity, time_lag_s]``;
+- targets: Occ3D ``gts/<scene>/<sample_token>/labels.npz`` and, if asked, OpenOcc v2 flow from
+  ``openocc_v2/<scene>/<sample_token>/labels.npz``.
+
+BEV augmentation (training): a random flip of x and/or y and a yaw rotation, applied as one
+base_link transform ``R`` to the points, every ``T_base_from_cam``, ``T_base_from_lidar``, the
+ground-truth grids (flips are exact index flips on the symmetric grid; the rotation resamples
+labels by nearest voxel, and voxels that come from outside the grid leave both masks) and the
+flow vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from occ_core.classes import OCC3D_FREE
+from occ_core.errors import OccDataError
+from occ_core.formats import occ3d, openocc
+from occ_core.frame import SensorFrame
+from occ_core.geometry import invert_transform, make_transform, quat_wxyz_to_matrix
+from occ_core.grid import GridSpec
+from occ_core.models.config import ModelConfig
+from occ_core.models.occnet import OccInputs
+from occ_core.models.predictor import frame_to_inputs
+
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+
+
+@dataclass
+class OccTargets:
+    """Ground truth of one sample on the Occ3D grid, [x, y, z] in base_link.
+
+    Attributes:
+        semantics: (X, Y, Z) uint8 Occ3D labels, 17 = free.
+        mask_camera, mask_lidar: (X, Y, Z) bool visibility masks.
+        flow: (X, Y, Z, 2) float32 m/s (OpenOcc v2), or None.
+    """
+
+    semantics: np.ndarray
+    mask_camera: np.ndarray
+    mask_lidar: np.ndarray
+    flow: np.ndarray | None = None
+
+
+@dataclass
+class OccSample:
+    """One keyframe: identification, the sensor frame and its targets."""
+
+    scene: str
+    token: str
+    frame: SensorFrame
+    targets: OccTargets
+
+
+@dataclass
+class OccBatch:
+    """A collated batch.
+
+    Attributes:
+        inputs: network inputs (see :class:`occ_core.models.occnet.OccInputs`).
+        semantics: (B, X, Y, Z) int64 labels; mask_camera, mask_lidar: (B, X, Y, Z) bool.
+        flow: (B, X, Y, Z, 2) float32 or None.
+        tokens, scenes: per-sample identification.
+    """
+
+    inputs: OccInputs
+    semantics: torch.Tensor
+    mask_camera: torch.Tensor
+    mask_lidar: torch.Tensor
+    flow: torch.Tensor | None
+    tokens: list[str]
+    scenes: list[str]
+
+
+def find_version(dataroot: str | Path) -> str:
+    """The nuScenes table version folder of a dataroot (``v1.0-mini``, ``v1.0-trainval``, ...)."""
+    root = Path(dataroot)
+    found = sorted(p.name for p in root.glob("v1.0-*") if (p / "sample.json").exists())
+    if not found:
+        raise OccDataError(f"{root}: no nuScenes table folder v1.0-*/sample.json")
+    return "v1.0-trainval" if "v1.0-trainval" in found else found[0]
+
+
+def _bev_transform(flip_x: bool, flip_y: bool, yaw: float) -> np.ndarray:
+    """(4, 4) base_link -> augmented base_link: flips first, then the yaw rotation."""
+    F = np.diag([-1.0 if flip_x else 1.0, -1.0 if flip_y else 1.0, 1.0, 1.0])
+    c, s = math.cos(yaw), math.sin(yaw)
+    R = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    return R @ F
+
+
+def augment_bev(frame: SensorFrame, targets: OccTargets, grid: GridSpec, flip_x: bool, flip_y: bool,
+                yaw: float) -> tuple[SensorFrame, OccTargets]:
+    """Apply one BEV transform to a frame and its targets (see the module docstring).
+
+    The grid must be symmetric about the origin in x and y (Occ3D is) so that flips map voxels
+    onto voxels.
+    """
+    lo, hi = grid.range_min, grid.range_max
+    if abs(lo[0] + hi[0]) > 1e-6 or abs(lo[1] + hi[1]) > 1e-6:
+        raise ValueError(f"augment_bev: grid {grid.name} is not symmetric in x, y: {grid.point_range}")
+    A = _bev_transform(flip_x, flip_y, yaw)
+    pts = frame.points.copy()
+    pts[:, :3] = pts[:, :3] @ A[:3, :3].T.astype(np.float32)
+    frame = SensorFrame(frame.stamp_ns, frame.camera_names, frame.images, frame.intrinsics,
+                        A @ frame.T_base_from_cam, pts, A @ frame.T_base_from_lidar)
+    arrays = [targets.semantics, targets.mask_camera, targets.mask_lidar]
+    flow = targets.flow
+    axes = tuple(a for a, f in ((0, flip_x), (1, flip_y)) if f)
+    if axes:
+        arrays = [np.flip(a, axes) for a in arrays]
+        flow = None if flow is None else np.flip(flow, axes)
+    if yaw != 0.0:
+        # output voxel centre q came from p = R^-1 q; nearest-voxel resampling in index space
+        X, Y, Z = grid.dims
+        c, s = math.cos(yaw), math.sin(yaw)
+        ix, iy = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
+        qx = lo[0] + grid.voxel_size[0] * (ix + 0.5)
+        qy = lo[1] + grid.voxel_size[1] * (iy + 0.5)
+        px, py = c * qx + s * qy, -s * qx + c * qy
+        sx = np.floor((px - lo[0]) / grid.voxel_size[0]).astype(np.int64)
+        sy = np.floor((py - lo[1]) / grid.voxel_size[1]).astype(np.int64)
+        inside = (sx >= 0) & (sx < X) & (sy >= 0) & (sy < Y)
+        sx, sy = np.clip(sx, 0, X - 1), np.clip(sy, 0, Y - 1)
+        arrays = [a[sx, sy] for a in arrays]
+        arrays[1] = arrays[1] & inside[..., None]
+        arrays[2] = arrays[2] & inside[..., None]
+        arrays[0] = np.where(inside[..., None], arrays[0], arrays[0].dtype.type(OCC3D_FREE))
+        if flow is not None:
+            flow = flow[sx, sy] * inside[..., None, None]
+    if flow is not None:
+        flow = (flow @ A[:2, :2].T).astype(np.float32)
+    sem, mc, ml = (np.ascontiguousarray(a) for a in arrays)
+    return frame, OccTargets(sem, mc, ml, None if flow is None else np.ascontiguousarray(flow))
+
+
+class NuScenesOccDataset(torch.utils.data.Dataset):
+    """Keyframes of the given scenes of a nuScenes-format dataroot, as :class:`OccSample`.
+
+    Args:
+        dataroot: the nuScenes folder (tables under ``v1.0-*``, ``gts/``, optional ``openocc_v2/``).
+        scenes: scene names to use (e.g. from ``occ_core.data.synthetic.load_splits``).
+        max_sweeps: LiDAR sweeps aggregated per keyframe (1 = keyframe only).
+        with_flow: also read OpenOcc v2 flow.
+        augment: random BEV flips (and yaw in +-``rotate_deg``) per item, from ``seed`` and the
+            item index and epoch (set :attr:`epoch`), so runs are reproducible.
+        nusc: an already loaded ``NuScenes`` object (shares the tables between datasets).
+    """
+
+    def __init__(self, dataroot: str | Path, scenes: list[str], grid: GridSpec, max_sweeps: int = 1,
+                 with_flow: bool = False, augment: bool = False, rotate_deg: float = 0.0, seed: int = 0, nusc=None):
+        from nuscenes.nuscenes import NuScenes
+
+        self.dataroot = Path(dataroot)
+        self.nusc = nusc or NuScenes(find_version(dataroot), str(self.dataroot), verbose=False)
+        self.grid = grid
+        self.max_sweeps = max_sweeps
+        self.with_flow = with_flow
+        self.augment = augment
+        self.rotate_deg = rotate_deg
+        self.seed = seed
+        self.epoch = 0
+        by_name = {s["name"]: s for s in self.nusc.scene}
+        missing = [s for s in scenes if s not in by_name]
+        if missing:
+            raise OccDataError(f"{self.dataroot}: scenes {missing} are not in the scene table")
+        self.samples: list[tuple[str, str]] = []
+        for name in scenes:
+            tok = by_name[name]["first_sample_token"]
+            while tok:
+                self.samples.append((name, tok))
+                tok = self.nusc.get("sample", tok)["next"]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _pose(self, sd: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(ego -> global, sensor -> ego) 4x4 of a sample_data record."""
+        ep = self.nusc.get("ego_pose", sd["ego_pose_token"])
+        cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        return (make_transform(ep["translation"], quat_wxyz_to_matrix(ep["rotation"])),
+                make_transform(cs["translation"], quat_wxyz_to_matrix(cs["rotation"])))
+
+    def load_frame(self, sample_token: str) -> SensorFrame:
+        """The un-augmented :class:`SensorFrame` of a keyframe (base_link of its LiDAR ego pose)."""
+        from nuscenes.utils.data_classes import LidarPointCloud
+
+        sample = self.nusc.get("sample", sample_token)
+        lidar_sd = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        E_lidar, C_lidar = self._pose(lidar_sd)
+        E_inv = invert_transform(E_lidar)
+        names, images, Ks, Ts = [], [], [], []
+        for cam in CAMERAS:
+            if cam not in sample["data"]:
+                continue
+            sd = self.nusc.get("sample_data", sample["data"][cam])
+            path = self.dataroot / sd["filename"]
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise OccDataError(f"{path}: cannot read the camera image")
+            E_cam, C_cam = self._pose(sd)
+            cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+            names.append(cam)
+            images.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            Ks.append(np.asarray(cs["camera_intrinsic"], dtype=np.float64))
+            Ts.append(E_inv @ E_cam @ C_cam)
+        pc, times = LidarPointCloud.from_file_multisweep(self.nusc, sample, "LIDAR_TOP", "LIDAR_TOP",
+                                                         nsweeps=self.max_sweeps, min_distance=1.0)
+        xyz = pc.points[:3].T @ C_lidar[:3, :3].T + C_lidar[:3, 3]  # keyframe LiDAR -> base_link
+        pts = np.concatenate([xyz, pc.points[3:4].T, times.T], 1).astype(np.float32)
+        return SensorFrame(int(lidar_sd["timestamp"]) * 1000, tuple(names), images,
+                           np.stack(Ks) if Ks else np.zeros((0, 3, 3)), np.stack(Ts) if Ts else np.zeros((0, 4, 4)),
+                           pts, C_lidar)
+
+    def load_targets(self, scene: str, token: str) -> OccTargets:
+        gt = occ3d.read_gt(self.dataroot / "gts" / scene / token / "labels.npz", self.grid.dims)
+        flow = None
+        if self.with_flow:
+            flow = openocc.read(self.dataroot / "openocc_v2" / scene / token / "labels.npz", True, self.grid.dims).flow
+        return OccTargets(gt.semantics, gt.mask_camera, gt.mask_lidar, flow)
+
+    def __getitem__(self, i: int) -> OccSample:
+        scene, token = self.samples[i]
+        frame, targets = self.load_frame(token), self.load_targets(scene, token)
+        if self.augment:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            fx, fy = rng.random(2) < 0.5
+            yaw = math.radians(rng.uniform(-self.rotate_deg, self.rotate_deg)) if self.rotate_deg > 0 else 0.0
+            frame, targets = augment_bev(frame, targets, self.grid, bool(fx), bool(fy), yaw)
+        return OccSample(scene, token, frame, targets)
+
+
+def collate(samples: list[OccSample], cfg: ModelConfig) -> OccBatch:
+    """Preprocess each frame exactly as the online predictor does and stack (see :class:`OccBatch`)."""
+    parts = [frame_to_inputs(s.frame, cfg) for s in samples]
+
+    def cat(key):
+        vals = [getattr(p, key) for p in parts]
+        return None if vals[0] is None else torch.cat(vals)
+
+    points = None if parts[0].points is None else [p.points[0] for p in parts]
+    inputs = OccInputs(cat("images"), cat("intrinsics"), cat("T_base_from_cam"), points)
+    t = [s.targets for s in samples]
+    flow = None
+    if all(x.flow is not None for x in t):
+        flow = torch.from_numpy(np.stack([x.flow for x in t]).astype(np.float32))
+    return OccBatch(inputs, torch.from_numpy(np.stack([x.semantics for x in t]).astype(np.int64)),
+                    torch.from_numpy(np.stack([x.mask_camera for x in t])), torch.from_numpy(np.stack([x.mask_lidar for x in t])),
+                    flow, [s.token for s in samples], [s.scene for s in samples])
+
+
+class Collate:
+    """Picklable ``collate_fn`` for DataLoader workers."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+
+    def __call__(self, samples: list[OccSample]) -> OccBatch:
+        return collate(samples, self.cfg)
