@@ -159,7 +159,7 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         max_sweeps: LiDAR sweeps aggregated per keyframe (1 = keyframe only).
         with_flow: also read OpenOcc v2 flow.
         augment: random BEV flips (and yaw in +-``rotate_deg``) per item, from ``seed`` and the
-            item index and epoch (set :attr:`epoch`), so runs are reproducible.
+            item index and epoch (``dataset[(i, epoch)]``), so runs are reproducible.
         nusc: an already loaded ``NuScenes`` object (shares the tables between datasets).
     """
 
@@ -235,15 +235,34 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             flow = openocc.read(self.dataroot / "openocc_v2" / scene / token / "labels.npz", True, self.grid.dims).flow
         return OccTargets(gt.semantics, gt.mask_camera, gt.mask_lidar, flow)
 
-    def __getitem__(self, i: int) -> OccSample:
+    def __getitem__(self, key: int | tuple[int, int]) -> OccSample:
+        """``dataset[i]`` or ``dataset[(i, epoch)]`` (the epoch seeds the augmentation)."""
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         scene, token = self.samples[i]
         frame, targets = self.load_frame(token), self.load_targets(scene, token)
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             fx, fy = rng.random(2) < 0.5
             yaw = math.radians(rng.uniform(-self.rotate_deg, self.rotate_deg)) if self.rotate_deg > 0 else 0.0
             frame, targets = augment_bev(frame, targets, self.grid, bool(fx), bool(fy), yaw)
         return OccSample(scene, token, frame, targets)
+
+
+def scene_splits(dataroot: str | Path) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` scene names: ``splits.json`` of a synthetic dataroot,
+    else nuscenes-devkit's official splits for the dataroot's version (mini_train/mini_val for
+    v1.0-mini)."""
+    root = Path(dataroot)
+    if (root / "splits.json").exists():
+        from occ_core.data.synthetic import load_splits
+
+        return load_splits(root)
+    from nuscenes.utils.splits import create_splits_scenes
+
+    s = create_splits_scenes()
+    if find_version(root) == "v1.0-mini":
+        return {"train": s["mini_train"], "val": s["mini_val"]}
+    return {"train": s["train"], "val": s["val"]}
 
 
 def collate(samples: list[OccSample], cfg: ModelConfig) -> OccBatch:
@@ -254,7 +273,8 @@ def collate(samples: list[OccSample], cfg: ModelConfig) -> OccBatch:
         vals = [getattr(p, key) for p in parts]
         return None if vals[0] is None else torch.cat(vals)
 
-    points = None if parts[0].points is None else [p.points[0] for p in parts]
+    # points always travel (camera models need them for the LiDAR depth targets; they ignore them otherwise)
+    points = [torch.from_numpy(np.ascontiguousarray(s.frame.points[:, :5], dtype=np.float32)) for s in samples]
     inputs = OccInputs(cat("images"), cat("intrinsics"), cat("T_base_from_cam"), points)
     t = [s.targets for s in samples]
     flow = None

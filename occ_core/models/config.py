@@ -114,7 +114,11 @@ class LossConfig:
         lovasz: Lovasz-softmax.
         sem_scal, geo_scal: MonoScene's semantic and geometric scene-class affinity losses.
         flow: L1 of the 2D flow on occupied voxels (flow models).
-        class_weight_power: CE class weights ``1 / log(freq + eps) ** power``-style; 0 = uniform.
+        class_weight_power: CE class weights ``(1 / log(count + 1e-3)) ** power`` from the
+            training label counts (OpenOccupancy), normalised to mean 1; 0 = uniform.
+        mask: voxels that are supervised: ``"camera"`` (Occ3D's mask_camera), ``"lidar"``,
+            ``"both"`` or ``"none"`` (all voxels).
+        cascade_coarse: weight of the cascade's coarse CE (cascade models).
     """
 
     ce: float = 1.0
@@ -123,6 +127,8 @@ class LossConfig:
     geo_scal: float = 1.0
     flow: float = 1.0
     class_weight_power: float = 1.0
+    mask: str = "camera"
+    cascade_coarse: float = 0.5
 
 
 @dataclass
@@ -266,6 +272,8 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
         raise OccDataError(f"{where}.grid: {cfg.grid!r} is not one of {sorted(GRIDS)}")
     if cfg.head not in ("voxel", "c2h"):
         raise OccDataError(f"{where}.head: {cfg.head!r}, expected 'voxel' or 'c2h'")
+    if cfg.loss.mask not in ("camera", "lidar", "both", "none"):
+        raise OccDataError(f"{where}.loss.mask: {cfg.loss.mask!r}, expected camera, lidar, both or none")
     if cfg.lss is None and cfg.lidar is None:
         raise OccDataError(f"{where}: a model needs a camera branch (lss) or a LiDAR branch (lidar)")
     dims = cfg.grid_spec.dims

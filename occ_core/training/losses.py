@@ -1,0 +1,172 @@
+"""Occupancy losses of the seeds (OpenOccupancy / MonoScene / BEVDet), per sample then averaged.
+
+Every loss is computed per sample on that sample's supervised voxels and averaged over the
+batch, so that a DDP step (mean over ranks of per-rank batch means) equals one process on the
+concatenated batch.
+
+- class-weighted cross entropy (OpenOccupancy weights ``1 / log(count)``);
+- Lovasz-softmax (Berman et al. 2018), over the classes present in the sample;
+- ``sem_scal`` and ``geo_scal`` (MonoScene): per class (resp. occupied-vs-free) precision,
+  recall and specificity of the soft prediction, each pushed to 1 with BCE;
+- depth: NLL of the LiDAR depth bin (:func:`occ_core.models.lss.depth_loss`);
+- flow: L1 of the (vx, vy) flow on supervised non-free voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from occ_core.models.config import ModelConfig
+from occ_core.models.lss import depth_loss, lidar_depth_targets
+from occ_core.models.occnet import OccInputs, OccOutput
+
+
+def class_weights_from_counts(counts: np.ndarray, power: float) -> torch.Tensor:
+    """(K,) float32 CE weights ``(1 / log(count + 1e-3)) ** power`` normalised to mean 1.
+
+    Classes never seen (count 0) get the largest weight of the seen classes.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    w = np.zeros_like(c)
+    seen = c > 1
+    w[seen] = (1.0 / np.log(c[seen] + 1e-3)) ** power
+    w[~seen] = w[seen].max() if seen.any() else 1.0
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension w.r.t. sorted errors (Berman et al., Alg. 1)."""
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if gt_sorted.numel() > 1:
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return jaccard
+
+
+def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax over the classes present in ``labels``.
+
+    Args:
+        probs: (P, K) class probabilities; labels: (P,) int64 in 0..K-1.
+    """
+    losses = []
+    for c in torch.unique(labels).tolist():
+        fg = (labels == c).to(probs.dtype)
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, perm = torch.sort(errors, descending=True)
+        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[perm])))
+    return torch.stack(losses).mean() if losses else probs.sum() * 0.0
+
+
+def _bce1(x: torch.Tensor) -> torch.Tensor:
+    """BCE of a ratio in (0, 1] against the target 1."""
+    return F.binary_cross_entropy(x.clamp(1e-6, 1.0), torch.ones_like(x))
+
+
+def sem_scal_loss(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MonoScene semantic scene-class affinity loss. probs (P, K), labels (P,)."""
+    loss, n = probs.sum() * 0.0, 0
+    for c in torch.unique(labels).tolist():
+        p = probs[:, c]
+        t = (labels == c).to(p.dtype)
+        nominator = (p * t).sum()
+        loss = loss + _bce1(nominator / p.sum().clamp_min(1e-6)) + _bce1(nominator / t.sum())
+        if (1 - t).sum() > 0:
+            loss = loss + _bce1(((1 - p) * (1 - t)).sum() / (1 - t).sum())
+        n += 1
+    return loss / max(n, 1)
+
+
+def geo_scal_loss(probs: torch.Tensor, labels: torch.Tensor, free: int) -> torch.Tensor:
+    """MonoScene geometry scene-class affinity loss (occupied vs free). probs (P, K), labels (P,)."""
+    p = 1 - probs[:, free]
+    t = (labels != free).to(p.dtype)
+    nominator = (p * t).sum()
+    loss = probs.sum() * 0.0
+    if t.sum() > 0:
+        loss = loss + _bce1(nominator / p.sum().clamp_min(1e-6)) + _bce1(nominator / t.sum())
+    if (1 - t).sum() > 0:
+        loss = loss + _bce1(((1 - p) * (1 - t)).sum() / (1 - t).sum())
+    return loss
+
+
+@dataclass
+class LossTerms:
+    """Weighted loss terms (scalars); ``total`` is their sum."""
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    lovasz: torch.Tensor
+    sem_scal: torch.Tensor
+    geo_scal: torch.Tensor
+    depth: torch.Tensor
+    flow: torch.Tensor
+    coarse: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def supervised_mask(mask_name: str, mask_camera: torch.Tensor, mask_lidar: torch.Tensor) -> torch.Tensor | None:
+    """(B, X, Y, Z) bool of supervised voxels, or None for all."""
+    return {"camera": mask_camera, "lidar": mask_lidar, "both": mask_camera & mask_lidar, "none": None}[mask_name]
+
+
+def occupancy_loss(out: OccOutput, inputs: OccInputs, semantics: torch.Tensor, mask: torch.Tensor | None,
+                   flow: torch.Tensor | None, cfg: ModelConfig, class_weights: torch.Tensor) -> LossTerms:
+    """All loss terms of one batch.
+
+    Args:
+        out: model outputs (logits (B, K, X, Y, Z), ...).
+        inputs: the batch inputs (LiDAR points for the depth targets, camera geometry).
+        semantics: (B, X, Y, Z) int64 labels; mask: (B, X, Y, Z) bool supervised voxels or None.
+        flow: (B, X, Y, Z, 2) GT flow or None.
+        class_weights: (K,) CE weights.
+    """
+    lc = cfg.loss
+    B, K = out.logits.shape[:2]
+    zero = out.logits.sum() * 0.0
+    terms = {k: zero for k in ("ce", "lovasz", "sem_scal", "geo_scal", "depth", "flow", "coarse")}
+    w = class_weights.to(out.logits.device)
+    coarse_up = None
+    if out.coarse_logits is not None:
+        coarse_up = F.interpolate(out.coarse_logits.float(), size=out.logits.shape[-3:], mode="nearest")
+    for b in range(B):
+        sel = (slice(None),) if mask is None else (mask[b],)
+        logits = out.logits[b].float().permute(1, 2, 3, 0)[sel].reshape(-1, K)  # (P, K)
+        labels = semantics[b][sel].reshape(-1)
+        if labels.numel() == 0:
+            continue
+        probs = logits.softmax(1)
+        terms["ce"] = terms["ce"] + lc.ce * F.cross_entropy(logits, labels, weight=w) / B
+        if lc.lovasz:
+            terms["lovasz"] = terms["lovasz"] + lc.lovasz * lovasz_softmax(probs, labels) / B
+        if lc.sem_scal:
+            terms["sem_scal"] = terms["sem_scal"] + lc.sem_scal * sem_scal_loss(probs, labels) / B
+        if lc.geo_scal:
+            terms["geo_scal"] = terms["geo_scal"] + lc.geo_scal * geo_scal_loss(probs, labels, cfg.free_label) / B
+        if coarse_up is not None:
+            cl = coarse_up[b].permute(1, 2, 3, 0)[sel].reshape(-1, K)
+            terms["coarse"] = terms["coarse"] + lc.cascade_coarse * F.cross_entropy(cl, labels, weight=w) / B
+        if out.flow is not None and flow is not None:
+            occ = semantics[b] != cfg.free_label
+            if mask is not None:
+                occ = occ & mask[b]
+            if occ.any():
+                terms["flow"] = terms["flow"] + lc.flow * (out.flow[b].float()[occ] - flow[b][occ]).abs().sum(-1).mean() / B
+    if out.depth_probs is not None and cfg.lss is not None and cfg.lss.depth_loss_weight and inputs.points is not None:
+        N = inputs.intrinsics.shape[1]
+        h, w_ = out.depth_probs.shape[-2:]
+        targets = lidar_depth_targets(inputs.points, inputs.intrinsics, inputs.T_base_from_cam,
+                                      tuple(inputs.images.shape[-2:]), (h, w_), cfg.lss)
+        for b in range(B):
+            sl = slice(b * N, (b + 1) * N)
+            terms["depth"] = terms["depth"] + cfg.lss.depth_loss_weight * depth_loss(out.depth_probs[sl], targets[sl]) / B
+    total = sum(terms.values())
+    return LossTerms(total=total, **terms)
