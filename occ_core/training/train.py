@@ -18,6 +18,7 @@ dir), ``model.pt`` (final weights only, for :func:`occ_core.models.predictor.loa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -210,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", required=True, help="nuScenes-format dataroot with gts/ (synthetic or real)")
     p.add_argument("--work-dir", required=True, help="checkpoints, logs and the final model.pt go here")
     p.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoints/latest.pt")
-    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--steps", type=int, help="override train.steps (the length of the LR schedule too)")
     p.add_argument("--val-every", type=int, help="override train.val_every (0: only at the end)")
     p.add_argument("--ckpt-every", type=int, help="override train.ckpt_every")
     p.add_argument("--max-val-samples", type=int, default=0, help="validate on the first N val samples (0 = all)")
@@ -256,8 +257,10 @@ def _run(args) -> int:
         cfg = config_from_dict(load_checkpoint_state(ckpt)["config"], f"{ckpt}:config")
     elif ckpt.exists():
         raise OccDataError(f"{ckpt}: the work dir already holds a checkpoint; pass --resume or use a new --work-dir")
+    if args.steps is not None:  # the schedule spans the new length (and the checkpoint keeps it)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
     t = cfg.train
-    steps = args.steps if args.steps is not None else t.steps
+    steps = t.steps
     val_every = args.val_every if args.val_every is not None else t.val_every
     ckpt_every = args.ckpt_every if args.ckpt_every is not None else t.ckpt_every
     main_rank = rank == 0
