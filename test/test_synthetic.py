@@ -415,3 +415,22 @@ def test_cast_rays_culling_matches_brute_force():
         assert np.array_equal(np.isfinite(hits.distance), np.isfinite(ref))
         fin = np.isfinite(ref)
         assert np.allclose(hits.distance[fin], ref[fin], rtol=0, atol=1e-9)
+
+
+def test_every_world_has_all_ten_classes_and_no_overlapping_objects():
+    from occ_core.data.synthetic.world import build_world
+
+    for seed in range(6):
+        w = build_world(np.random.default_rng([seed, 0, 0]), 9.5)
+        assert set(w.objects.name) == set(DETECTION_CLASSES)
+        for t in (0.0, 4.5, 9.5):
+            st = w.object_states(t)
+            # no two object boxes overlap (checked on their footprints' inscribed circles)
+            r = 0.5 * np.minimum(w.objects.wlh[:, 0], w.objects.wlh[:, 1])
+            d = np.linalg.norm(st.center[:, None, :2] - st.center[None, :, :2], axis=-1)
+            np.fill_diagonal(d, np.inf)
+            assert np.all(d > 0.9 * (r[:, None] + r[None, :]))
+            # the ego (base_link at the rear axle, 4.6 x 1.9 m car) overlaps no object
+            p, yaw = w.ego_pose(t)
+            c = p[:2] + 1.4 * np.array([np.cos(yaw), np.sin(yaw)])
+            assert np.all(np.linalg.norm(st.center[:, :2] - c, axis=1) > 0.95 + r)

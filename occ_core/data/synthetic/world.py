@@ -449,7 +449,7 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
             # trees on the outer sidewalk, bushes on terrain
             s = span[ri][0] + rng.uniform(0, 10)
             while s < span[ri][1]:
-                txy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + SIDEWALK - 0.5)]))
+                txy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + SIDEWALK - 0.4)]))
                 if rng.random() < 0.6 and ground.classes_at(txy)[0] == C["sidewalk"]:
                     trunk = rng.uniform(2.2, 3.5)
                     cyls.append((txy[0], CURB_HEIGHT, CURB_HEIGHT + trunk + 0.5, rng.uniform(0.12, 0.25), C["vegetation"]))
@@ -493,13 +493,14 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
     if near_cross(s, 30):
         s = s_x + ROAD_HALF + SIDEWALK + 35
     pk = -(ROAD_HALF - 1.25)
-    zone = (s - 4, s + 22)
+    # cones taper in along the lane line, barriers close the parking lane, the machine stands behind
+    zone = (s - 10, s + 20)
     slots.take((0, -1, "park"), *zone)
     for k in range(int(rng.integers(5, 9))):
-        ob.add("traffic_cone", 0, zone[0] + 3.0 * k, -(2 * LANE + 0.2), 0.0, "")
+        ob.add("traffic_cone", 0, s - 8.0 + 2.2 * k, -(2 * LANE + 0.2), 0.0, "")
     for k in range(int(rng.integers(2, 4))):
-        ob.add("barrier", 0, zone[0] + 1.0 + 2.8 * k, pk, 0.0, "", yaw_extra=np.pi / 2)
-    ob.add("construction_vehicle", 0, zone[0] + 15.0, pk, 0.0, "vehicle.parked")
+        ob.add("barrier", 0, s + 1.0 + 2.8 * k, pk, 0.0, "", yaw_extra=np.pi / 2)
+    ob.add("construction_vehicle", 0, s + 14.5, pk, 0.0, "vehicle.parked")
 
     # parked vehicles in both parking lanes of the main road (a trailer and a bus among them)
     special = ["trailer", "bus", "truck"]
@@ -514,9 +515,17 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
                 l = ob.add(name, 0, (a + b) / 2, side * (ROAD_HALF - 1.25), 0.0, "vehicle.parked",
                            yaw_extra=(0.0 if side < 0 else np.pi))
                 slots.take((0, side, "park"), (a + b) / 2 - l / 2 - 0.5, (a + b) / 2 + l / 2 + 0.5)
+            elif name in ("trailer", "bus") and name not in special:
+                special.append(name)  # try again further on
             s = b
-    for k, name in enumerate(special):  # whatever did not fit parks just past the route
-        ob.add(name, 0, hi_s + 10 + 15 * k, -(ROAD_HALF - 1.25), 0.0, "vehicle.parked")
+    s = hi_s
+    for name in special:  # whatever did not fit parks in the first free space past the route
+        length = SIZES[name][0][1] + 3.0
+        while not slots.free((0, -1, "park"), s, s + length + 2.0) or near_cross(s + length / 2, 8 + length / 2):
+            s += 2.0
+        l = ob.add(name, 0, s + length / 2, -(ROAD_HALF - 1.25), 0.0, "vehicle.parked")
+        slots.take((0, -1, "park"), s + length / 2 - l / 2 - 0.5, s + length / 2 + l / 2 + 0.5)
+        s += length
 
     # a lead car in the ego lane at the ego's speed
     if rng.random() < 0.7:
@@ -573,7 +582,7 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
     for ri, road in enumerate(roads):
         for side in (-1, 1):
             a, b = span[ri]
-            for direction, off in ((1, ROAD_HALF + 1.6), (-1, ROAD_HALF + 2.4)):
+            for direction, off in ((1, ROAD_HALF + 1.7), (-1, ROAD_HALF + 2.5)):
                 v = rng.uniform(1.0, 1.6)
                 s = a + rng.uniform(0, 15)
                 while s < b:
@@ -587,11 +596,14 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
             key = (ri, side, "curb")
             for name in ["pedestrian"] * int(rng.integers(1, 4)) + ["bicycle"] * int(rng.integers(1, 3)):
                 s = rng.uniform(a, b)
-                pxy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + 0.95)]))
+                pxy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + 0.9)]))
+                centre = s_x if ri == 0 else s_cross_c
+                if abs(s - centre) < ROAD_HALF + SIDEWALK + 2:  # not on the other road's corner
+                    continue
                 if ground.classes_at(pxy)[0] == C["sidewalk"] and slots.free(key, s - 1.2, s + 1.2):
                     slots.take(key, s - 1.2, s + 1.2)
                     if name == "pedestrian":
-                        ob.add(name, ri, s, side * (ROAD_HALF + 0.95), 0.0, "pedestrian.standing", yaw_extra=rng.uniform(-np.pi, np.pi))
+                        ob.add(name, ri, s, side * (ROAD_HALF + 0.9), 0.0, "pedestrian.standing", yaw_extra=rng.uniform(-np.pi, np.pi))
                     else:
-                        ob.add(name, ri, s, side * (ROAD_HALF + 0.95), 0.0, "cycle.without_rider")
+                        ob.add(name, ri, s, side * (ROAD_HALF + 0.9), 0.0, "cycle.without_rider")
     return World(ground, static, ob.build(), roads, ego_s0, ego_speed, surge)
