@@ -417,7 +417,7 @@ def test_cast_rays_culling_matches_brute_force():
         assert np.allclose(hits.distance[fin], ref[fin], rtol=0, atol=1e-9)
 
 
-def test_every_world_has_all_ten_classes_and_no_overlapping_objects():
+def test_every_world_has_all_ten_classes_and_nothing_overlaps():
     from occ_core.data.synthetic.world import build_world
 
     for seed in range(6):
@@ -430,6 +430,9 @@ def test_every_world_has_all_ten_classes_and_no_overlapping_objects():
             d = np.linalg.norm(st.center[:, None, :2] - st.center[None, :, :2], axis=-1)
             np.fill_diagonal(d, np.inf)
             assert np.all(d > 0.9 * (r[:, None] + r[None, :]))
+            # nobody walks into a pole or a tree trunk
+            dc = np.linalg.norm(st.center[:, None, :2] - w.static.cyl_xy[None], axis=-1)
+            assert np.all(dc >= r[:, None] + w.static.cyl_r[None])
             # the ego (base_link at the rear axle, 4.6 x 1.9 m car) overlaps no object
             p, yaw = w.ego_pose(t)
             c = p[:2] + 1.4 * np.array([np.cos(yaw), np.sin(yaw)])

@@ -408,6 +408,10 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
         _fill_poly(taken, lo, corners, 1)
 
     span = {0: (ego_s0 - 70, ego_s0 + drive + 70), 1: (s_cross_c - 75, s_cross_c + 75)}
+    crossing = {0: s_x, 1: s_cross_c}
+
+    def off_corner(ri: int, s: float) -> bool:  # keep street furniture off the other road's sidewalks
+        return abs(s - crossing[ri]) > ROAD_HALF + SIDEWALK + 6.0  # the crossing may be skewed by 15 deg
     for ri, road in enumerate(roads):
         for side in (-1, 1):
             # buildings and walls
@@ -434,14 +438,14 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
             s = span[ri][0] + rng.uniform(0, 20)
             while s < span[ri][1]:
                 pxy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + 0.35)]))
-                if ground.classes_at(pxy)[0] == C["sidewalk"]:
+                if ground.classes_at(pxy)[0] == C["sidewalk"] and off_corner(ri, s):
                     cyls.append((pxy[0], CURB_HEIGHT, CURB_HEIGHT + rng.uniform(6, 8), 0.12, C["manmade"]))
                 s += rng.uniform(22, 35)
             # signs
             s = span[ri][0] + rng.uniform(0, 30)
             while s < span[ri][1]:
                 pxy, h = road.pose(np.array([s]), np.array([side * (ROAD_HALF + 0.35)]))
-                if ground.classes_at(pxy)[0] == C["sidewalk"]:
+                if ground.classes_at(pxy)[0] == C["sidewalk"] and off_corner(ri, s):
                     top = CURB_HEIGHT + rng.uniform(2.2, 2.8)
                     cyls.append((pxy[0], CURB_HEIGHT, top, 0.05, C["manmade"]))
                     boxes.append(((pxy[0, 0], pxy[0, 1], top + 0.3), (0.03, 0.35, 0.3), h[0], C["manmade"]))
@@ -449,8 +453,8 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
             # trees on the outer sidewalk, bushes on terrain
             s = span[ri][0] + rng.uniform(0, 10)
             while s < span[ri][1]:
-                txy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + SIDEWALK - 0.4)]))
-                if rng.random() < 0.6 and ground.classes_at(txy)[0] == C["sidewalk"]:
+                txy, _ = road.pose(np.array([s]), np.array([side * (ROAD_HALF + SIDEWALK - 0.3)]))
+                if rng.random() < 0.6 and ground.classes_at(txy)[0] == C["sidewalk"] and off_corner(ri, s):
                     trunk = rng.uniform(2.2, 3.5)
                     cyls.append((txy[0], CURB_HEIGHT, CURB_HEIGHT + trunk + 0.5, rng.uniform(0.12, 0.25), C["vegetation"]))
                     rh, rz = rng.uniform(1.5, 2.8), rng.uniform(1.5, 2.8)
