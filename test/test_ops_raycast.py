@@ -152,3 +152,25 @@ def test_ground_plane_distances_on_occ3d_like_grid():
     bottom = (1.8 + 1.0) / torch.sin(torch.tensor(0.5, dtype=torch.float64))
     top = (1.8 + 0.6) / torch.sin(torch.tensor(0.5, dtype=torch.float64))
     assert ((res.distance.double() > top) & (res.distance.double() <= bottom + 1e-5)).all()
+
+
+def test_axis_rays_with_origins_on_voxel_faces():
+    """Origins exactly on voxel faces, rays along axes: a face belongs to the upper voxel
+    ([min, max) per voxel), and a ray leaving a face downwards starts in the lower voxel.
+
+    The grid is anisotropic with power-of-two sizes so that faces are exact in floating point
+    (elsewhere "on a face" is only defined up to rounding of ``(p - min) / size``).
+    """
+    g = GridSpec("dyadic", (-2.0, -1.5, -0.5), (0.5, 0.25, 0.125), (8, 10, 6))
+    rng = np.random.default_rng(9)
+    occ = rng.random(g.dims) < 0.2
+    n = 800
+    lo, vs = np.asarray(g.range_min), np.asarray(g.voxel_size)
+    faces = lo + vs * rng.integers(-2, np.asarray(g.dims) + 3, size=(n, 3))  # inside, on and beyond the range
+    o = np.where(rng.random((n, 3)) < 0.6, faces, rng.uniform(lo - 1, np.asarray(g.range_max) + 1, (n, 3)))
+    d = np.zeros((n, 3))
+    axis = rng.integers(0, 3, n)
+    d[np.arange(n), axis] = rng.choice([-1.0, 1.0], n) * rng.uniform(0.1, 3.0, n)
+    d[: n // 4, (axis[: n // 4] + 1) % 3] = rng.normal(size=n // 4)  # some in axis planes
+    res = check(occ, o, d, g)
+    assert res.hit.any() and (~res.hit).any()

@@ -12,8 +12,9 @@ Conventions:
   SparseOcc/DVR do; crossing times are kept in metres, so anisotropic voxels are exact.
 - A ray starting outside the grid enters it at the slab-test entry point (or misses).
 - The start voxel is the one the ray travels through just after ``t_enter`` (for an origin on
-  a voxel face with the ray leaving through it, the voxel it moves into). An occupied start
-  voxel is a hit (distance: its exit).
+  a voxel face with the ray leaving through it, the voxel it moves into), found from
+  ``(p - min) / size`` as :meth:`GridSpec.points_to_voxels` does (so "on a face" is decided up
+  to the rounding of that division). An occupied start voxel is a hit (distance: its exit).
 - ``max_distance``: voxels *entered* at ``t < max_distance`` are considered; the distance
   reported is still the exit of the hit voxel (it may exceed ``max_distance``).
 - A ray exactly through an edge or corner crosses the tied faces at once (it does not visit
