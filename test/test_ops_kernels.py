@@ -172,3 +172,16 @@ def test_raycast_kernel_matches_reference(monkeypatch):
     assert torch.equal(via_env.voxel, raycast(occ, o[:50], d[:50], RGRID, backend="torch").voxel)
     empty = raycast(occ, o[:0], d[:0], RGRID, backend="triton")
     assert empty.hit.shape == (0,) and empty.voxel.shape == (0, 3)
+
+
+def test_bev_pool_kernel_all_points_outside():
+    from occ_core.ops.bev_pool import bev_pool, prepare_bev_pool
+
+    grid = GridSpec("bev", (-2.0, -2.0, -1.0), (0.5, 0.5, 1.0), (8, 8, 2))
+    plan = prepare_bev_pool(torch.full((1, 1, 2, 2, 2, 3), 50.0, device=DEV), grid)
+    depth = torch.ones(1, 2, 2, 2, device=DEV, requires_grad=True)
+    feat = torch.ones(1, 2, 2, 4, device=DEV, requires_grad=True)
+    out = bev_pool(depth, feat, plan, backend="triton")
+    assert out.shape == (1, 4, 2, 8, 8) and (out == 0).all()
+    gd, gf = torch.autograd.grad(out.sum(), (depth, feat))
+    assert (gd == 0).all() and (gf == 0).all()
