@@ -73,9 +73,11 @@ class LidarItem:
 
 @dataclass
 class FrameTiming:
-    """Seconds spent on one published frame; ``total`` = sync complete -> outputs published."""
+    """Seconds spent on one published frame; ``total`` = sync complete -> outputs published;
+    ``voxels`` = occupied (non-free) voxels published."""
 
     stamp_ns: int
+    voxels: int
     decode: float
     preprocess: float
     model: float
@@ -334,7 +336,7 @@ class OccupancyNode(Node):
         decode = lidar.decode_s + sum(synced.payloads[c].decode_s for c in self.config.camera_names)
         with self._lock:
             self.counters.published_frames += 1
-            self.timings.append(FrameTiming(synced.stamp_ns, decode, t1 - t0, t2 - t1, t3 - t2, t4 - t3,
+            self.timings.append(FrameTiming(synced.stamp_ns, int(cloud.width), decode, t1 - t0, t2 - t1, t3 - t2, t4 - t3,
                                             t4 - t_complete))
 
     # ------------------------------------------------------------------ diagnostics

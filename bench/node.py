@@ -1,0 +1,193 @@
+"""End-to-end latency of occupancy_node over real DDS, split by stage.
+
+Run from the repository root: ``.venv/bin/python bench/node.py [--frames N] [--model config/models/fusion.yaml]``.
+
+One process, two rclpy nodes on one executor: a publisher sends synthetic keyframes (six
+CompressedImages re-encoded at ``--size``, default nuScenes' 1600x900, JPEG quality 90, with
+CameraInfo, and the keyframe's LiDAR sweep of about 30k points) to ``occupancy_node`` running
+the model of ``--model`` (seeded random init; CPU). The publisher waits for each frame's output
+before sending the next, so the numbers are latencies without queueing; the markers topic has
+a subscriber, so markers are built (CDR) and published every frame.
+
+Stages (per frame, from the node's ``FrameTiming``):
+* decode: JPEG decode + colour conversion of the six images and the PointCloud2 -> numpy of
+  the sweep (in the callbacks, before the sync completes);
+* preprocess: SensorFrame assembly (calibration lookup, LiDAR -> base_link);
+* model: ``predictor.predict`` (the model's own input preparation included);
+* postprocess: voxel PointCloud2 + MarkerArray CDR bytes;
+* publish: ``publish`` of both;
+* total: sync complete -> both published; "total - model" is the node's own overhead there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from occ_core.data.synthetic import SynthConfig, generate  # noqa: E402
+
+PREFIX = "/bench_node"
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+
+
+def load_keyframes(root: Path, size: tuple[int, int], out: Path):
+    """Keyframes as (stamp_ns, {cam: jpeg bytes}, {cam: K}, lidar (P, 5) float32) and a rig file of their calibration."""
+    tab = {t: json.loads((root / "v1.0-mini" / f"{t}.json").read_text())
+           for t in ("sample", "sample_data", "calibrated_sensor", "sensor")}
+    cs = {r["token"]: r for r in tab["calibrated_sensor"]}
+    sensor = {r["token"]: r for r in tab["sensor"]}
+    frames, rig = [], {"base_frame": "base_link", "cameras": {}}
+    for sample in tab["sample"]:
+        jpeg, K, lidar = {}, {}, None
+        for sd in tab["sample_data"]:
+            if sd["sample_token"] != sample["token"] or not sd["is_key_frame"]:
+                continue
+            c = cs[sd["calibrated_sensor_token"]]
+            ch = sensor[c["sensor_token"]]["channel"]
+            q = c["rotation"]
+            entry = {"name": ch, "translation": c["translation"], "quaternion_xyzw": [q[1], q[2], q[3], q[0]]}
+            if ch == "LIDAR_TOP":
+                lidar = np.fromfile(root / sd["filename"], dtype=np.float32).reshape(-1, 5)
+                rig["lidar"] = entry
+                continue
+            img = cv2.imread(str(root / sd["filename"]))
+            sx, sy = size[0] / img.shape[1], size[1] / img.shape[0]
+            ok, buf = cv2.imencode(".jpg", cv2.resize(img, size, interpolation=cv2.INTER_LINEAR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 90])
+            jpeg[ch] = buf.tobytes()
+            K[ch] = np.asarray(c["camera_intrinsic"], dtype=np.float64) * np.array([[sx], [sy], [1.0]])
+            rig["cameras"][ch] = {**entry, "width": size[0], "height": size[1], "K": K[ch].tolist()}
+        frames.append((sample["timestamp"] * 1000, jpeg, K, lidar))
+    rig["cameras"] = list(rig["cameras"].values())
+    rig_file = out / "rig.yaml"
+    rig_file.write_text(yaml.safe_dump(rig, sort_keys=False))
+    return frames, rig_file
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=30, help="frames measured (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--model", default="config/models/fusion.yaml")
+    p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+    import rclpy
+    import torch
+    from builtin_interfaces.msg import Time
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
+
+    from occ_core.models.predictor import load_predictor
+    from occ_ros.conversions import columns_to_pointcloud2
+    from occ_ros.occupancy_node import OccupancyNode
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    print("generating a synthetic dataroot ...", file=sys.stderr)
+    generate(SynthConfig(scenes=2, samples_per_scene=3, seed=0, image_size=(320, 180), sweeps=False), tmp / "nuscenes",
+             progress=True)
+    frames, rig_file = load_keyframes(tmp / "nuscenes", tuple(args.size), tmp)
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    overrides = [Parameter("compressed_image_topic", value=PREFIX + "/{camera}/image"),
+                 Parameter("camera_info_topic", value=PREFIX + "/{camera}/camera_info"),
+                 Parameter("lidar_topic", value=PREFIX + "/lidar"), Parameter("markers_topic", value=PREFIX + "/markers"),
+                 Parameter("voxels_topic", value=PREFIX + "/voxels"),
+                 Parameter("diagnostics_topic", value=PREFIX + "/diagnostics"),
+                 Parameter("rig_file", value=str(rig_file)), Parameter("extrinsics_source", value="rig"),
+                 Parameter("sync_slop", value=0.05)]
+    predictor = load_predictor(REPO / args.model, None)
+    node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
+    peer = rclpy.create_node("bench_node_peer", context=ctx)
+    img_pub = {c: peer.create_publisher(CompressedImage, f"{PREFIX}/{c}/image", 10) for c in CAMERAS}
+    info_pub = {c: peer.create_publisher(CameraInfo, f"{PREFIX}/{c}/camera_info", 10) for c in CAMERAS}
+    lidar_pub = peer.create_publisher(PointCloud2, PREFIX + "/lidar", 10)
+    got = threading.Semaphore(0)
+    peer.create_subscription(MarkerArray, PREFIX + "/markers", lambda m: got.release(), 10)
+    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
+    ex.add_node(node)
+    ex.add_node(peer)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not (node.markers_pub.get_subscription_count() and lidar_pub.get_subscription_count()
+                                          and all(p.get_subscription_count() for p in img_pub.values())):
+        time.sleep(0.05)
+
+    def stamp(ns):
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    base = frames[0][0]
+    lost = 0
+    total = args.warmup + args.frames
+    for i in tqdm(range(total), desc="frames", unit="frame", file=sys.stderr):
+        _, jpeg, K, lidar = frames[i % len(frames)]
+        t = base + i * 500_000_000
+        for c in CAMERAS:
+            info = CameraInfo(width=args.size[0], height=args.size[1], distortion_model="plumb_bob", d=[0.0] * 5,
+                              k=K[c].reshape(-1).tolist(), r=np.eye(3).reshape(-1).tolist(),
+                              p=np.hstack([K[c], np.zeros((3, 1))]).reshape(-1).tolist())
+            info.header = Header(frame_id=c, stamp=stamp(t))
+            info_pub[c].publish(info)
+            msg = CompressedImage(format="jpeg", header=Header(frame_id=c, stamp=stamp(t)))
+            msg.data = jpeg[c]
+            img_pub[c].publish(msg)
+        time.sleep(0.05)
+        lidar_pub.publish(columns_to_pointcloud2(lidar, ("x", "y", "z", "intensity", "ring"),
+                                                 header=Header(frame_id="LIDAR_TOP", stamp=stamp(t))))
+        if not got.acquire(timeout=30):
+            lost += 1
+    timings = [tm for tm in node.timings][args.warmup:]
+    counters = node.counters
+    ex.shutdown(timeout_sec=5)
+    node.destroy_node()
+    peer.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+    rows = {name: np.array([getattr(tm, name) for tm in timings]) * 1e3
+            for name in ("decode", "preprocess", "model", "postprocess", "publish", "total")}
+    rows["total - model"] = rows["total"] - rows["model"]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"model {args.model} (random init), images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
+          f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output")
+    print(f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "
+          f"{counters.synced_frames} synced, {counters.incomplete_frames} incomplete, {counters.published_frames} published")
+    vox = np.array([tm.voxels for tm in timings])
+    print(f"occupied voxels per frame (voxel cloud points = marker cubes): median {int(np.median(vox)) if vox.size else 0}, "
+          f"of {200 * 200 * 16}\n")
+    print(f"| {'stage':<14} | {'p50 ms':>8} | {'p95 ms':>8} |")
+    print(f"|{'-' * 16}|{'-' * 10}|{'-' * 10}|")
+    for name, v in rows.items():
+        if v.size:
+            print(f"| {name:<14} | {np.percentile(v, 50):8.1f} | {np.percentile(v, 95):8.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
