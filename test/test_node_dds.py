@@ -232,3 +232,63 @@ def test_malformed_inputs_are_counted_and_the_node_recovers(harness, keyframe):
     assert float(values["rate_hz_lidar"]) > 0.0
     from diagnostic_msgs.msg import DiagnosticStatus
     assert peer.diags[-1].status[0].level == DiagnosticStatus.WARN
+
+
+def test_raw_images_and_late_camera_info(keyframe):
+    """image_transport 'raw' (sensor_msgs/Image, bgr8): frames before any CameraInfo are skipped
+    as 'no calibration'; once CameraInfo arrives the output equals the offline prediction."""
+    import cv2
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    from occ_ros.conversions import array_to_image
+    from occ_ros.occupancy_node import OccupancyNode
+    from test_node_support import ros_time
+
+    prefix = "/t_node_raw"
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    overrides = topic_overrides(prefix, keyframe.rig_file) + [
+        Parameter("image_transport", value="raw"), Parameter("raw_image_topic", value=prefix + "/{camera}/raw")]
+    node = OccupancyNode(PointHeightTestPredictor(), context=ctx, parameter_overrides=overrides)
+    peer = rclpy.create_node("occ_node_raw_peer", context=ctx)
+    img = {c: peer.create_publisher(Image, f"{prefix}/{c}/raw", 10) for c in CAMERAS}
+    info = {c: peer.create_publisher(CameraInfo, f"{prefix}/{c}/camera_info", 10) for c in CAMERAS}
+    lidar = peer.create_publisher(PointCloud2, prefix + "/lidar", 10)
+    voxels = []
+    peer.create_subscription(PointCloud2, prefix + "/voxels", voxels.append, 10)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    ex.add_node(peer)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+    bgr = {c: cv2.imdecode(np.frombuffer(keyframe.jpeg[c], np.uint8), cv2.IMREAD_COLOR) for c in CAMERAS}
+
+    def send(t, with_info):
+        for c in CAMERAS:
+            if with_info:
+                info[c].publish(camera_info_msg(keyframe, c, t))
+            msg = array_to_image(bgr[c], "bgr8", frame_id=c)
+            msg.header.stamp = ros_time(t)
+            img[c].publish(msg)
+        time.sleep(0.05)
+        lidar.publish(lidar_msg(keyframe, t))
+
+    try:
+        wait_for(lambda: all(p.get_subscription_count() for p in [*img.values(), *info.values(), lidar])
+                 and node.voxels_pub.get_subscription_count(), what="discovery")
+        send(keyframe.stamp_ns, with_info=False)
+        wait_for(lambda: node.counters.no_calibration == 1, what="frame without CameraInfo skipped")
+        assert voxels == []
+        send(keyframe.stamp_ns + 10**9, with_info=True)
+        wait_for(lambda: voxels, what="voxels after CameraInfo")
+        expected = PointHeightTestPredictor().predict(offline_frame(keyframe))
+        np.testing.assert_array_equal(pointcloud2_to_occupancy(voxels[-1]), expected.labels)
+        assert node.counters.malformed_image == 0
+    finally:
+        ex.shutdown(timeout_sec=5)
+        node.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown(context=ctx)
+        thread.join(5)
