@@ -3,8 +3,10 @@
 Inputs (sensor-data QoS, names from parameters, see :mod:`occ_ros.params`): one image topic
 per camera (``CompressedImage`` or ``Image``), its ``CameraInfo`` (intrinsics, latest kept),
 and the LiDAR ``PointCloud2`` (x, y, z [, intensity]). Extrinsics come from TF when
-``tf2_ros`` is importable, else from the rig file. The first version predicts from the
-current LiDAR sweep only (``SensorFrame.points`` time lag 0); /odom is not subscribed.
+``tf2_ros`` is importable, else from the rig file. With ``lidar_sweeps`` > 1 the node also
+subscribes ``odom_topic`` (nav_msgs/Odometry) and adds earlier sweeps moved into the current
+base_link by the ego motion (:mod:`occ_ros.sweeps`; ``SensorFrame.points[:, 4]`` = their age);
+by default it uses the current sweep only.
 
 Outputs, stamped with the LiDAR header stamp in ``base_frame``: ``/occupancy/voxels``
 (PointCloud2 x, y, z, label, score of non-free voxels), ``/occupancy/markers`` (MarkerArray,
@@ -35,12 +37,13 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from occ_core.classes import OCC3D_FREE
-from occ_core.geometry import transform_points
+from occ_core.geometry import make_transform
 from occ_core.frame import OccupancyPrediction, Predictor, SensorFrame
 from occ_core.grid import OCC3D, GridSpec
 from occ_ros.conversions import (ConversionError, camera_info_to_intrinsics, compressed_to_array, image_to_array,
                                  occupancy_to_marker_array_cdr, occupancy_to_pointcloud2, pointcloud2_to_array)
 from occ_ros.params import NODE_NAME, NodeConfig, ParameterError, declare_and_read, resolve_share_path
+from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
 from occ_ros.sync import ApproximateTimeSync, IncompleteSet, SyncedSet
 from occ_ros.tf_source import RigExtrinsics, TfExtrinsics, tf2_available
 from occ_ros.worker import DropOldestWorker
@@ -96,6 +99,8 @@ class NodeCounters:
     malformed_lidar: int = 0
     malformed_image: int = 0
     malformed_camera_info: int = 0
+    odom_msgs: int = 0
+    malformed_odom: int = 0
     synced_frames: int = 0
     incomplete_frames: int = 0
     no_calibration: int = 0
@@ -143,6 +148,9 @@ class OccupancyNode(Node):
         self._last_warn: dict[str, float] = {}
         self._intrinsics: dict[str, Any] = {}
         self._rates = {name: _Rate() for name in (LIDAR, *cfg.camera_names)}
+        self.motion = EgoMotion()
+        self.sweeps = SweepBuffer(capacity=4 * cfg.lidar_sweeps + 8)
+        self._problems_reported = 0
 
         use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
         if use_tf:
@@ -171,6 +179,10 @@ class OccupancyNode(Node):
             self._subs.append(self.create_subscription(
                 CameraInfo, cfg.info_topic(cam), lambda msg, cam=cam: self._on_camera_info(cam, msg),
                 qos_profile_sensor_data))
+        if cfg.odom_topic:
+            from nav_msgs.msg import Odometry
+
+            self._subs.append(self.create_subscription(Odometry, cfg.odom_topic, self._on_odom, qos_profile_sensor_data))
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}), LiDAR {cfg.lidar_topic}, extrinsics from "
@@ -220,7 +232,24 @@ class OccupancyNode(Node):
             self._warn("lidar", f"dropped a malformed LiDAR cloud on {self.config.lidar_topic}: {e}")
             return
         item = LidarItem(cols, msg.header.frame_id, msg.header, time.perf_counter() - t0)
-        self.sync.add(LIDAR, stamp_to_ns(msg.header.stamp), item)
+        stamp = stamp_to_ns(msg.header.stamp)
+        if self.config.lidar_sweeps > 1:
+            T = self.extrinsics.lookup(item.frame_id, stamp)
+            if T is not None:
+                self.sweeps.add(Sweep(stamp, cols, T))
+        self.sync.add(LIDAR, stamp, item)
+
+    def _on_odom(self, msg) -> None:
+        self._count("odom_msgs")
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        t = np.array([p.x, p.y, p.z])
+        quat = np.array([q.w, q.x, q.y, q.z])
+        if not (np.isfinite(t).all() and np.isfinite(quat).all() and abs(np.linalg.norm(quat) - 1.0) < 1e-3):
+            self._count("malformed_odom")
+            self._warn("odom", f"ignored an Odometry pose with a non-finite position or non-unit quaternion on "
+                               f"{self.config.odom_topic}")
+            return
+        self.motion.add(stamp_to_ns(msg.header.stamp), make_transform(t, quat / np.linalg.norm(quat)))
 
     def _on_image(self, cam: str, msg) -> None:
         t0 = time.perf_counter()
@@ -298,9 +327,9 @@ class OccupancyNode(Node):
             self._count("no_calibration")
             self._warn("calibration", f"skipped the frame at {synced.stamp_ns * 1e-9:.3f} s: no {'; no '.join(missing)}")
             return None
-        points = np.zeros((lidar.points.shape[0], 5), dtype=np.float32)  # x, y, z, intensity, time lag 0
-        points[:, :4] = lidar.points
-        points = transform_points(T_lidar, points)  # LiDAR frame -> base_link
+        # current sweep (LiDAR frame -> base_link, time lag 0) + earlier sweeps by ego motion
+        points, _ = self.sweeps.gather(Sweep(synced.stamp_ns, lidar.points, T_lidar), cfg.lidar_sweeps,
+                                       cfg.sweep_max_age, self.motion)
         return SensorFrame(stamp_ns=synced.stamp_ns, camera_names=tuple(cfg.camera_names), images=images,
                            intrinsics=np.stack(Ks), T_base_from_cam=np.stack(Ts), points=points,
                            T_base_from_lidar=T_lidar)
@@ -358,12 +387,16 @@ class OccupancyNode(Node):
             values["model_ms_p50"] = f"{np.percentile(models, 50):.1f}"
         for name, rate in self._rates.items():
             values[f"rate_hz_{name}"] = f"{rate.hz(now):.2f}"
-        problems = (c.malformed_lidar + c.malformed_image + c.malformed_camera_info + c.incomplete_frames
-                    + c.no_calibration + c.predictor_errors + ws.dropped)
+        problems_total = (c.malformed_lidar + c.malformed_image + c.malformed_camera_info + c.malformed_odom
+                          + c.no_calibration + c.predictor_errors + ws.dropped)
+        new_problems = problems_total - self._problems_reported  # WARN while problems keep occurring
+        self._problems_reported = problems_total
         status = DiagnosticStatus(name=f"{self.get_name()}: occupancy pipeline", hardware_id=self.get_name())
-        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-        status.message = (f"{c.published_frames} frames published; {problems} inputs/frames dropped or skipped"
-                          if problems else f"{c.published_frames} frames published")
+        status.level = DiagnosticStatus.WARN if new_problems else DiagnosticStatus.OK
+        status.message = f"{c.published_frames} frames published"
+        if new_problems:
+            status.message += (f"; {new_problems} inputs/frames dropped since the last report (malformed, no "
+                               f"calibration, queue full, predictor errors)")
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

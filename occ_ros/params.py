@@ -84,6 +84,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("raw_image_topic", "/{camera}/image_raw", "Image topic per camera ({camera} = camera name)."),
     ParamSpec("camera_info_topic", "/{camera}/camera_info", "CameraInfo topic per camera (intrinsics)."),
     ParamSpec("lidar_topic", "/LIDAR_TOP", "LiDAR PointCloud2 topic (x, y, z [, intensity]); the sync trigger."),
+    ParamSpec("odom_topic", "",
+              "nav_msgs/Odometry (odom -> base_link) for multi-sweep aggregation; empty = not subscribed."),
+    ParamSpec("lidar_sweeps", 1,
+              "LiDAR sweeps per frame (current + earlier ones moved into the current base_link with "
+              "odometry); > 1 needs odom_topic.", lo=1, hi=20),
+    ParamSpec("sweep_max_age", 0.6, "Oldest earlier sweep used, seconds before the current one.", lo=0.05, hi=5.0),
     ParamSpec("markers_topic", "/occupancy/markers", "Output MarkerArray (one CUBE_LIST per class)."),
     ParamSpec("voxels_topic", "/occupancy/voxels", "Output PointCloud2 of non-free voxels (x, y, z, label, score)."),
     ParamSpec("diagnostics_topic", "/diagnostics", "Output diagnostic_msgs/DiagnosticArray."),
@@ -124,6 +130,9 @@ class NodeConfig:
     raw_image_topic: str
     camera_info_topic: str
     lidar_topic: str
+    odom_topic: str
+    lidar_sweeps: int
+    sweep_max_age: float
     markers_topic: str
     voxels_topic: str
     diagnostics_topic: str
@@ -189,8 +198,10 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         raise ParameterError(f"parameter 'camera_names': expected unique non-empty names of letters, digits and '_', "
                              f"got {list(cams)!r}")
     for name in ("compressed_image_topic", "raw_image_topic", "camera_info_topic", "lidar_topic", "markers_topic",
-                 "voxels_topic", "diagnostics_topic"):
+                 "voxels_topic", "diagnostics_topic", "odom_topic"):
         topic = out[name]
+        if name == "odom_topic" and not topic:
+            continue
         try:
             expanded = topic.format(camera="CAM")
         except (KeyError, IndexError, ValueError):
@@ -201,6 +212,8 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         if len(cams) > 1 and "{camera}" not in out[name]:
             raise ParameterError(f"parameter {name!r}: with {len(cams)} cameras the topic needs '{{camera}}', "
                                  f"got {out[name]!r}")
+    if out["lidar_sweeps"] > 1 and not out["odom_topic"]:
+        raise ParameterError(f"parameter 'lidar_sweeps': {out['lidar_sweeps']} sweeps need ego motion; set 'odom_topic'")
     if not _DEVICE.match(out["device"]):
         raise ParameterError(f"parameter 'device': expected 'cpu', 'cuda' or 'cuda:N', got {out['device']!r}")
     if not _NAME.match(out["base_frame"]):

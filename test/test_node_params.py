@@ -32,6 +32,8 @@ def test_shipped_yaml_sets_every_parameter_to_its_default():
     ("camera_info_topic", "/camera_info", "needs '{camera}'"),
     ("compressed_image_topic", "/{cam}/image", "placeholder {camera}"),
     ("bogus", 1, "unknown parameter"),
+    ("lidar_sweeps", 5, "set 'odom_topic'"),
+    ("odom_topic", "odom topic", "ROS topic name"),
 ])
 def test_invalid_values_are_rejected_with_the_parameter_named(name, value, words):
     with pytest.raises(ParameterError) as e:
