@@ -37,6 +37,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from occ_core.classes import OCC3D_FREE
+from occ_core.errors import OccDataError
 from occ_core.geometry import make_transform
 from occ_core.frame import OccupancyPrediction, Predictor, SensorFrame
 from occ_core.grid import OCC3D, GridSpec
@@ -404,7 +405,8 @@ class OccupancyNode(Node):
 
 
 def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> int:
-    """Run the node until shutdown (Ctrl-C / SIGTERM). Exit code 2 on invalid parameters."""
+    """Run the node until shutdown (Ctrl-C / SIGTERM). Exit code 2 on invalid parameters or a model
+    that cannot be loaded (the message says which)."""
     from rclpy.executors import ExternalShutdownException
 
     rclpy.init(args=argv if argv is not None else sys.argv)
@@ -414,6 +416,9 @@ def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> i
         rclpy.spin(node)
     except ParameterError as e:
         print(f"occupancy_node: invalid parameters: {e}", file=sys.stderr)
+        return 2
+    except (OccDataError, OSError, RuntimeError) as e:  # model config/checkpoint/device that cannot be loaded
+        print(f"occupancy_node: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -84,3 +84,14 @@ def test_rclpy_rejects_out_of_range_override():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_node_main_exits_2_with_a_clear_message(capsys, tmp_path):
+    from occ_ros.occupancy_node import main
+
+    assert main(["occupancy_node", "--ros-args", "-p", "sync_slop:=7.0"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid parameters" in err and "sync_slop" in err and "7.0" in err
+    assert main(["occupancy_node", "--ros-args", "-p", f"model_config:={tmp_path / 'missing.yaml'}"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the model" in err and "missing.yaml" in err
