@@ -195,3 +195,28 @@ def test_load_predictor_random_init_is_deterministic(name, tmp_path):
     (tmp_path / "bad.pt").write_bytes((tmp_path / "w.pt").read_bytes()[:1000])
     with pytest.raises(OccDataError, match="bad.pt"):
         load_predictor(cfg_path, tmp_path / "bad.pt")
+
+
+def test_lidar_encoder_is_deterministic_on_cpu_and_restores_threads():
+    """spconv's CPU kernels race with >1 torch thread (see lidar._CpuThreads): repeated
+    forward/backward passes must agree exactly, and the thread count must come back."""
+    from occ_core.models.config import LidarConfig
+    from occ_core.models.lidar import LidarEncoder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        enc = LidarEncoder(LidarConfig((8, 16)), OCC3D, (2, 2, 2))
+        pts = torch.cat([torch.rand(20000, 3) * torch.tensor([80.0, 80, 6]) - torch.tensor([40.0, 40, 1]),
+                         torch.rand(20000, 2)], 1)
+        runs = []
+        for _ in range(6):
+            enc.zero_grad()
+            y = enc([pts])
+            (y * torch.linspace(0, 1, y.numel()).view_as(y)).sum().backward()
+            runs.append((y.detach(), enc.net[0].weight.grad.clone()))
+            assert torch.get_num_threads() == 2
+        assert all(torch.equal(r[0], runs[0][0]) and torch.equal(r[1], runs[0][1]) for r in runs[1:])
+    finally:
+        torch.set_num_threads(threads)

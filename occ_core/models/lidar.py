@@ -37,6 +37,31 @@ def _spconv():
     return spconv
 
 
+class _CpuThreads:
+    """Run spconv's CPU kernels with one torch intra-op thread.
+
+    spconv 2.3.8's CPU gather/scatter convolution path gives wrong results now and then when
+    torch runs more than one intra-op thread (measured here: 3-11 of 30 identical calls of a
+    SubMConv3d / strided SparseConv3d differed from the dense reference with 2 threads, none
+    with 1). Forward runs inside this guard; for the backward, a hook on the dense output
+    drops to one thread when the gradient reaches the sparse layers and a post-accumulate hook
+    on the first layer's weight (the last sparse layer to run backward) restores the count.
+    """
+
+    def __init__(self):
+        self.saved = None
+
+    def enter(self):
+        if self.saved is None:
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def exit(self, *_):
+        if self.saved is not None:
+            torch.set_num_threads(self.saved)
+            self.saved = None
+
+
 class LidarEncoder(nn.Module):
     """B point clouds -> dense voxel features (B, C2, X', Y', Z') on the feature grid."""
 
@@ -63,6 +88,8 @@ class LidarEncoder(nn.Module):
         scale = torch.tensor([*(d * v for d, v in zip(grid.dims, grid.voxel_size)), 1.0, 1.0], dtype=torch.float32)
         self.register_buffer("feat_lo", lo, persistent=False)
         self.register_buffer("feat_scale", scale, persistent=False)
+        self._threads = _CpuThreads()
+        self.net[0].weight.register_post_accumulate_grad_hook(self._threads.exit)
 
     def forward(self, points: list[torch.Tensor]) -> torch.Tensor:
         """points: B tensors (P_i, 5) in base_link -> (B, C2, X', Y', Z')."""
@@ -74,5 +101,18 @@ class LidarEncoder(nn.Module):
             feats.append((v.features - self.feat_lo) / self.feat_scale)
             coords.append(torch.cat([torch.full_like(v.coords[:, :1], b), v.coords], 1))
         x = sp.SparseConvTensor(torch.cat(feats), torch.cat(coords).int(), list(self.grid.dims[::-1]), len(points))
-        y = self.net(x).dense()  # (B, C, Z', Y', X')
+        if x.features.is_cuda:
+            y = self.net(x).dense()
+        else:
+            self._threads.enter()
+            try:
+                y = self.net(x).dense()  # (B, C, Z', Y', X')
+            finally:
+                self._threads.exit()
+            if y.requires_grad:
+                y.register_hook(self._single_thread_backward)
         return y.permute(0, 1, 4, 3, 2).contiguous()
+
+    def _single_thread_backward(self, grad: torch.Tensor) -> torch.Tensor:
+        self._threads.enter()
+        return grad
