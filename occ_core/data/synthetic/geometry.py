@@ -64,10 +64,12 @@ class Solids:
 
     def bounds(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per kind (box, cylinder, ellipsoid): bounding circle centre (N, 2), radius (N,), top z (N,)."""
+        box_r = np.hypot(self.box_half[:, 0], self.box_half[:, 1])
+        ell_r = self.ell_radii[:, :2].max(axis=1) if len(self.ell_radii) else np.zeros(0)
         return [
-            (self.box_center[:, :2], np.hypot(self.box_half[:, 0], self.box_half[:, 1]), self.box_center[:, 2] + self.box_half[:, 2]),
+            (self.box_center[:, :2], box_r, self.box_center[:, 2] + self.box_half[:, 2]),
             (self.cyl_xy, self.cyl_r, self.cyl_z[:, 1]),
-            (self.ell_center[:, :2], self.ell_radii[:, :2].max(axis=1) if len(self.ell_radii) else np.zeros(0), self.ell_center[:, 2] + self.ell_radii[:, 2]),
+            (self.ell_center[:, :2], ell_r, self.ell_center[:, 2] + self.ell_radii[:, 2]),
         ]
 
 
