@@ -9,6 +9,11 @@ the model of ``--model`` (seeded random init; CPU). The publisher waits for each
 before sending the next, so the numbers are latencies without queueing; the markers topic has
 a subscriber, so markers are built (CDR) and published every frame.
 
+``--predictor gt`` replaces the model by a replay of the synthetic ground truth of each
+keyframe (Occ3D labels, score 1): the stages other than ``model`` then run on a realistic
+number of occupied voxels (an untrained model labels nearly every voxel occupied, which makes
+the marker and cloud building much costlier than with any real prediction).
+
 Stages (per frame, from the node's ``FrameTiming``):
 * decode: JPEG decode + colour conversion of the six images and the PointCloud2 -> numpy of
   the sweep (in the callbacks, before the sync completes);
@@ -80,11 +85,34 @@ def load_keyframes(root: Path, size: tuple[int, int], out: Path):
     return frames, rig_file
 
 
+class GroundTruthReplay:
+    """Bench-only predictor: the Occ3D ground truth of the keyframe with the frame's stamp."""
+
+    def __init__(self, labels_by_stamp: dict[int, np.ndarray]):
+        self.labels_by_stamp = labels_by_stamp
+
+    def predict(self, frame):
+        from occ_core.frame import OccupancyPrediction
+
+        labels = self.labels_by_stamp[frame.stamp_ns]
+        return OccupancyPrediction(labels=labels, scores=np.ones(labels.shape, dtype=np.float32))
+
+
+def gt_by_sample(root: Path) -> list[np.ndarray]:
+    """Occ3D labels of every sample, in sample-table order."""
+    from occ_core.formats.occ3d import read_gt
+
+    samples = json.loads((root / "v1.0-mini" / "sample.json").read_text())
+    return [read_gt(next((root / "gts").glob(f"*/{s['token']}/labels.npz"))).semantics for s in samples]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=30, help="frames measured (after --warmup)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--model", default="config/models/fusion.yaml")
+    p.add_argument("--predictor", choices=("model", "gt"), default="model",
+                   help="'gt': replay the ground truth instead of running the model (node overhead on real occupancy)")
     p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -120,7 +148,12 @@ def main(argv=None) -> int:
                  Parameter("diagnostics_topic", value=PREFIX + "/diagnostics"),
                  Parameter("rig_file", value=str(rig_file)), Parameter("extrinsics_source", value="rig"),
                  Parameter("sync_slop", value=0.05)]
-    predictor = load_predictor(REPO / args.model, None)
+    if args.predictor == "gt":
+        gts = gt_by_sample(tmp / "nuscenes")
+        predictor = GroundTruthReplay({frames[0][0] + i * 500_000_000: gts[i % len(frames)]
+                                       for i in range(args.warmup + args.frames)})
+    else:
+        predictor = load_predictor(REPO / args.model, None)
     node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
     peer = rclpy.create_node("bench_node_peer", context=ctx)
     img_pub = {c: peer.create_publisher(CompressedImage, f"{PREFIX}/{c}/image", 10) for c in CAMERAS}
@@ -134,7 +167,8 @@ def main(argv=None) -> int:
     threading.Thread(target=ex.spin, daemon=True).start()
     end = time.monotonic() + 30
     while time.monotonic() < end and not (node.markers_pub.get_subscription_count() and lidar_pub.get_subscription_count()
-                                          and all(p.get_subscription_count() for p in img_pub.values())):
+                                          and all(p.get_subscription_count() for p in (*img_pub.values(),
+                                                                                       *info_pub.values()))):
         time.sleep(0.05)
 
     def stamp(ns):
@@ -174,7 +208,8 @@ def main(argv=None) -> int:
                 if ln.startswith("model name")), platform.processor())
     print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu}, "
           f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print(f"model {args.model} (random init), images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
+    what = f"model {args.model} (random init)" if args.predictor == "model" else "ground-truth replay (no model)"
+    print(f"{what}, images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
           f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output")
     print(f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "
           f"{counters.synced_frames} synced, {counters.incomplete_frames} incomplete, {counters.published_frames} published")
