@@ -195,7 +195,7 @@ def add_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] =
     panel = np.full((h, 300, 3), 255, dtype=np.uint8)
     y = 30
     if title:
-        cv2.putText(panel, title[:30], (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(panel, title[:34], (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
         y += 30
     for c in present:
         if y > h - 10:
