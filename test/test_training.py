@@ -215,4 +215,3 @@ def test_ddp_two_gloo_processes_match_one_process_on_the_joint_batch(train_ds, t
         solo_gap = max(solo_gap, float((dict(solo.model.named_parameters())[n].grad - p.grad).norm() / scale))
     # float32 reductions over 640k voxels in another order: agreement to ~1e-3, not bitwise
     assert worst < 2e-3 < solo_gap / 10, (worst, solo_gap)
-    print("ddp vs joint worst relative gradient error", worst, "single-sample gap", solo_gap)
