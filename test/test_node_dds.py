@@ -125,10 +125,10 @@ def harness(keyframe):
         yield node, peer, predictor
     finally:
         ex.shutdown(timeout_sec=5)
+        thread.join(5)
         node.destroy_node()
         peer.node.destroy_node()
         rclpy.shutdown(context=ctx)
-        thread.join(5)
 
 
 def check_rviz_markers(msg, stamp_ns: int):
@@ -295,7 +295,7 @@ def test_raw_images_and_late_camera_info(keyframe):
         assert node.counters.malformed_image == 0
     finally:
         ex.shutdown(timeout_sec=5)
+        thread.join(5)
         node.destroy_node()
         peer.destroy_node()
         rclpy.shutdown(context=ctx)
-        thread.join(5)

@@ -115,9 +115,9 @@ def test_node_process_predicts_the_offline_result_and_survives_bad_input(node_pr
         np.testing.assert_array_equal(pointcloud2_to_occupancy(peer.voxels[-1]), expected.labels)
     finally:
         ex.shutdown(timeout_sec=5)
+        thread.join(5)
         peer.node.destroy_node()
         rclpy.shutdown(context=ctx)
-        thread.join(5)
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0, log.read_text()[-3000:]

@@ -138,7 +138,7 @@ def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
         assert node.counters.malformed_odom == 0
     finally:
         ex.shutdown(timeout_sec=5)
+        thread.join(5)
         node.destroy_node()
         peer.node.destroy_node()
         rclpy.shutdown(context=ctx)
-        thread.join(5)
