@@ -153,7 +153,7 @@ def test_cli_train_resume_and_damaged_checkpoint(synthetic_dataroot, tmp_path, c
               "--val-every", "0", "--max-val-samples", "1", "--no-progress"]
     assert train_main(common + ["--steps", "1"]) == 0
     ckpt = work / "checkpoints" / "latest.pt"
-    assert torch.load(ckpt, weights_only=False)["step"] == 1
+    assert torch.load(ckpt, weights_only=True)["step"] == 1
     assert (work / "model.pt").exists() and (work / "val.json").exists()
     assert list((work / "tb").iterdir())
     # a fresh run never overwrites the last good checkpoint
@@ -162,7 +162,7 @@ def test_cli_train_resume_and_damaged_checkpoint(synthetic_dataroot, tmp_path, c
     assert "pass --resume" in capsys.readouterr().err and ckpt.read_bytes() == good
     # resume continues at the saved step
     assert train_main(common + ["--steps", "2", "--resume"]) == 0
-    assert torch.load(ckpt, weights_only=False)["step"] == 2
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
     # truncated checkpoint: clear error naming the file, file left as it was
     data = ckpt.read_bytes()[:5000]
     ckpt.write_bytes(data)

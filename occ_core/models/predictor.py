@@ -74,7 +74,7 @@ def load_checkpoint_state(path: str | Path, map_location="cpu") -> dict:
     """
     path = Path(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=False)
+        obj = torch.load(path, map_location=map_location, weights_only=True)  # tensors and plain data only
     except FileNotFoundError:
         raise OccDataError(f"{path}: checkpoint not found") from None
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... on damaged files
