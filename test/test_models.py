@@ -192,6 +192,9 @@ def test_load_predictor_random_init_is_deterministic(name, tmp_path):
     torch.save({"model": pred.model.state_dict()}, tmp_path / "w.pt")
     c = load_predictor(cfg_path, tmp_path / "w.pt").predict(frame)
     assert np.array_equal(a.labels, c.labels)
+    # a frame without LiDAR points (or with all points out of range) still predicts
+    empty = dataclasses.replace(frame, points=np.zeros((0, 5), np.float32))
+    assert load_predictor(cfg_path, None).predict(empty).labels.shape == OCC3D.dims
     (tmp_path / "bad.pt").write_bytes((tmp_path / "w.pt").read_bytes()[:1000])
     with pytest.raises(OccDataError, match="bad.pt"):
         load_predictor(cfg_path, tmp_path / "bad.pt")

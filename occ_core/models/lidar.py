@@ -100,7 +100,11 @@ class LidarEncoder(nn.Module):
             # positions relative to the grid box so that inputs are O(1)
             feats.append((v.features - self.feat_lo) / self.feat_scale)
             coords.append(torch.cat([torch.full_like(v.coords[:, :1], b), v.coords], 1))
-        x = sp.SparseConvTensor(torch.cat(feats), torch.cat(coords).int(), list(self.grid.dims[::-1]), len(points))
+        feats, coords = torch.cat(feats), torch.cat(coords)
+        if feats.shape[0] == 0:  # no point in range in any sample (spconv rejects empty inputs)
+            Z, Y, X = self.out_shape
+            return feats.new_zeros(len(points), self.channels, X, Y, Z)
+        x = sp.SparseConvTensor(feats, coords.int(), list(self.grid.dims[::-1]), len(points))
         if x.features.is_cuda:
             y = self.net(x).dense()
         else:
