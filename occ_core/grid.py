@@ -101,10 +101,17 @@ class GridSpec:
         idx = np.asarray(idx)
         return np.asarray(self.range_min) + np.asarray(self.voxel_size) * (idx + 0.5)
 
+    def axis_centers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Voxel-centre coordinates along each axis: (X,), (Y,), (Z,) float64 in metres.
+
+        Gathering from these tables (``xs[ix]``) is the cheap way to get the centres of many
+        voxels at once.
+        """
+        return tuple(self.range_min[a] + self.voxel_size[a] * (np.arange(self.dims[a]) + 0.5) for a in range(3))
+
     def all_voxel_centers(self) -> np.ndarray:
         """Centres of every voxel, (X, Y, Z, 3) float64, indexed ``[x, y, z]``."""
-        axes = [self.range_min[a] + self.voxel_size[a] * (np.arange(self.dims[a]) + 0.5) for a in range(3)]
-        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+        return np.stack(np.meshgrid(*self.axis_centers(), indexing="ij"), axis=-1)
 
     def flat_index(self, idx: np.ndarray) -> np.ndarray:
         """Row-major flat index ``(ix * Y + iy) * Z + iz`` of (N, 3) voxel indices."""

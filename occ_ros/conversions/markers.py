@@ -86,7 +86,7 @@ def voxel_points(ijk: np.ndarray, spec: GridSpec) -> list:
     ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
     if ijk.size and (ijk.min() < 0 or np.any(ijk.max(axis=0) >= np.asarray(spec.dims))):
         raise ConversionError(f"ijk: voxel indices must lie in [0, {tuple(spec.dims)}) of grid {spec.name!r}")
-    tables = [(spec.range_min[a] + spec.voxel_size[a] * (np.arange(spec.dims[a]) + 0.5)).tolist() for a in range(3)]
+    tables = [axis.tolist() for axis in spec.axis_centers()]
     cols = [map(tab.__getitem__, col) for tab, col in zip(tables, ijk.T.tolist())]
     if _has_slots(Point, ("_x", "_y", "_z")):
         return _fill_slots(Point, ("_x", "_y", "_z"), cols, ijk.shape[0], _default_check_fields(Point))
@@ -268,8 +268,7 @@ def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: A
     grid = _check_grid(grid, spec)
     flat = grid.reshape(-1)
     occ = np.flatnonzero(flat != free_label)
-    ijk = np.stack(np.unravel_index(occ, grid.shape), axis=1)
-    centers = spec.voxel_centers(ijk)
+    ijk = np.unravel_index(occ, grid.shape)
     if scores is None:
         score = np.ones(occ.size, dtype=np.float32)
     else:
@@ -279,8 +278,8 @@ def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: A
         score = scores.reshape(-1)[occ].astype(np.float32)
     packed = np.empty(occ.size, dtype=np.dtype({"names": list(VOXEL_CLOUD_FIELDS),
                                                 "formats": [d.newbyteorder("<") for d in VOXEL_CLOUD_DTYPES]}))
-    for j, axis in enumerate("xyz"):
-        packed[axis] = centers[:, j]
+    for name, table, index in zip("xyz", spec.axis_centers(), ijk):
+        packed[name] = table.astype(np.float32)[index]  # = spec.voxel_centers, rounded to float32
     packed["label"] = flat[occ]
     packed["score"] = score
     return array_to_pointcloud2(packed, header=_header(header, frame_id, stamp))
