@@ -4,7 +4,7 @@ Run from the repository root::
 
     .venv/bin/python bench/train.py --dataroot data/synthetic [--steps 4] [--threads 2] [--configs lidar,fusion]
 
-For each ``config/models/*.yaml``: one keyframe of the dataroot's training split goes through
+For each ``config/models/*.yaml``: the last keyframe of the first training scene goes through
 the data pipeline once (not timed); then ``--steps`` training steps (forward, all losses,
 backward, clipping, AdamW) on that batch of one and ``--steps`` ``OccupancyPredictor.predict``
 calls on its SensorFrame (preprocessing, forward, argmax/softmax, copy to numpy) are timed
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
         sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
         ds = NuScenesOccDataset(args.dataroot, split[:1], cfg.grid_spec, sweeps, cfg.flow)
-        sample = ds[0]
+        sample = ds[len(ds) - 1]  # a later keyframe: its earlier LiDAR sweeps exist
         batch = collate([sample], cfg)
         for dev in devices:
             tr = Trainer(cfg, dev, torch.ones(cfg.num_classes))
