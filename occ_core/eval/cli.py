@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from occ_core.errors import OccDataError
@@ -54,6 +55,7 @@ class EvalConfig:
     version: str | None
     json_out: Path | None
     scenes: tuple[str, ...] | None
+    threads: int
     device: str
     progress: bool
 
@@ -70,6 +72,9 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--version", default=None, help="nuScenes version, e.g. v1.0-trainval (for RayIoU origins)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="write the reports as JSON (atomically)")
     p.add_argument("--scenes", default=None, help="comma-separated scene names to evaluate (default: every scene in --gt)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the ray casting runs many small ops, which a second "
+                        "thread barely speeds up on an idle machine and slows down many times on a busy one)")
     p.add_argument("--device", default="cpu", help="torch device for ray casting (cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     a = p.parse_args(argv)
@@ -86,8 +91,10 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     scenes = None if a.scenes is None else tuple(s.strip() for s in a.scenes.split(",") if s.strip())
     if scenes == ():
         p.error("--scenes: empty list")
-    return EvalConfig(a.gt, a.pred, metrics, mask, a.fmt, a.dataroot, a.version, a.json_out, scenes, a.device,
-                      not a.no_progress)
+    if a.threads < 1:
+        p.error(f"--threads: expected an integer >= 1, got {a.threads}")
+    return EvalConfig(a.gt, a.pred, metrics, mask, a.fmt, a.dataroot, a.version, a.json_out, scenes, a.threads,
+                      a.device, not a.no_progress)
 
 
 @dataclass
@@ -133,6 +140,7 @@ def check_all(cfg: EvalConfig, entries: list[GtEntry], need_mask: bool) -> list[
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``occ-eval``; returns the exit status."""
     cfg = parse_args(argv)
+    torch.set_num_threads(cfg.threads)
     try:
         entries = occ3d.list_gt(cfg.gt)
         if cfg.scenes is not None:
