@@ -1,5 +1,6 @@
 """Grid specs, class tables, geometry, rig files and atomic writes."""
 
+import os
 import subprocess
 import sys
 
@@ -135,6 +136,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert np.load(target)["a"].tolist() == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_occ_core_imports_no_ros():
