@@ -5,7 +5,8 @@ Run from the repository root: ``.venv/bin/python bench/node.py [--frames N] [--m
 One process, two rclpy nodes on one executor: a publisher sends synthetic keyframes (six
 CompressedImages re-encoded at ``--size``, default nuScenes' 1600x900, JPEG quality 90, with
 CameraInfo, and the keyframe's LiDAR sweep of about 30k points) to ``occupancy_node`` running
-the model of ``--model`` (seeded random init; CPU). The publisher waits for each frame's output
+the model of ``--model`` with ``--checkpoint`` (default: the shipped fusion_demo.pt; empty for
+seeded random init; CPU). The publisher waits for each frame's output
 before sending the next, so the numbers are latencies without queueing; the markers topic has
 a subscriber, so markers are built (CDR) and published every frame.
 
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=30, help="frames measured (after --warmup)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--model", default="config/models/fusion.yaml")
+    p.add_argument("--checkpoint", default="config/models/fusion_demo.pt", help="empty: seeded random init")
     p.add_argument("--predictor", choices=("model", "gt"), default="model",
                    help="'gt': replay the ground truth instead of running the model (node overhead on real occupancy)")
     p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
         predictor = GroundTruthReplay({frames[0][0] + i * 500_000_000: gts[i % len(frames)]
                                        for i in range(args.warmup + args.frames)})
     else:
-        predictor = load_predictor(REPO / args.model, None)
+        predictor = load_predictor(REPO / args.model, REPO / args.checkpoint if args.checkpoint else None)
     node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
     peer = rclpy.create_node("bench_node_peer", context=ctx)
     img_pub = {c: peer.create_publisher(CompressedImage, f"{PREFIX}/{c}/image", 10) for c in CAMERAS}
@@ -208,7 +210,8 @@ def main(argv=None) -> int:
                 if ln.startswith("model name")), platform.processor())
     print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu}, "
           f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    what = f"model {args.model} (random init)" if args.predictor == "model" else "ground-truth replay (no model)"
+    what = (f"model {args.model} + {args.checkpoint or 'random init'}" if args.predictor == "model"
+            else "ground-truth replay (no model)")
     print(f"{what}, images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
           f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output")
     print(f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "

@@ -44,7 +44,8 @@ class LaunchArgument:
 ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("model", "config/models/fusion.yaml",
                    "Model config YAML (relative paths: from the occ_ros share folder)."),
-    LaunchArgument("checkpoint", "", "Model checkpoint; empty = seeded random-init weights."),
+    LaunchArgument("checkpoint", "config/models/fusion_demo.pt",
+                   "Model checkpoint (relative paths: from the occ_ros share folder); empty = seeded random-init weights."),
     LaunchArgument("use_sim_time", "false", "Use /clock time (set true when playing a bag).", ("true", "false")),
     LaunchArgument("bag", "", "A rosbag2 folder to play with 'ros2 bag play --clock'; empty = live sensors."),
     LaunchArgument("rviz", "false", "Start RViz2 with config/occupancy.rviz.", ("true", "false")),

@@ -72,7 +72,8 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model_config", "config/models/fusion.yaml",
               "Model config YAML (occ_core.models); a relative path is taken from the package share folder."),
-    ParamSpec("checkpoint", "", "Model checkpoint file; empty = seeded random-init weights."),
+    ParamSpec("checkpoint", "config/models/fusion_demo.pt",
+              "Model checkpoint file (relative paths: from the package share folder); empty = seeded random-init weights."),
     ParamSpec("device", "cpu", "Torch device of the predictor: 'cpu', 'cuda' or 'cuda:N'."),
     ParamSpec("camera_names", list(NUSCENES_CAMERAS),
               "Camera names, in the order the model expects them; each is also the camera's default frame id."),

@@ -22,11 +22,12 @@ def test_default_plan_is_the_node_with_the_shipped_params_file():
     assert [n.executable for n in plan.nodes] == ["occupancy_node"] and plan.processes == ()
     node = plan.nodes[0]
     assert node.params_files == (str(DEFAULT_PARAMS_FILE),)
-    assert dict(node.parameters) == {"model_config": str(REPO / "config/models/fusion.yaml"), "checkpoint": "",
-                                     "use_sim_time": False}
+    assert dict(node.parameters) == {"model_config": str(REPO / "config/models/fusion.yaml"),
+                                     "checkpoint": str(REPO / "config/models/fusion_demo.pt"), "use_sim_time": False}
     assert dict(node.remappings) == {"/occupancy/markers": "/occupancy/markers", "/occupancy/voxels": "/occupancy/voxels"}
     # the launch defaults agree with the node's parameter defaults
     assert ARGUMENTS[0].default == PARAMETERS_BY_NAME["model_config"].default
+    assert ARGUMENTS[1].default == PARAMETERS_BY_NAME["checkpoint"].default
 
 
 def test_arguments_change_the_plan_and_bad_ones_are_rejected(tmp_path):
@@ -54,7 +55,7 @@ def test_runner_dry_run_prints_the_description_commands(capsys):
     assert f"--params-file {DEFAULT_PARAMS_FILE}" in node_line
     assert "-r /occupancy/markers:=/x/markers" in node_line
     assert f"-p model_config:={REPO / 'config/models/lidar.yaml'}" in node_line
-    assert "-p checkpoint:='' -p use_sim_time:=false" in node_line
+    assert f"-p checkpoint:={REPO / 'config/models/fusion_demo.pt'} -p use_sim_time:=false" in node_line
     assert main(["rviz:=maybe"]) == 2
 
 

@@ -1,7 +1,7 @@
 """occupancy_node in another process, started by the ``occ-launch`` runner, with the real model.
 
 The runner starts ``occupancy_node`` with a params file written here (test topics, the
-keyframe's rig file) and ``model:=config/models/fusion.yaml`` (seeded random-init weights).
+keyframe's rig file), ``model:=config/models/fusion.yaml`` and the shipped ``fusion_demo.pt``.
 This process publishes the synthetic keyframe over DDS and checks that the voxel cloud equals
 ``load_predictor(...).predict`` on the SensorFrame built offline from the same files, that the
 markers are RViz-valid, that a malformed cloud is counted on /diagnostics while the node keeps
@@ -30,6 +30,7 @@ from occ_ros.conversions import pointcloud2_to_occupancy  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "/t_node_proc"
 MODEL = "config/models/fusion.yaml"
+CHECKPOINT = "config/models/fusion_demo.pt"
 START_S = 90.0  # the node process imports torch and builds the model first
 
 
@@ -46,7 +47,7 @@ def node_process(synthetic_dataroot, tmp_path_factory):
     params_file.write_text(yaml.safe_dump(params))
     log = (out / "node.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "occ_ros.launch_description", f"params_file:={params_file}",
-                             f"model:={MODEL}", f"output_ns:={PREFIX}"],
+                             f"model:={MODEL}", f"checkpoint:={CHECKPOINT}", f"output_ns:={PREFIX}"],
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc, kf, out / "node.log"
@@ -66,7 +67,7 @@ def test_node_process_predicts_the_offline_result_and_survives_bad_input(node_pr
     from occ_core.models.predictor import load_predictor
 
     proc, kf, log = node_process
-    expected = load_predictor(REPO / MODEL, None).predict(offline_frame(kf))
+    expected = load_predictor(REPO / MODEL, REPO / CHECKPOINT).predict(offline_frame(kf))
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
