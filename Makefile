@@ -51,7 +51,7 @@ colcon: venv
 	. $(BIN)/activate && colcon build --symlink-install && colcon test --event-handlers console_direct+ && colcon test-result --verbose
 
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -42,6 +42,7 @@ from occ_ros.conversions import (  # noqa: E402
     pointcloud2_to_xyz,
     voxel_points,
 )
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 # --------------------------------------------------------------------- plain loop twins
@@ -155,16 +156,6 @@ def timed(fn, repeats):
         times.append(time.perf_counter() - t0)
         del out
     return 1e3 * median(times)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> None:

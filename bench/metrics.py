@@ -40,6 +40,7 @@ from occ_core.classes import OCC3D_FREE  # noqa: E402
 from occ_core.eval.occupancy import occ3d_miou  # noqa: E402
 from occ_core.eval.rayiou import cast_labels, lidar_ray_directions, occ3d_rayiou  # noqa: E402
 from occ_core.grid import OCC3D  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def synthetic_frame(seed: int = 0):
@@ -163,21 +164,14 @@ def main(argv=None) -> int:
     rows.append(("  of which ray casting (one grid, 112,320 rays)", cast, loop_ray / 2, None))
     rows.append(("  of which counting (update_rays, 224,640 rays)", count, float("nan"), None))
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
     print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"numpy {np.__version__}, Python {platform.python_version()}")
     print(f"Python loops: {n} voxels and {n_rays} rays per grid, scaled; loop/op label agreement on those rays: {agree:.4f}")
     print()
-    print(f"| case | ours (ms/frame) | Python loop (ms/frame) | speed-up | target (ms) |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| case | ours (ms/frame) | Python loop (ms/frame) | speed-up | target (ms) |")
+    print("|---|---:|---:|---:|---:|")
     for name, o, l, tgt in rows:
         t = "-" if tgt is None else f"<= {tgt:g} ({'met' if o <= tgt else 'missed'})"
         lp, sp = ("-", "-") if math.isnan(l) else (f"{l:.0f}", f"{l / o:.0f}x")

@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -47,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from occ_core.data.synthetic import SynthConfig, generate  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 PREFIX = "/bench_node"
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
@@ -206,8 +206,7 @@ def main(argv=None) -> int:
     rows = {name: np.array([getattr(tm, name) for tm in timings]) * 1e3
             for name in ("decode", "preprocess", "model", "postprocess", "publish", "total")}
     rows["total - model"] = rows["total"] - rows["model"]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu}, "
           f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     what = (f"model {args.model} + {args.checkpoint or 'random init'}" if args.predictor == "model"

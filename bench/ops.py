@@ -26,7 +26,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from occ_core.grid import OCC3D, GridSpec  # noqa: E402
 from occ_core.ops import bev_pool, dynamic_voxelize, hard_voxelize, prepare_bev_pool, raycast  # noqa: E402
 from occ_core.rig import load_rig  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 LIDAR_GRID = GridSpec.from_range("centerpoint", (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), (0.1, 0.1, 0.2))
 
@@ -125,16 +125,6 @@ def occ_frame(rng) -> torch.Tensor:
     return occ
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -206,7 +196,7 @@ def main(argv=None) -> int:
 
     print()
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
           + (f", GPU {torch.cuda.get_device_name()}" if has_cuda else ""))
     print(f"sizes: {N} points ({Cp} columns) -> {dyn.features.shape[0]} voxels (dynamic), {hard.voxels.shape[0]} (hard); "
           f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays")

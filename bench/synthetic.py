@@ -22,16 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from occ_core.data.synthetic import SynthConfig, generate  # noqa: E402
 from occ_core.data.synthetic.cli import _image_size  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def main() -> int:
@@ -52,7 +43,7 @@ def main() -> int:
     n_lidar = res.sample_data - res.samples * 6  # all sample_data but the keyframe images (no camera sweeps here)
     workers = a.workers or min(cfg.scenes, os.cpu_count() or 1)
     print(f"# occ-synth benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{os.cpu_count()} x {_cpu_model()}, Python {platform.python_version()}")
+          f"{os.cpu_count()} x {cpu_model()}, Python {platform.python_version()}")
     print(f"# {cfg.scenes} scenes x {cfg.samples_per_scene} keyframes, sweeps={cfg.sweeps}, {w}x{h} images, "
           f"{workers} worker process(es)")
     print()

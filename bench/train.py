@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,18 +33,9 @@ from occ_core.data.nuscenes_dataset import NuScenesOccDataset, collate, scene_sp
 from occ_core.models.config import load_config  # noqa: E402
 from occ_core.models.predictor import OccupancyPredictor  # noqa: E402
 from occ_core.training.train import Trainer  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def timed(fn, steps: int, device: torch.device) -> list[float]:

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from occ_core import grid
 from occ_core.classes import OCC3D_FREE, OPENOCC_FREE

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from occ_core.data.nuscenes_dataset import NuScenesOccDataset, augment_bev, collate, scene_splits
-from occ_core.errors import OccDataError
 from occ_core.grid import OCC3D
 from occ_core.models.config import load_config
-from occ_core.training.losses import class_weights_from_counts, lovasz_softmax, occupancy_loss
+from occ_core.training.losses import class_weights_from_counts, lovasz_softmax
 from occ_core.training.train import StepBatchSampler, Trainer, main as train_main
 from occ_core.training.predict import main as predict_main
 
