@@ -47,6 +47,9 @@ setup(
             "occ-render = occ_core.viz.cli:main",
             "occupancy_node = occ_ros.occupancy_node:main",
             "occ-launch = occ_ros.launch_description:main",
+            "occ-nusc2bag = occ_ros.bag.nusc2bag:main",
+            "occ-bag-play = occ_ros.bag.play:main",
+            "occ-bag-eval = occ_ros.bag.evaluate:main",
         ],
     },
 )
