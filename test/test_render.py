@@ -148,3 +148,21 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", other=np.zeros(3))
     assert main([str(tmp_path / "x.npz"), "-o", str(tmp_path)]) == 2
     assert "x.npz" in capsys.readouterr().err
+
+
+def test_cli_never_overwrites_a_render_of_the_same_run(tmp_path):
+    """A GT labels.npz and the prediction <token>.npz of the same sample both get their PNGs."""
+    gt = np.full(OCC3D.dims, OCC3D_FREE, dtype=np.uint8)
+    gt[60:140, :, 2] = ROAD
+    pred = gt.copy()
+    pred[90:100, 90:100, 3] = CAR
+    (tmp_path / "gts" / "tok").mkdir(parents=True)
+    np.savez(tmp_path / "gts" / "tok" / "labels.npz", semantics=gt, mask_lidar=np.ones(OCC3D.dims, bool),
+             mask_camera=np.ones(OCC3D.dims, bool))
+    np.savez(tmp_path / "tok.npz", semantics=pred)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "gts" / "tok" / "labels.npz"), str(tmp_path / "tok.npz"), str(tmp_path / "tok.npz")]
+    assert main([*args, "-o", str(out), "--view", "bev"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["tok_2_bev.png", "tok_bev.png", "tok_gt_bev.png"]
+    np.testing.assert_array_equal(cv2.imread(str(out / "tok_gt_bev.png"))[:, :800], render_bev(gt, OCC3D))
+    np.testing.assert_array_equal(cv2.imread(str(out / "tok_bev.png"))[:, :800], render_bev(pred, OCC3D))

@@ -7,7 +7,9 @@ Examples::
     occ-render my_bag/ --topic /occupancy/voxels --every 5 -o renders/
 
 Writes ``<out>/<name>_3d.png`` and ``<out>/<name>_bev.png`` (atomically) per grid; ``<name>``
-is the file stem (the sample token folder for ``labels.npz``) or ``<bag>_<stamp_ns>``.
+is the file stem (``<sample token>_gt`` for a ``labels.npz`` ground-truth file) or
+``<bag>_<stamp_ns>``; a name that repeats within one run gets ``_2``, ``_3``, ... so no render
+overwrites another (a prediction ``<token>.npz`` and its GT render side by side).
 """
 
 from __future__ import annotations
@@ -53,8 +55,17 @@ def _grids(args: argparse.Namespace) -> Iterator[NamedGrid]:
         if is_bag(path):
             yield from bag_grids(path, spec, args.topic, args.every)
         else:
-            name = path.parent.name if path.name == "labels.npz" else path.stem
+            name = f"{path.parent.name}_gt" if path.name == "labels.npz" else path.stem
             yield NamedGrid(name, read_grid_file(path, spec, args.mask))
+
+
+def _unique(names: Iterator[NamedGrid]) -> Iterator[NamedGrid]:
+    """The grids with names made unique within the run (``name``, ``name_2``, ...)."""
+    seen: dict[str, int] = {}
+    for g in names:
+        n = seen.get(g.name, 0) + 1
+        seen[g.name] = n
+        yield g if n == 1 else NamedGrid(f"{g.name}_{n}", g.labels)
 
 
 def _write_png(path: Path, img) -> None:
@@ -70,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     camera = Camera3D(azimuth_deg=args.azimuth, elevation_deg=args.elevation, width=args.size[0], height=args.size[1])
     written = 0
     try:
-        for g in tqdm(_grids(args), desc="occ-render", unit="grid"):
+        for g in tqdm(_unique(_grids(args)), desc="occ-render", unit="grid"):
             if args.view in ("3d", "both"):
                 _write_png(args.out / f"{g.name}_3d.png", add_legend(render_3d(g.labels, spec, camera), g.labels, title=g.name))
                 written += 1
