@@ -1,0 +1,407 @@
+"""``occ-bag-eval BAG [--rate R]``: score the occupancy node in the loop on a bag from ``occ-nusc2bag``.
+
+One process, one rclpy context, three nodes on the live DDS graph: the :class:`~occ_ros.bag.play.BagPlayer`
+(the bag's serialized messages at ``rate`` x recorded speed, with ``/clock``), an
+:class:`~occ_ros.occupancy_node.OccupancyNode` (its parameters as the launch file gives them, the
+model from ``--config`` / ``--checkpoint``) and a recorder subscribed to ``/occupancy/voxels``
+(serialized, so the recording is byte-exact). Extrinsics: tf2_ros is not installed with the rclpy
+wheels, so the node gets the bag's ``/tf_static`` (base_link -> sensors) as static extrinsics; the
+rig file is not used.
+
+Matching and metrics: a prediction is matched to the ``/occupancy/gt`` keyframe with the same
+header stamp (the node stamps its output with the LiDAR stamp; the converter stamps the ground truth
+with the keyframe LiDAR stamp). Occ3D mIoU / geometric IoU (camera mask by default) through
+``occ_core.eval.occupancy.occ3d_miou`` and RayIoU through ``occ_core.eval.rayiou.occ3d_rayiou`` with
+ray origins from the bag: the LIDAR_TOP poses (``/tf`` map -> base_link at each keyframe stamp x
+``/tf_static`` base_link -> LIDAR_TOP) of the scene's keyframes, selected by
+:func:`occ_core.eval.rayiou.select_ray_origins` exactly as ``occ-eval`` does from the nuScenes tables.
+A scene starts at each ``/tf_static`` message (the converter writes one per scene). A keyframe
+without a prediction is a dropped frame and is left out of the metrics (the count is reported).
+
+Before playing, the first ``CameraInfo`` of each camera is published once (a pre-roll, as a camera
+driver's info precedes its stream) so that the first keyframe is not skipped for lack of intrinsics.
+
+Latency = wall time from the player publishing the LiDAR cloud to the recorder receiving the
+prediction with its stamp (p50/p95 over the matched frames); the effective rate = predictions
+received per wall second of playback. The predictions (``/occupancy/voxels``) are written, with the
+bag's ``/occupancy/gt``, ``/tf`` and ``/tf_static``, into an MCAP bag (``--record``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from occ_core.errors import OccDataError
+from occ_core.eval.occupancy import occ3d_miou, select_mask
+from occ_core.eval.rayiou import occ3d_rayiou, select_ray_origins
+from occ_core.eval.report import MetricReport
+from occ_core.fileio import atomic_write_text
+from occ_core.geometry import make_transform
+from occ_core.grid import OCC3D
+from occ_ros.bag.nusc2bag import BASE_FRAME, GT_TOPIC, gt_cloud_to_grid
+from occ_ros.bag.play import BagPlayer, PlayConfig
+from occ_ros.conversions import pointcloud2_to_occupancy
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+VOXELS_TOPIC = "/occupancy/voxels"
+LIDAR_TOPIC = "/LIDAR_TOP"
+COPIED_TOPICS = (GT_TOPIC, "/tf", "/tf_static")
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _tf_matrix(tf: Any) -> np.ndarray:
+    t, q = tf.transform.translation, tf.transform.rotation
+    return make_transform(np.array([t.x, t.y, t.z]), np.array([q.w, q.x, q.y, q.z]))
+
+
+@dataclass
+class GtFrame:
+    """One ground-truth keyframe of the bag: stamp, scene index, (X, Y, Z) grids, ray origins (K, 3) in base_link."""
+
+    stamp_ns: int
+    scene: int
+    semantics: np.ndarray
+    mask_lidar: np.ndarray
+    mask_camera: np.ndarray
+    origins: np.ndarray | None = None
+
+
+@dataclass
+class BagGroundTruth:
+    """What the evaluation reads from the bag before playing: keyframes, static extrinsics
+    (frame -> base_link, 4x4) and the LiDAR log-time -> header-stamp map."""
+
+    frames: list[GtFrame]
+    static: dict[str, np.ndarray]
+    lidar_stamps: dict[int, int]
+
+
+def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTruth:
+    """``/occupancy/gt``, ``/tf``, ``/tf_static`` and the LiDAR stamps of ``bag``, with the ray origins.
+
+    Raises:
+        OccDataError: no ``/occupancy/gt`` topic, or a keyframe without its map -> base_link ``/tf``.
+    """
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    reader = AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+    reader.open()
+    try:
+        topics = {c.topic for c in reader.connections}
+        if GT_TOPIC not in topics:
+            raise OccDataError(f"{bag}: no {GT_TOPIC} topic (convert with occ-nusc2bag and Occ3D gts/); has {sorted(topics)}")
+        conns = [c for c in reader.connections if c.topic in (GT_TOPIC, "/tf", "/tf_static", LIDAR_TOPIC)]
+        frames: list[GtFrame] = []
+        ego: dict[int, np.ndarray] = {}
+        static: dict[str, np.ndarray] = {}
+        lidar_stamps: dict[int, int] = {}
+        scene = -1
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic == "/tf_static":
+                scene += 1
+                for tf in msg.transforms:
+                    if tf.header.frame_id == BASE_FRAME:
+                        static[tf.child_frame_id] = _tf_matrix(tf)
+            elif conn.topic == "/tf":
+                for tf in msg.transforms:
+                    if tf.child_frame_id == BASE_FRAME:
+                        ego[_stamp_ns(tf.header.stamp)] = _tf_matrix(tf)
+            elif conn.topic == LIDAR_TOPIC:
+                lidar_stamps[t_ns] = _stamp_ns(msg.header.stamp)
+            else:
+                sem, ml, mc = gt_cloud_to_grid(msg)
+                frames.append(GtFrame(_stamp_ns(msg.header.stamp), max(scene, 0), sem, ml, mc))
+    finally:
+        reader.close()
+    if lidar_frame not in static:
+        raise OccDataError(f"{bag}: /tf_static has no {BASE_FRAME} -> {lidar_frame} transform")
+    T_lidar = static[lidar_frame]
+    for s in sorted({f.scene for f in frames}):
+        keys = [f for f in frames if f.scene == s]
+        missing = [f.stamp_ns for f in keys if f.stamp_ns not in ego]
+        if missing:
+            raise OccDataError(f"{bag}: /tf has no map -> {BASE_FRAME} at the keyframe stamps {missing[:3]} ns")
+        g_from_l = np.stack([ego[f.stamp_ns] @ T_lidar for f in keys])
+        for i, f in enumerate(keys):
+            f.origins = select_ray_origins(g_from_l, i, T_lidar)
+    return BagGroundTruth(frames, static, lidar_stamps)
+
+
+class StaticExtrinsics:
+    """Node extrinsics from the bag's ``/tf_static`` (what TF would give the node in a full ROS 2 install)."""
+
+    def __init__(self, T_base_from: dict[str, np.ndarray]):
+        self._T = dict(T_base_from)
+        self._T[BASE_FRAME] = np.eye(4)
+
+    def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
+        T = self._T.get(frame_id)
+        return None if T is None else T.copy()
+
+    def describe(self) -> str:
+        return f"bag /tf_static ({', '.join(sorted(self._T))})"
+
+
+@dataclass
+class EvalConfig:
+    """Arguments of :func:`evaluate` (see ``occ-bag-eval --help``)."""
+
+    bag: Path
+    rate: float = 1.0
+    config: Path = PACKAGE_ROOT / "config" / "models" / "fusion.yaml"
+    checkpoint: Path | None = PACKAGE_ROOT / "config" / "models" / "fusion_demo.pt"
+    mask: str = "camera"
+    record: Path | None = None
+    json_out: Path | None = None
+    lidar_sweeps: int = 1
+    worker_queue_size: int = 2
+    drain_timeout: float = 120.0
+    discovery_timeout: float = 10.0
+
+
+@dataclass
+class PlaybackResult:
+    """Scores and timing of one playback (metrics over the matched keyframes only).
+
+    Attributes:
+        voxel, ray: the occ_core metric reports (mIoU / IoU, RayIoU).
+        frames: ground-truth keyframes in the bag; predicted: matched predictions; dropped: frames - predicted.
+        latency_ms_p50, latency_ms_p95: LiDAR published -> prediction received (nan without predictions).
+        effective_rate_hz: predictions received per wall second of playback.
+        counters: the node's counters at the end (inputs, incomplete, dropped by the worker, ...).
+    """
+
+    voxel: MetricReport
+    ray: MetricReport
+    frames: int
+    predicted: int
+    dropped: int
+    latency_ms_p50: float
+    latency_ms_p95: float
+    effective_rate_hz: float
+    play_rate: float
+    wall_s: float
+    counters: dict[str, int] = field(default_factory=dict)
+    predictions: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict[str, float]:
+        return {"mIoU": self.voxel.summary["mIoU"], "IoU": self.voxel.summary["IoU (geometric)"],
+                "RayIoU": self.ray.summary["RayIoU"], "frames": self.frames, "predicted": self.predicted,
+                "dropped": self.dropped, "latency_ms_p50": self.latency_ms_p50, "latency_ms_p95": self.latency_ms_p95,
+                "effective_rate_hz": self.effective_rate_hz, "play_rate": self.play_rate}
+
+    def to_text(self) -> str:
+        s = self.summary()
+        return (f"{self.voxel.to_text()}\n\n{self.ray.to_text()}\n\n"
+                f"playback x{s['play_rate']:g}: {s['predicted']}/{s['frames']} keyframes predicted "
+                f"({s['dropped']} dropped), latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms, "
+                f"effective rate {s['effective_rate_hz']:.2f} Hz")
+
+
+def _write_record(out: Path, bag: Path, voxels: list[tuple[int, bytes]]) -> None:
+    """MCAP bag of the predictions (log time = stamp) plus the input's ground truth and TF, atomically."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp_dir = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    try:
+        with Writer(tmp_dir / out.name, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+            reader = AnyReader([Path(bag)], default_typestore=store)
+            reader.open()
+            try:
+                for c in reader.connections:
+                    if c.topic in COPIED_TOPICS:
+                        wc = w.add_connection(c.topic, c.msgtype, typestore=store,
+                                              offered_qos_profiles=list(getattr(c.ext, "offered_qos_profiles", [])))
+                        for _, t_ns, raw in reader.messages(connections=[c]):
+                            w.write(wc, t_ns, raw)
+            finally:
+                reader.close()
+            vc = w.add_connection(VOXELS_TOPIC, "sensor_msgs/msg/PointCloud2", typestore=store)
+            for stamp, raw in voxels:
+                w.write(vc, stamp, raw)
+        (tmp_dir / out.name).rename(out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> PlaybackResult:
+    """Play ``cfg.bag`` through an in-process :class:`OccupancyNode` and score its predictions.
+
+    Args:
+        predictor: an ``occ_core.frame.Predictor`` (None = ``load_predictor(cfg.config, cfg.checkpoint)``).
+
+    Raises:
+        OccDataError: a bag without ground truth, or unreadable.
+    """
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import PointCloud2
+    from tqdm import tqdm
+
+    from occ_ros.occupancy_node import OccupancyNode
+
+    gt = read_ground_truth(cfg.bag)
+    if predictor is None:
+        from occ_core.models.predictor import load_predictor
+
+        predictor = load_predictor(str(cfg.config), str(cfg.checkpoint) if cfg.checkpoint else None, device="cpu")
+    store = get_typestore(Stores.ROS2_JAZZY)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    received: dict[int, tuple[float, bytes]] = {}
+    bar = tqdm(total=len(gt.frames), desc="occ-bag-eval", unit="frame", disable=not progress)
+    lock = threading.Lock()
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    nodes = []
+    try:
+        node = OccupancyNode(predictor=predictor, context=context, parameter_overrides=[
+            Parameter("lidar_sweeps", value=cfg.lidar_sweeps),
+            Parameter("worker_queue_size", value=cfg.worker_queue_size),
+            Parameter("odom_topic", value="/odom" if cfg.lidar_sweeps > 1 else ""),
+        ])
+        node.extrinsics = StaticExtrinsics(gt.static)
+        recorder = Node("occ_bag_recorder", context=context)
+
+        def on_voxels(raw: bytes) -> None:
+            now = time.monotonic()
+            msg = store.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2")
+            with lock:
+                received[_stamp_ns(msg.header.stamp)] = (now, raw)
+            bar.update(1)
+
+        recorder.create_subscription(PointCloud2, VOXELS_TOPIC, on_voxels, QoSProfile(depth=100), raw=True)
+        player = BagPlayer(PlayConfig(cfg.bag, rate=cfg.rate, wait_for_subscribers=0.0), context=context)
+        nodes = [node, recorder, player.node]
+        for n in nodes:
+            executor.add_node(n)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+        # discovery: the node's inputs and the recorder must be matched before the first message
+        end = time.monotonic() + cfg.discovery_timeout
+        while time.monotonic() < end and not (all(p.get_subscription_count() > 0 for t, p in player.publishers.items()
+                                                  if t.endswith(("image_rect_compressed", "camera_info", LIDAR_TOPIC)))
+                                              and node.voxels_pub.get_subscription_count() > 0):
+            time.sleep(0.05)
+        # CameraInfo pre-roll: the node keeps the latest intrinsics; without them the first keyframe
+        # would be skipped when its info and image arrive in the same instant (callback order race)
+        info_topics = [t for t in player.publishers if t.endswith("/camera_info")]
+        player.publish_first(info_topics)
+        end = time.monotonic() + cfg.discovery_timeout
+        while time.monotonic() < end and node.counters.camera_info_msgs < len(info_topics):
+            time.sleep(0.02)
+        t_play = time.monotonic()
+        stats = player.play()
+        wanted = {f.stamp_ns for f in gt.frames}
+        last_n, last_change = -1, time.monotonic()
+        end = time.monotonic() + cfg.drain_timeout
+        while time.monotonic() < end:  # let the node finish what it queued
+            with lock:
+                n = len(wanted & set(received))
+            if n == len(wanted):
+                break
+            if n != last_n:
+                last_n, last_change = n, time.monotonic()
+            elif node.worker.stats().queued == 0 and time.monotonic() - last_change > 5.0:
+                break
+            time.sleep(0.05)
+        wall = time.monotonic() - t_play
+        counters = dict(vars(node.counters))
+        counters["worker_dropped"] = node.worker.stats().dropped
+        player.close()
+    finally:
+        bar.close()
+        executor.shutdown()
+        for n in nodes:
+            try:
+                n.destroy_node()
+            except Exception:  # noqa: BLE001 - the player closed its node already
+                pass
+        rclpy.try_shutdown(context=context)
+
+    vox, ray = occ3d_miou(cfg.mask), occ3d_rayiou()
+    latencies, predictions = [], {}
+    stamp_to_log = {v: k for k, v in gt.lidar_stamps.items()}
+    for f in gt.frames:
+        if f.stamp_ns not in received:
+            continue
+        t_recv, raw = received[f.stamp_ns]
+        pred = pointcloud2_to_occupancy(store.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2"), OCC3D)
+        predictions[f.stamp_ns] = pred
+        vox.update(f.semantics, pred, select_mask(cfg.mask, f.mask_camera, f.mask_lidar, f"{GT_TOPIC}@{f.stamp_ns}"))
+        ray.update(f.semantics, pred, f.origins)
+        sent = stats.sent_at.get((LIDAR_TOPIC, stamp_to_log.get(f.stamp_ns, f.stamp_ns)))
+        if sent is not None:
+            latencies.append((t_recv - sent) * 1e3)
+    lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
+    recv_times = sorted(t for t, _ in received.values())
+    play_wall = max(stats.wall_s, (recv_times[-1] - t_play) if recv_times else 0.0)
+    result = PlaybackResult(vox.report(), ray.report(), len(gt.frames), len(predictions),
+                            len(gt.frames) - len(predictions), float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
+                            len(received) / play_wall if play_wall > 0 else 0.0, cfg.rate, wall, counters, predictions)
+    if cfg.record is not None:
+        _write_record(cfg.record, cfg.bag, sorted((s, r) for s, (_, r) in received.items()))
+    if cfg.json_out is not None:
+        doc = {"bag": str(cfg.bag), "summary": result.summary(), "counters": counters,
+               "reports": {"voxel": result.voxel.to_dict(), "ray": result.ray.to_dict()}}
+        atomic_write_text(cfg.json_out, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    return result
+
+
+def parse_args(argv: list[str] | None) -> EvalConfig:
+    d = EvalConfig(Path("."))
+    p = argparse.ArgumentParser(prog="occ-bag-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("bag", type=Path, help="bag from occ-nusc2bag (with /occupancy/gt)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--config", type=Path, default=d.config, help="model config (default: the shipped fusion model)")
+    p.add_argument("--checkpoint", type=Path, default=d.checkpoint, help="model checkpoint ('' = seeded random init)")
+    p.add_argument("--mask", choices=("camera", "lidar", "both", "none"), default="camera", help="mIoU mask")
+    p.add_argument("--record", type=Path, help="write the predictions (+ GT, TF) into this MCAP bag folder")
+    p.add_argument("--json", dest="json_out", type=Path, help="write the summary and reports as JSON")
+    p.add_argument("--lidar-sweeps", type=int, default=1, help="node parameter lidar_sweeps (default 1)")
+    a = p.parse_args(argv)
+    ckpt = a.checkpoint if a.checkpoint and str(a.checkpoint) else None
+    return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        res = evaluate(cfg)
+    except (OccDataError, ValueError) as e:
+        print(f"occ-bag-eval: {e}", file=sys.stderr)
+        return 1
+    print(res.to_text())
+    if cfg.record is not None:
+        print(f"occ-bag-eval: predictions recorded in {cfg.record}")
+    return 0 if res.predicted > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
