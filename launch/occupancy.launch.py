@@ -2,7 +2,7 @@
 
 Starts what ``occ_ros.launch_description.describe`` lists (the same description ``occ-launch``
 runs without ``ros2 launch``): occupancy_node with config/occupancy.yaml, optionally RViz2 with
-config/occupancy.rviz and ``ros2 bag play --clock <bag>``.
+config/occupancy.rviz and ``occ-bag-play <bag>`` (our rosbag2 player; it publishes /clock).
 """
 
 from launch import LaunchDescription

@@ -47,7 +47,8 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("checkpoint", "config/models/fusion_demo.pt",
                    "Model checkpoint (relative paths: from the occ_ros share folder); empty = seeded random-init weights."),
     LaunchArgument("use_sim_time", "false", "Use /clock time (set true when playing a bag).", ("true", "false")),
-    LaunchArgument("bag", "", "A rosbag2 folder to play with 'ros2 bag play --clock'; empty = live sensors."),
+    LaunchArgument("bag", "", "A rosbag2 folder to play with occ-bag-play (publishes /clock, recorded QoS); "
+                              "empty = live sensors."),
     LaunchArgument("rviz", "false", "Start RViz2 with config/occupancy.rviz.", ("true", "false")),
     LaunchArgument("params_file", "config/occupancy.yaml", "occupancy_node parameters (ROS 2 params file)."),
     LaunchArgument("output_ns", "/occupancy", "Namespace of the outputs: <output_ns>/markers, <output_ns>/voxels."),
@@ -134,7 +135,8 @@ def describe(values: Mapping[str, str] | None = None) -> LaunchPlan:
                               arguments=("-d", _share_path("config/occupancy.rviz"))))
     processes = []
     if a["bag"]:
-        processes.append(ProcessSpec("bag_player", ("ros2", "bag", "play", a["bag"], "--clock")))
+        # our own player: ros2 bag play is not part of the rclpy wheels; occ-bag-play publishes /clock too
+        processes.append(ProcessSpec("bag_player", ("occ-bag-play", a["bag"])))
     return LaunchPlan(tuple(nodes), tuple(processes))
 
 
@@ -187,9 +189,10 @@ def commands(plan: LaunchPlan, resolve: bool = True) -> list[tuple[str, list[str
     for proc in plan.processes:
         argv = list(proc.cmd)
         if resolve:
-            path = shutil.which(argv[0])
+            beside = Path(sys.executable).parent / argv[0]  # console scripts of this environment
+            path = str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which(argv[0])
             if path is None:
-                raise FileNotFoundError(f"{proc.name}: {argv[0]!r} not found on PATH (needs a ROS 2 install)")
+                raise FileNotFoundError(f"{proc.name}: {argv[0]!r} not found in {Path(sys.executable).parent} or on PATH")
             argv[0] = path
         out.append((proc.name, argv))
     return out

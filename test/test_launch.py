@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from occ_ros.launch_description import (ARGUMENTS, LaunchArgumentError, commands, describe, main, node_command,
-                                        param_value_text, run)
+from occ_ros.launch_description import (ARGUMENTS, LaunchArgumentError, LaunchPlan, commands, describe, main,
+                                        node_command, param_value_text, run)
 from occ_ros.params import DEFAULT_PARAMS_FILE, NUSCENES_CAMERAS, PARAMETERS_BY_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,9 @@ def test_arguments_change_the_plan_and_bad_ones_are_rejected(tmp_path):
     assert dict(node.parameters)["checkpoint"] == str(ckpt) and dict(node.parameters)["use_sim_time"] is True
     assert dict(node.remappings)["/occupancy/voxels"] == "/occ2/voxels"
     assert rviz.executable == "rviz2" and rviz.arguments == ("-d", str(REPO / "config/occupancy.rviz"))
-    assert plan.processes[0].cmd == ("ros2", "bag", "play", "/data/bag1", "--clock")
+    assert plan.processes[0].cmd == ("occ-bag-play", "/data/bag1")
+    (name, argv), = commands(LaunchPlan((), plan.processes))  # resolved to this environment's console script
+    assert name == "bag_player" and argv[1:] == ["/data/bag1"] and Path(argv[0]).name == "occ-bag-play"
     with pytest.raises(LaunchArgumentError, match="unknown launch argument"):
         describe({"modle": "x"})
     with pytest.raises(LaunchArgumentError, match=r"rviz:='yes'.*\['true', 'false'\]"):
