@@ -368,9 +368,10 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
     if cfg.record is not None:
         _write_record(cfg.record, cfg.bag, sorted((s, r) for s, (_, r) in received.items()))
     if cfg.json_out is not None:
-        doc = {"bag": str(cfg.bag), "summary": result.summary(), "counters": counters,
+        summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary().items()}
+        doc = {"bag": str(cfg.bag), "summary": summary, "counters": counters,
                "reports": {"voxel": result.voxel.to_dict(), "ray": result.ray.to_dict()}}
-        atomic_write_text(cfg.json_out, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+        atomic_write_text(cfg.json_out, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return result
 
 
