@@ -326,9 +326,10 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
                 n = len(wanted & set(received))
             if n == len(wanted):
                 break
+            idle = node.worker.join_idle(0.0)  # nothing queued and nothing in the predictor
             if n != last_n:
                 last_n, last_change = n, time.monotonic()
-            elif node.worker.stats().queued == 0 and time.monotonic() - last_change > 5.0:
+            elif idle and time.monotonic() - last_change > 2.0:
                 break
             time.sleep(0.05)
         wall = time.monotonic() - t_play

@@ -9,7 +9,8 @@ Topics (stamps = the ``sample_data`` timestamps, DESIGN.md section 3):
 ``/LIDAR_TOP``                 sensor_msgs/PointCloud2         x, y, z, intensity, ring float32, LIDAR_TOP frame
 ``/tf``                        tf2_msgs/TFMessage              map -> base_link at every sample_data stamp
 ``/tf_static``                 tf2_msgs/TFMessage              base_link -> every sensor, once, TRANSIENT_LOCAL
-``/odom``                      nav_msgs/Odometry               the same ego pose (map -> base_link)
+``/odom``                      nav_msgs/Odometry               the same ego pose (map -> base_link); twist
+                                                               zero, covariances zero (ego_pose has no velocity)
 ``/occupancy/gt``              sensor_msgs/PointCloud2         per keyframe (LIDAR_TOP stamp), base_link
 ``/markers/annotations``       visualization_msgs/MarkerArray  per keyframe, one CUBE per box, map frame
 =============================  ==============================  ===========================================
