@@ -35,7 +35,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -382,13 +382,13 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("bag", type=Path, help="bag from occ-nusc2bag (with /occupancy/gt)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
     p.add_argument("--config", type=Path, default=d.config, help="model config (default: the shipped fusion model)")
-    p.add_argument("--checkpoint", type=Path, default=d.checkpoint, help="model checkpoint ('' = seeded random init)")
+    p.add_argument("--checkpoint", default=str(d.checkpoint), help="model checkpoint ('' = seeded random init)")
     p.add_argument("--mask", choices=("camera", "lidar", "both", "none"), default="camera", help="mIoU mask")
     p.add_argument("--record", type=Path, help="write the predictions (+ GT, TF) into this MCAP bag folder")
     p.add_argument("--json", dest="json_out", type=Path, help="write the summary and reports as JSON")
     p.add_argument("--lidar-sweeps", type=int, default=1, help="node parameter lidar_sweeps (default 1)")
     a = p.parse_args(argv)
-    ckpt = a.checkpoint if a.checkpoint and str(a.checkpoint) else None
+    ckpt = Path(a.checkpoint) if a.checkpoint else None
     return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps)
 
 
