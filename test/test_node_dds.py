@@ -71,6 +71,7 @@ class Peer:
         from visualization_msgs.msg import MarkerArray
 
         self.kf, self.prefix = kf, prefix
+        self.calibrated = None  # a callable: True once the node holds every camera's CameraInfo
         self.node = rclpy.create_node("occ_node_test_peer", context=ctx)
         self.img = {c: self.node.create_publisher(CompressedImage, f"{prefix}/{c}/image", 10) for c in CAMERAS}
         self.info = {c: self.node.create_publisher(CameraInfo, f"{prefix}/{c}/camera_info", 10) for c in CAMERAS}
@@ -88,6 +89,10 @@ class Peer:
         if infos:
             for c in CAMERAS:
                 self.info[c].publish(camera_info_msg(self.kf, c, stamp_ns))
+            if self.calibrated is not None:
+                # CameraInfo streams continuously on a live rig; here it is sent once, so let it
+                # arrive before the frame (the executor may run the callbacks in any order).
+                wait_for(self.calibrated, what="CameraInfo of every camera at the node")
         for c in cameras:
             self.img[c].publish(image_msg(self.kf, c, stamp_ns, (frame_ids or {}).get(c)))
         if lidar:
@@ -114,6 +119,7 @@ def harness(keyframe):
     predictor = Recording(PointHeightTestPredictor())
     node = OccupancyNode(predictor, context=ctx, parameter_overrides=topic_overrides(PREFIX, keyframe.rig_file))
     peer = Peer(ctx, PREFIX, keyframe)
+    peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
     ex = MultiThreadedExecutor(num_threads=3, context=ctx)
     ex.add_node(node)
     ex.add_node(peer.node)

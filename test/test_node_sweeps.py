@@ -88,7 +88,7 @@ def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
     from occ_ros.conversions import columns_to_pointcloud2, pointcloud2_to_occupancy
     from occ_ros.occupancy_node import OccupancyNode
     from test_node_dds import Peer, topic_overrides, wait_for
-    from test_node_support import PointHeightTestPredictor, load_keyframe, ros_time
+    from test_node_support import CAMERAS, PointHeightTestPredictor, load_keyframe, ros_time
 
     chain = lidar_chain(synthetic_dataroot, 2)
     kf = load_keyframe(synthetic_dataroot, tmp_path, index=1)
@@ -107,6 +107,7 @@ def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
 
     node = OccupancyNode(Rec(), context=ctx, parameter_overrides=overrides)
     peer = Peer(ctx, prefix, kf)
+    peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
     odom = peer.node.create_publisher(Odometry, prefix + "/odom", 50)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
