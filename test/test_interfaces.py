@@ -71,10 +71,11 @@ def test_generated_types_match_the_msg_files():
     # installed: the ament index has the package, with the .msg the build generated from
     share = Path(get_package_share_directory("occ_ros_msgs"))
     assert (share / "msg" / "SemanticOccupancyGrid.msg").read_text() == (REPO / "msg" / "SemanticOccupancyGrid.msg").read_text()
-    # no collision with the hand-written package: occ_ros is still this checkout's
+    # no collision with the hand-written package: occ_ros is still the node's package
     import occ_ros
 
-    assert Path(occ_ros.__file__).resolve().parent == REPO / "occ_ros"
+    assert (Path(occ_ros.__file__).parent / "occupancy_node.py").is_file()
+    assert Path(grid_msgs.__file__).parent.parent.name == "occ_ros_msgs"
 
 
 # --------------------------------------------------------------------- conversions
