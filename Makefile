@@ -2,8 +2,12 @@
 #
 # .venv is rebuilt from scratch when it is missing or when requirements.lock changes (the
 # dependency stamp is named after its hash); the package itself is re-installed (editable)
-# when setup.py, setup.cfg or package.xml change. When both are up to date, `make venv`
-# takes well under a second.
+# when setup.py, setup.cfg or package.xml change. The ROS interfaces (interfaces/: occ_ros_msgs
+# from msg/, and tf2_msgs, which has no wheel) are generated with the rosidl tool chain of the
+# venv's Jazzy wheels and installed into .venv itself (see README, "Interfaces"; a .pth file
+# appends .venv to AMENT_PREFIX_PATH for the ament index) when the venv
+# is rebuilt or when their sources (.msg files, CMakeLists, package.xml) change: the stamp is
+# named after their hash. When all is up to date, `make venv` takes well under a second.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -12,11 +16,15 @@ DEPS_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
 PKG_HASH := $(shell cat setup.py setup.cfg package.xml | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 PKG_STAMP := $(VENV)/.pkg-$(DEPS_HASH)-$(PKG_HASH)
+IFACE_SOURCES := $(sort $(wildcard msg/*.msg interfaces/*/msg/*.msg interfaces/*/CMakeLists.txt \
+	interfaces/*/package.xml interfaces/cmake/*.cmake interfaces/build_into_prefix.sh interfaces/ament_prefix.pth))
+IFACE_HASH := $(shell cat $(IFACE_SOURCES) | sha256sum | cut -c1-16)
+IFACE_STAMP := $(VENV)/.ifaces-$(DEPS_HASH)-$(IFACE_HASH)
 PYTEST_ARGS ?=
 
 .PHONY: venv test demo train-demo colcon bench clean-venv
 
-venv: $(PKG_STAMP)
+venv: $(PKG_STAMP) $(IFACE_STAMP)
 
 $(DEPS_STAMP): requirements.lock
 	@if [ -d $(VENV) ]; then echo "== requirements.lock changed: rebuilding $(VENV)"; rm -rf $(VENV); fi
@@ -30,6 +38,17 @@ $(PKG_STAMP): $(DEPS_STAMP) setup.py setup.cfg package.xml
 	rm -f $(VENV)/.pkg-*
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(PKG_STAMP)
+
+# tf2_msgs is generated unless one outside .venv is importable (a full ROS 2 install has its own).
+$(IFACE_STAMP): $(DEPS_STAMP) $(IFACE_SOURCES)
+	rm -f $(VENV)/.ifaces-*
+	mkdir -p $(VENV)/interfaces-build
+	interfaces/build_into_prefix.sh $(VENV) $(VENV)/interfaces-build interfaces/occ_ros_msgs \
+		$$($(BIN)/python -c "import sys, tf2_msgs; sys.exit(tf2_msgs.__file__.startswith(sys.prefix))" 2>/dev/null || echo interfaces/tf2_msgs)
+	cp interfaces/ament_prefix.pth "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/occ_ros_ament_prefix.pth"
+	$(BIN)/python -c "from occ_ros_msgs.msg import SemanticOccupancyGrid; from tf2_msgs.msg import TFMessage; \
+		from ament_index_python.packages import get_package_share_directory as share; share('occ_ros_msgs')"
+	touch $(IFACE_STAMP)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,12 +3,15 @@
 Inputs (sensor-data QoS, names from parameters, see :mod:`occ_ros.params`): one image topic
 per camera (``CompressedImage`` or ``Image``), its ``CameraInfo`` (intrinsics, latest kept),
 and the LiDAR ``PointCloud2`` (x, y, z [, intensity]). Extrinsics come from TF when
-``tf2_ros`` is importable, else from the rig file. With ``lidar_sweeps`` > 1 the node also
+``tf2_ros`` is importable, else from the rig file; ``extrinsics_source: tf`` without tf2_ros
+reads /tf_static and /tf through tf2_msgs (:mod:`occ_ros.tf_buffer`). With ``lidar_sweeps`` > 1 the node also
 subscribes ``odom_topic`` (nav_msgs/Odometry) and adds earlier sweeps moved into the current
 base_link by the ego motion (:mod:`occ_ros.sweeps`; ``SensorFrame.points[:, 4]`` = their age);
 by default it uses the current sweep only.
 
-Outputs, stamped with the LiDAR header stamp in ``base_frame``: ``/occupancy/voxels``
+Outputs, stamped with the LiDAR header stamp in ``base_frame``: ``/occupancy/grid``
+(occ_ros_msgs/SemanticOccupancyGrid: the dense (X, Y, Z) labels with scores and flow when the
+predictor gives them, :mod:`occ_ros.conversions.grid_msg`), ``/occupancy/voxels``
 (PointCloud2 x, y, z, label, score of non-free voxels), ``/occupancy/markers`` (MarkerArray,
 serialized straight to CDR, built only while someone subscribes) and ``/diagnostics``
 (latency, input rates, drop and malformed counts).
@@ -46,6 +49,8 @@ from occ_ros.conversions import (ConversionError, camera_info_to_intrinsics, com
 from occ_ros.params import NODE_NAME, NodeConfig, ParameterError, declare_and_read, resolve_share_path
 from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
 from occ_ros.sync import ApproximateTimeSync, IncompleteSet, SyncedSet
+from occ_ros.conversions.grid_msg import grid_to_msg
+from occ_ros.tf_buffer import TfMessageExtrinsics
 from occ_ros.tf_source import RigExtrinsics, TfExtrinsics, tf2_available
 from occ_ros.worker import DropOldestWorker
 
@@ -155,17 +160,20 @@ class OccupancyNode(Node):
 
         use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
         if use_tf:
-            self.extrinsics = TfExtrinsics(self, cfg.base_frame)
+            self.extrinsics = (TfExtrinsics(self, cfg.base_frame) if tf2_available()
+                               else TfMessageExtrinsics(self, cfg.base_frame))
         else:
             self.extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
 
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from occ_ros_msgs.msg import SemanticOccupancyGrid
         from visualization_msgs.msg import MarkerArray
 
         reliable = QoSProfile(depth=2)
         self.markers_pub = self.create_publisher(MarkerArray, cfg.markers_topic, reliable)
         self.voxels_pub = self.create_publisher(PointCloud2, cfg.voxels_topic, reliable)
+        self.grid_pub = self.create_publisher(SemanticOccupancyGrid, cfg.grid_topic, reliable)
         self.diag_pub = self.create_publisher(DiagnosticArray, cfg.diagnostics_topic, QoSProfile(depth=10))
 
         self.sync = ApproximateTimeSync((LIDAR, *cfg.camera_names), LIDAR, cfg.sync_queue_size, cfg.sync_slop,
@@ -354,10 +362,12 @@ class OccupancyNode(Node):
         lidar: LidarItem = synced.payloads[LIDAR]
         header = Header(stamp=lidar.header.stamp, frame_id=self.config.base_frame)
         cloud = occupancy_to_pointcloud2(labels, self.spec, header=header, scores=pred.scores)
+        grid = grid_to_msg(labels, self.spec, header=header, scores=pred.scores, flow=pred.flow)
         markers = None
         if self.markers_pub.get_subscription_count() > 0:
             markers = occupancy_to_marker_array_cdr(labels, self.spec, header=header, alpha=self.config.marker_alpha)
         t3 = time.perf_counter()
+        self.grid_pub.publish(grid)
         self.voxels_pub.publish(cloud)
         if markers is not None:
             self.markers_pub.publish(markers)

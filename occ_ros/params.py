@@ -93,11 +93,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("sweep_max_age", 0.6, "Oldest earlier sweep used, seconds before the current one.", lo=0.05, hi=5.0),
     ParamSpec("markers_topic", "/occupancy/markers", "Output MarkerArray (one CUBE_LIST per class)."),
     ParamSpec("voxels_topic", "/occupancy/voxels", "Output PointCloud2 of non-free voxels (x, y, z, label, score)."),
+    ParamSpec("grid_topic", "/occupancy/grid",
+              "Output occ_ros_msgs/SemanticOccupancyGrid (dense labels, scores, flow when predicted)."),
     ParamSpec("diagnostics_topic", "/diagnostics", "Output diagnostic_msgs/DiagnosticArray."),
     ParamSpec("base_frame", "base_link", "Frame of the occupancy grid and of the outputs."),
     ParamSpec("extrinsics_source", "auto",
-              "Sensor -> base_frame transforms: 'tf' (tf2_ros), 'rig' (rig_file) or 'auto' (tf when tf2_ros "
-              "is importable, else rig).", choices=("auto", "tf", "rig")),
+              "Sensor -> base_frame transforms: 'tf' (tf2_ros; without it /tf_static and /tf through "
+              "tf2_msgs), 'rig' (rig_file) or 'auto' (tf when tf2_ros is importable, else rig).",
+              choices=("auto", "tf", "rig")),
     ParamSpec("rig_file", "config/rigs/nuscenes.yaml",
               "Rig calibration YAML (sensor -> base_link); a relative path is taken from the package share folder."),
     ParamSpec("sync_queue_size", 10, "Messages kept per input by the approximate-time synchronizer.", lo=1, hi=100),
@@ -136,6 +139,7 @@ class NodeConfig:
     sweep_max_age: float
     markers_topic: str
     voxels_topic: str
+    grid_topic: str
     diagnostics_topic: str
     base_frame: str
     extrinsics_source: str
@@ -199,7 +203,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         raise ParameterError(f"parameter 'camera_names': expected unique non-empty names of letters, digits and '_', "
                              f"got {list(cams)!r}")
     for name in ("compressed_image_topic", "raw_image_topic", "camera_info_topic", "lidar_topic", "markers_topic",
-                 "voxels_topic", "diagnostics_topic", "odom_topic"):
+                 "voxels_topic", "grid_topic", "diagnostics_topic", "odom_topic"):
         topic = out[name]
         if name == "odom_topic" and not topic:
             continue

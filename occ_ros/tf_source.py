@@ -1,5 +1,8 @@
 """Sensor -> base_link extrinsics for the node: from TF (tf2_ros) or from a rig calibration file.
 
+Without tf2_ros (the PyPI wheels) :class:`occ_ros.tf_buffer.TfMessageExtrinsics` reads
+/tf_static and /tf through tf2_msgs instead.
+
 Both sources answer ``lookup(frame_id, stamp_ns)`` with a (4, 4) float64 transform mapping
 points in ``frame_id`` into the base frame, or None when the transform is unknown (the node
 then counts the frame as "no calibration" and skips it).
@@ -14,6 +17,15 @@ import numpy as np
 
 from occ_core.geometry import make_transform
 from occ_core.rig import Rig, load_rig
+
+
+def tf_messages_available() -> bool:
+    """True when ``tf2_msgs`` can be imported (a ROS 2 install, or the venv's generated one)."""
+    try:
+        import tf2_msgs.msg  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def tf2_available() -> bool:
