@@ -21,7 +21,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("occ_ros_msgs.msg")
 pytest.importorskip("tf2_msgs.msg")
 
-from test_node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
+from test_node_support import (CAMERAS, wait_for, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
                                load_keyframe, offline_frame)
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE  # noqa: E402
 from occ_core.geometry import invert_transform, make_transform  # noqa: E402
@@ -35,15 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 NUSCENES_RIG = REPO / "config" / "rigs" / "nuscenes.yaml"
 WAIT_S = 20.0
 PREFIX = "/t_ifaces_node"
-
-
-def wait_for(pred, timeout=WAIT_S, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_transform_tree_composes_chains():

@@ -18,7 +18,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from test_node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
+from test_node_support import (CAMERAS, wait_for, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
                           load_keyframe, offline_frame)
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE  # noqa: E402
 from occ_ros.conversions import plan_markers, pointcloud2_to_array, pointcloud2_to_occupancy  # noqa: E402
@@ -40,15 +40,6 @@ def topic_overrides(prefix: str, rig_file) -> list:
             Parameter("extrinsics_source", value="rig"),
             Parameter("diagnostics_period", value=0.2),
             Parameter("sync_slop", value=0.05)]
-
-
-def wait_for(pred, timeout=WAIT_S, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Recording:

@@ -7,6 +7,7 @@ subprocess of the cross-process test.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,3 +141,13 @@ def lidar_msg(kf: Keyframe, stamp_ns: int):
 
     header = Header(frame_id="LIDAR_TOP", stamp=ros_time(stamp_ns))
     return columns_to_pointcloud2(kf.lidar_points, ("x", "y", "z", "intensity", "ring"), header=header)
+
+
+def wait_for(pred, timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``pred`` every 20 ms until it is true; fail naming ``what`` after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
