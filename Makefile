@@ -53,8 +53,9 @@ $(IFACE_STAMP): $(DEPS_STAMP) $(IFACE_SOURCES)
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The main job on the embedded default: generate the synthetic world (once, into data/),
-# fit the per-voxel prior, predict the validation scenes, evaluate (mIoU, IoU, RayIoU).
+# The main job on the embedded default: generate the synthetic world (once, into data/), predict
+# the validation scene with the shipped model and the per-voxel prior, evaluate (mIoU, IoU,
+# RayIoU), convert it to a bag and score the ROS node on its playback, render PNGs.
 demo: venv
 	$(BIN)/python -m occ_core.demo --dataroot data/synthetic --out work_dirs/demo
 
