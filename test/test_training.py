@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -180,10 +179,11 @@ def test_cli_train_resume_and_damaged_checkpoint(synthetic_dataroot, tmp_path, c
     assert occ3d.read_prediction(files[0]).shape == OCC3D.dims
 
 
-def _ddp_worker(rank, world, port, cfg, batches, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+def _ddp_worker(rank, world, cfg, batches, out_dir):
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous, not a TCP port: no collisions with other jobs on a shared machine
+    torch.distributed.init_process_group("gloo", init_method=f"file://{out_dir / 'ddp_rendezvous'}", rank=rank,
+                                         world_size=world)
     tr = Trainer(cfg, "cpu", torch.ones(18), ddp=True)
     tr.net.eval()  # BatchNorm on running statistics: per-rank batch statistics would differ from the joint batch
     tr.compute_loss(batches[rank]).total.backward()
@@ -194,8 +194,7 @@ def _ddp_worker(rank, world, port, cfg, batches, out_dir):
 def test_ddp_two_gloo_processes_match_one_process_on_the_joint_batch(train_ds, tmp_path):
     cfg = small_cfg()
     batches = [collate([train_ds[i]], cfg) for i in range(2)]
-    port = 29500 + os.getpid() % 1000
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, cfg, batches, tmp_path), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, cfg, batches, tmp_path), nprocs=2, join=True)
     joint = collate([train_ds[0], train_ds[1]], cfg)
     tr = Trainer(cfg, "cpu", torch.ones(18))
     tr.model.eval()
