@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -189,8 +190,13 @@ def _ddp_worker(rank, world, cfg, batches, out_dir):
     tr.compute_loss(batches[rank]).total.backward()
     torch.save({n: p.grad for n, p in tr.model.named_parameters()}, out_dir / f"grad{rank}.pt")
     torch.distributed.destroy_process_group()
+    # Leave without the interpreter's teardown: in about 1 of 4 full-suite runs a rank aborted
+    # there with "terminate called without an active exception" (a joinable C++ thread being
+    # destroyed) after its work was done. The gradients are already on disk.
+    os._exit(0)
 
 
+@pytest.mark.flaky(reruns=2)  # pytest-rerunfailures: guards the rare abort described in _ddp_worker
 def test_ddp_two_gloo_processes_match_one_process_on_the_joint_batch(train_ds, tmp_path):
     cfg = small_cfg()
     batches = [collate([train_ds[i]], cfg) for i in range(2)]
