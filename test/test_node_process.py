@@ -10,6 +10,7 @@ running, and that SIGINT to the runner stops everything cleanly.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -105,14 +106,17 @@ def test_node_process_predicts_the_offline_result_and_survives_bad_input(node_pr
         check_rviz_markers(peer.markers[0], got_stamp)
 
         def send_bad():
-            bad = lidar_msg(kf, next(stamps))
+            # A small cloud: one datagram, so it is not lost to fragment drops while the node's
+            # model saturates the CPU (a 600 kB best-effort cloud was lost 40 times in a row on CI).
+            small = dataclasses.replace(kf, lidar_points=kf.lidar_points[:64])
+            bad = lidar_msg(small, next(stamps))
             bad.point_step = 3  # x no longer fits in a point: malformed
             peer.lidar.publish(bad)
 
         until(send_bad, lambda: peer.diags and int(peer.diag_values()["malformed_lidar"]) >= 1, 40,
               "malformed cloud on /diagnostics", period=1.0)
         n = len(peer.voxels)
-        until(lambda: peer.send(next(stamps)), lambda: len(peer.voxels) > n, 40, "output after bad input")
+        until(lambda: peer.send(next(stamps)), lambda: len(peer.voxels) > n, 60, "output after bad input")
         np.testing.assert_array_equal(pointcloud2_to_occupancy(peer.voxels[-1]), expected.labels)
     finally:
         ex.shutdown(timeout_sec=5)
