@@ -5,8 +5,9 @@
 - numpy <-> SemanticOccupancyGrid round trip, and malformed messages raise ConversionError.
 - A publisher in a second process and a subscriber here exchange a full Occ3D 200x200x16 grid
   with scores and flow over DDS.
-- rosbags registers the .msg text (get_types_from_msg), its CDR equals rclpy's serialization,
-  a bag written with it reads back, and mcap-ros2-support decodes it from the MCAP schema alone.
+- rosbags registers the .msg text (grid_typestore), grid_to_rosbags_msg builds the grid with the
+  same checks as grid_to_msg, its CDR equals rclpy's serialization, a bag written with it reads
+  back, and mcap-ros2-support decodes it from the MCAP schema alone.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ grid_msgs = pytest.importorskip("occ_ros_msgs.msg")
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE  # noqa: E402
 from occ_core.grid import OCC3D, GridSpec  # noqa: E402
 from occ_ros.conversions import ConversionError  # noqa: E402
-from occ_ros.conversions.grid_msg import (GRID_MSG_TYPE, ORDER_XYZ_ROW_MAJOR, grid_msg_definition,  # noqa: E402
-                                          grid_to_msg, msg_to_grid)
+from occ_ros.conversions.grid_msg import (GRID_MSG_TYPE, ORDER_XYZ_ROW_MAJOR, grid_to_msg,  # noqa: E402
+                                          grid_to_rosbags_msg, grid_typestore, msg_to_grid)
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "/t_ifaces/grid"
@@ -113,6 +114,8 @@ def test_malformed_grids_raise():
         grid_to_msg(labels, spec, flow=flow[..., :1])
     with pytest.raises(ConversionError, match="uint8"):
         grid_to_msg(labels.astype(np.int32) + 250, spec)
+    with pytest.raises(ConversionError, match="free_label: 18"):
+        grid_to_msg(labels, spec, free_label=18)
     msg = grid_to_msg(labels, spec, scores=scores)
     msg.size_z = 5
     with pytest.raises(ConversionError, match=r"labels: expected 30 values, got 24"):
@@ -120,6 +123,30 @@ def test_malformed_grids_raise():
     msg.size_z, msg.index_order = 4, 1
     with pytest.raises(ConversionError, match="index_order"):
         msg_to_grid(msg)
+
+
+def test_rosbags_builder_checks_and_fills_like_grid_to_msg():
+    store = grid_typestore()
+    spec = GridSpec("small", (0.0, -1.0, 2.0), (1.0, 0.5, 0.25), (2, 3, 4))
+    labels, scores, flow = make_grid(spec)
+
+    def build(lab, **kw):
+        return grid_to_rosbags_msg(lab, spec, 3_000_000_004, "base_link", typestore=store, **kw)
+
+    for bad, kw, match in ((labels[:, :, :3], {}, "labels: expected shape"),
+                           (labels.astype(np.int32) + 250, {}, "uint8"),
+                           (labels, {"scores": scores[:1]}, "scores: expected shape"),
+                           (labels, {"flow": flow[..., :1]}, "flow: expected shape"),
+                           (labels, {"free_label": 18}, "free_label: 18")):
+        for builder in (build, lambda lab, **k: grid_to_msg(lab, spec, **k)):
+            with pytest.raises(ConversionError, match=match):
+                builder(bad, **kw)
+    bare = build(labels.astype(np.int64))
+    assert bare.labels.dtype == np.uint8 and bare.scores.size == 0 and bare.flow.size == 0
+    g = msg_to_grid(store.deserialize_cdr(store.serialize_cdr(bare, GRID_MSG_TYPE), GRID_MSG_TYPE))
+    np.testing.assert_array_equal(g.labels, labels)
+    assert g.scores is None and g.flow is None and (g.stamp_ns, g.frame_id, g.free_label) == (3_000_000_004, "base_link", 17)
+    assert g.spec.range_min == spec.range_min and g.spec.voxel_size == spec.voxel_size and g.class_names == OCC3D_CLASSES
 
 
 # --------------------------------------------------------------------- two processes
@@ -179,35 +206,18 @@ def test_two_processes_exchange_a_full_grid():
 
 
 # --------------------------------------------------------------------- bags
-def _rosbags_grid(typestore, labels, scores, flow, spec: GridSpec, stamp_ns: int):
-    """The same grid as a rosbags dataclass message (what a bag writer builds without rclpy)."""
-    T = typestore.types
-    sec, nsec = divmod(stamp_ns, 1_000_000_000)
-    Pose, Point, Quat = T["geometry_msgs/msg/Pose"], T["geometry_msgs/msg/Point"], T["geometry_msgs/msg/Quaternion"]
-    G = T[GRID_MSG_TYPE]
-    return G(
-        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id="base_link"),
-        origin=Pose(position=Point(*spec.range_min), orientation=Quat(0.0, 0.0, 0.0, 1.0)),
-        voxel_size_x=spec.voxel_size[0], voxel_size_y=spec.voxel_size[1], voxel_size_z=spec.voxel_size[2],
-        size_x=spec.dims[0], size_y=spec.dims[1], size_z=spec.dims[2], index_order=G.ORDER_XYZ_ROW_MAJOR,
-        class_set="occ3d", class_names=list(OCC3D_CLASSES), free_label=OCC3D_FREE,
-        labels=labels.reshape(-1), scores=scores.reshape(-1), flow=flow.reshape(-1))
-
-
 def test_rosbags_and_mcap_decode_the_grid(tmp_path):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
     from rclpy.serialization import deserialize_message, serialize_message
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-    typestore = get_typestore(Stores.ROS2_JAZZY)
-    typestore.register(get_types_from_msg(grid_msg_definition(), GRID_MSG_TYPE))
+    typestore = grid_typestore()
 
     spec = GridSpec("small", (-4.0, -4.0, -1.0), (0.4, 0.4, 0.4), (20, 20, 8))
     labels, scores, flow = make_grid(spec, seed=3)
     stamp = 1_700_000_000_123_456_789
-    rb_msg = _rosbags_grid(typestore, labels, scores, flow, spec, stamp)
+    rb_msg = grid_to_rosbags_msg(labels, spec, stamp, "base_link", scores=scores, flow=flow, typestore=typestore)
     cdr = typestore.serialize_cdr(rb_msg, GRID_MSG_TYPE)
     # the registered definition and the generated type are the same wire format (equal
     # lengths, and each side decodes the other's bytes; Fast CDR leaves padding bytes unset)
@@ -225,8 +235,9 @@ def test_rosbags_and_mcap_decode_the_grid(tmp_path):
         conn = writer.add_connection("/occupancy/grid", GRID_MSG_TYPE, typestore=typestore)
         writer.write(conn, stamp, cdr)
         writer.write(conn, stamp + 100_000_000,
-                     typestore.serialize_cdr(_rosbags_grid(typestore, labels[::-1].copy(), scores, flow, spec,
-                                                           stamp + 100_000_000), GRID_MSG_TYPE))
+                     typestore.serialize_cdr(grid_to_rosbags_msg(labels[::-1], spec, stamp + 100_000_000, "base_link",
+                                                                 scores=scores, flow=flow, typestore=typestore),
+                                             GRID_MSG_TYPE))
 
     with Reader(bag) as reader:
         msgs = [typestore.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()]
