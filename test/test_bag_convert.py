@@ -1,4 +1,5 @@
-"""occ-nusc2bag: bags read back by an independent reader (mcap-ros2-support), sqlite3 == MCAP, errors."""
+"""occ-nusc2bag: bags read back by an independent reader (mcap-ros2-support), the ground truth as a
+cloud and as a SemanticOccupancyGrid, sqlite3 == MCAP, errors."""
 
 import os
 import shutil
@@ -10,6 +11,7 @@ import pytest
 
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d
+from occ_core.grid import OCC3D
 from occ_ros.bag import nusc2bag
 from occ_ros.bag.nusc2bag import CAMERAS, ConvertConfig, convert, gt_cloud_array, gt_cloud_to_grid
 
@@ -58,6 +60,7 @@ def test_mcap_bag_reads_back_with_expected_topics_types_counts_and_stamps(mcap_b
                 "/tf": ("tf2_msgs/msg/TFMessage", len(sds)), "/odom": ("nav_msgs/msg/Odometry", len(sds)),
                 "/tf_static": ("tf2_msgs/msg/TFMessage", 1),
                 "/occupancy/gt": ("sensor_msgs/msg/PointCloud2", len(keyframes)),
+                "/occupancy/gt_grid": ("occ_ros_msgs/msg/SemanticOccupancyGrid", len(keyframes)),
                 "/markers/annotations": ("visualization_msgs/msg/MarkerArray", len(keyframes))}
     for cam in CAMERAS:
         n = sum(sd["channel"] == cam for sd in sds)
@@ -119,6 +122,31 @@ def test_ground_truth_cloud_restores_the_dense_labels_and_masks(mcap_bag, synthe
         np.testing.assert_array_equal(ml, g.mask_lidar)
         np.testing.assert_array_equal(mc, g.mask_camera)
         assert msg.width == int(((g.semantics != 17) | g.mask_lidar | g.mask_camera).sum())
+
+
+def test_ground_truth_grid_equals_the_occ3d_files_and_the_cloud(mcap_bag, nusc, synthetic_dataroot):
+    """/occupancy/gt_grid decodes from the MCAP schema alone (no occ_ros_msgs) into each keyframe's
+    Occ3D semantics, equal to the semantics of /occupancy/gt at the same stamp."""
+    from occ_ros.conversions.grid_msg import msg_to_grid
+
+    bag, _ = mcap_bag
+    msgs = _read_mcap(bag)
+    grids = [m for m in msgs if m.channel.topic == "/occupancy/gt_grid"]
+    clouds = {m.log_time_ns: m.ros_msg for m in msgs if m.channel.topic == "/occupancy/gt"}
+    entries = {e.token: e for e in occ3d.list_gt(synthetic_dataroot / "gts") if e.scene == SCENE}
+    by_stamp = {nusc.get("sample", t)["timestamp"] * 1000: t for t in entries}
+    assert len(entries) == 3 and len(grids) == len(entries)
+    assert {m.schema.name for m in grids} == {"occ_ros_msgs/msg/SemanticOccupancyGrid"}
+    for m in grids:
+        g = msg_to_grid(m.ros_msg)
+        assert g.stamp_ns == m.log_time_ns and g.stamp_ns in by_stamp
+        ref = occ3d.read_gt(entries[by_stamp[g.stamp_ns]].path)
+        np.testing.assert_array_equal(g.labels, ref.semantics)
+        np.testing.assert_array_equal(g.labels, gt_cloud_to_grid(clouds[g.stamp_ns])[0])
+        assert (g.frame_id, g.class_set, g.free_label, g.class_names[g.free_label]) == ("base_link", "occ3d", 17, "free")
+        assert (g.spec.range_min, g.spec.voxel_size, g.spec.dims) == (OCC3D.range_min, OCC3D.voxel_size, OCC3D.dims)
+        np.testing.assert_array_equal(g.T_frame_from_grid[:3, :3], np.eye(3))
+        assert g.scores is None and g.flow is None
 
 
 def test_gt_cloud_array_keeps_nonfree_and_masked_voxels_only():

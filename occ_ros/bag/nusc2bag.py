@@ -12,6 +12,9 @@ Topics (stamps = the ``sample_data`` timestamps, DESIGN.md section 3):
 ``/odom``                      nav_msgs/Odometry               the same ego pose (map -> base_link); twist
                                                                zero, covariances zero (ego_pose has no velocity)
 ``/occupancy/gt``              sensor_msgs/PointCloud2         per keyframe (LIDAR_TOP stamp), base_link
+``/occupancy/gt_grid``         occ_ros_msgs/msg/               the same keyframe's Occ3D semantics as a dense
+                               SemanticOccupancyGrid           grid (base_link, class_set occ3d, free 17, no
+                                                               scores or flow); no visibility masks
 ``/markers/annotations``       visualization_msgs/MarkerArray  per keyframe, one CUBE per box, map frame
 =============================  ==============================  ===========================================
 
@@ -19,7 +22,10 @@ Topics (stamps = the ``sample_data`` timestamps, DESIGN.md section 3):
 (voxel centers x, y, z float32; label, mask_lidar, mask_camera uint8). A voxel without a point is
 free and outside both masks, so the dense Occ3D ground truth (semantics and both masks) is
 recovered exactly (:func:`gt_cloud_to_grid`), which masked mIoU needs: free voxels inside the camera
-mask count. Non-free-only clouds would lose them.
+mask count. Non-free-only clouds would lose them. ``/occupancy/gt_grid`` carries the labels in the
+node's own output type (``/occupancy/grid``) for viewers and consumers of that type; the writer's
+typestore has the type registered (:func:`~occ_ros.conversions.grid_msg.grid_typestore`), so the
+MCAP file holds its definition and readers need no ``occ_ros_msgs``.
 
 The bag is written to ``.<out>.tmp-<pid>/<out>`` and renamed to ``<out>`` when complete. A missing file is
 an :class:`~occ_core.errors.OccDataError` naming it; ``--skip-missing`` skips that message and counts it.
@@ -38,14 +44,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from occ_core.classes import OCC3D_FREE
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d
 from occ_core.grid import OCC3D, GridSpec
+from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, grid_to_rosbags_msg, grid_typestore
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 LIDAR = "LIDAR_TOP"
 MAP_FRAME, BASE_FRAME = "map", "base_link"
 GT_TOPIC, MARKERS_TOPIC, ODOM_TOPIC = "/occupancy/gt", "/markers/annotations", "/odom"
+GT_GRID_TOPIC = "/occupancy/gt_grid"
 #: /occupancy/gt fields: (name, numpy dtype) in cloud order.
 GT_FIELDS = (("x", np.float32), ("y", np.float32), ("z", np.float32), ("label", np.uint8),
              ("mask_lidar", np.uint8), ("mask_camera", np.uint8))
@@ -98,12 +107,10 @@ class ConvertResult:
 
 
 class _Types:
-    """The rosbags Jazzy typestore and its message classes."""
+    """The rosbags Jazzy typestore (with SemanticOccupancyGrid registered) and its message classes."""
 
     def __init__(self):
-        from rosbags.typesys import Stores, get_typestore
-
-        self.store = get_typestore(Stores.ROS2_JAZZY)
+        self.store = grid_typestore()
         t = self.store.types
         self.Time, self.Header = t["builtin_interfaces/msg/Time"], t["std_msgs/msg/Header"]
         self.Vec3, self.Quat = t["geometry_msgs/msg/Vector3"], t["geometry_msgs/msg/Quaternion"]
@@ -344,6 +351,9 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
                                 g = occ3d.read_gt(gpath)
                                 write(GT_TOPIC, "sensor_msgs/msg/PointCloud2", stamp,
                                       T.cloud(stamp, BASE_FRAME, gt_cloud_array(g.semantics, g.mask_lidar, g.mask_camera)))
+                                write(GT_GRID_TOPIC, GRID_MSG_TYPE, stamp,
+                                      grid_to_rosbags_msg(g.semantics, OCC3D, stamp, BASE_FRAME, class_set="occ3d",
+                                                          free_label=OCC3D_FREE, typestore=T.store))
                         markers = []
                         for i, atok in enumerate(sample["anns"]):
                             ann = nusc.get("sample_annotation", atok)

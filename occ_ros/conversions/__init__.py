@@ -18,7 +18,16 @@ from .image import (
     parse_compressed_format,
 )
 from .cdr import occupancy_to_marker_array_cdr
-from .grid_msg import GRID_MSG_TYPE, ORDER_XYZ_ROW_MAJOR, SemanticGrid, grid_msg_definition, grid_to_msg, msg_to_grid
+from .grid_msg import (
+    GRID_MSG_TYPE,
+    ORDER_XYZ_ROW_MAJOR,
+    SemanticGrid,
+    grid_msg_definition,
+    grid_to_msg,
+    grid_to_rosbags_msg,
+    grid_typestore,
+    msg_to_grid,
+)
 from .markers import (
     VOXEL_CLOUD_DTYPES,
     VOXEL_CLOUD_FIELDS,
@@ -50,5 +59,6 @@ __all__ = [
     "MarkerPlan", "plan_markers", "points_from_array", "voxel_points",
     "POINTFIELD_DATATYPES", "array_to_pointcloud2", "cloud_dtype", "columns_to_pointcloud2",
     "pointcloud2_to_array", "pointcloud2_to_xyz",
-    "GRID_MSG_TYPE", "ORDER_XYZ_ROW_MAJOR", "SemanticGrid", "grid_msg_definition", "grid_to_msg", "msg_to_grid",
+    "GRID_MSG_TYPE", "ORDER_XYZ_ROW_MAJOR", "SemanticGrid", "grid_msg_definition", "grid_to_msg", "grid_to_rosbags_msg",
+    "grid_typestore", "msg_to_grid",
 ]
