@@ -38,6 +38,17 @@ def test_voxel_center_formula_and_bounds():
     np.testing.assert_allclose(g.all_voxel_centers()[3, 5, 7], g.voxel_centers(np.array([3, 5, 7])))
 
 
+@pytest.mark.parametrize("spec", [grid.OCC3D, grid.OPENOCCUPANCY], ids=["table", "unravel"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flat_centers_equal_voxel_centers_of_the_unravelled_index(spec, dtype):
+    # occ3d gathers from the cached table, openoccupancy (10.5 M voxels) computes from the axes
+    flat = np.random.default_rng(0).integers(0, spec.num_voxels, 500)
+    flat[:2] = (0, spec.num_voxels - 1)
+    got = spec.flat_centers(flat, dtype)
+    assert got.dtype == dtype and got.shape == (500, 3)
+    np.testing.assert_array_equal(got, spec.voxel_centers(np.stack(np.unravel_index(flat, spec.dims), 1)).astype(dtype))
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 199), st.integers(0, 199), st.integers(0, 15)), min_size=1, max_size=20))
 def test_voxel_point_round_trip(idx):

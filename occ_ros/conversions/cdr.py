@@ -119,7 +119,7 @@ def occupancy_to_marker_array_cdr(grid: np.ndarray, spec: GridSpec = OCC3D, head
     hdr = _header_fields(header, frame_id, stamp)
     if hdr[0] < -2**31 or hdr[0] >= 2**31 or not 0 <= hdr[1] < 2**32:
         raise ConversionError(f"header.stamp: sec must fit int32 and nanosec uint32, got {hdr[:2]}")
-    centers = spec.voxel_centers(plan.ijk)
+    centers = spec.flat_centers(plan.index)
     w = _CdrWriter()
     w.pack("I", 4, 1 + plan.classes.size)
     _marker(w, hdr, "", 0, 0, _DELETEALL, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0), None, None)

@@ -37,6 +37,10 @@ from .pointcloud import array_to_pointcloud2, pointcloud2_to_array
 
 VOXEL_CLOUD_FIELDS: tuple[str, ...] = ("x", "y", "z", "label", "score")
 VOXEL_CLOUD_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32),) * 3 + (np.dtype(np.uint8), np.dtype(np.float32))
+#: A voxel cloud point, packed little endian (17 bytes): the centre as one (3,) field for a
+#: single write, and the same bytes as the five PointCloud2 fields.
+_VOXEL_RECORD = np.dtype([("xyz", "<f4", (3,)), ("label", "u1"), ("score", "<f4")])
+_VOXEL_CLOUD_DTYPE = np.dtype({"names": list(VOXEL_CLOUD_FIELDS), "formats": [d.newbyteorder("<") for d in VOXEL_CLOUD_DTYPES]})
 
 
 def _fill_slots(cls: type, slots: Sequence[str], columns: Sequence[Any], n: int, check_fields: bool) -> list:
@@ -129,7 +133,8 @@ class MarkerPlan:
     """What the markers of a grid contain, before any message object is built.
 
     Attributes:
-        ijk: (N, 3) int64 indices of the occupied voxels, grouped by class (increasing).
+        index: (N,) int64 row-major flat indices of the occupied voxels, grouped by class
+            (increasing), in increasing flat order within a class.
         classes: (K,) present non-free class indices, increasing.
         bounds: (K + 1,) voxel ranges: class ``classes[k]`` owns ``ijk[bounds[k]:bounds[k+1]]``.
         names: K ``ns`` strings.
@@ -138,13 +143,19 @@ class MarkerPlan:
         scale: voxel size - 1e-3 per axis (metres).
     """
 
-    ijk: np.ndarray
+    index: np.ndarray
     classes: np.ndarray
     bounds: np.ndarray
     names: list
     class_rgba: np.ndarray
     voxel_rgba: np.ndarray | None
     scale: tuple[float, float, float]
+    dims: tuple[int, int, int]
+
+    @property
+    def ijk(self) -> np.ndarray:
+        """(N, 3) int64 voxel indices ``[x, y, z]`` of :attr:`index`."""
+        return np.stack(np.unravel_index(self.index, self.dims), axis=1)
 
 
 def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence[str] = OCC3D_CLASSES,
@@ -170,7 +181,6 @@ def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence
     if present.size and int(present.max()) >= min(len(class_names), len(palette)):
         raise ConversionError(
             f"grid: label {int(present.max())} has no class name/palette entry ({len(class_names)} names, {len(palette)} colours)")
-    ijk = np.stack(np.unravel_index(occ, grid.shape), axis=1)
     bounds = np.append(starts, labels.size).astype(np.int64)
     class_rgba = np.ones((present.size, 4), dtype=np.float32)
     class_rgba[:, :3] = palette[present][:, :3].astype(np.float32) / np.float32(255.0)
@@ -186,9 +196,9 @@ def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence
             class_rgba[:, 3] = np.add.reduceat(a.astype(np.float64), starts) / np.diff(bounds)
     else:
         class_rgba[:, 3] = float(alpha)
-    return MarkerPlan(ijk=ijk, classes=present, bounds=bounds, names=[str(class_names[c]) for c in present.tolist()],
+    return MarkerPlan(index=occ, classes=present, bounds=bounds, names=[str(class_names[c]) for c in present.tolist()],
                       class_rgba=class_rgba, voxel_rgba=voxel_rgba,
-                      scale=tuple(float(v) - 1e-3 for v in spec.voxel_size))
+                      scale=tuple(float(v) - 1e-3 for v in spec.voxel_size), dims=tuple(grid.shape))
 
 
 def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: Any = None,
@@ -268,21 +278,15 @@ def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: A
     grid = _check_grid(grid, spec)
     flat = grid.reshape(-1)
     occ = np.flatnonzero(flat != free_label)
-    ijk = np.unravel_index(occ, grid.shape)
-    if scores is None:
-        score = np.ones(occ.size, dtype=np.float32)
-    else:
+    if scores is not None:
         scores = np.asarray(scores)
         if scores.shape != grid.shape:
             raise ConversionError(f"scores: expected shape {grid.shape}, got {scores.shape}")
-        score = scores.reshape(-1)[occ].astype(np.float32)
-    packed = np.empty(occ.size, dtype=np.dtype({"names": list(VOXEL_CLOUD_FIELDS),
-                                                "formats": [d.newbyteorder("<") for d in VOXEL_CLOUD_DTYPES]}))
-    for name, table, index in zip("xyz", spec.axis_centers(), ijk):
-        packed[name] = table.astype(np.float32)[index]  # = spec.voxel_centers, rounded to float32
+    packed = np.empty(occ.size, dtype=_VOXEL_RECORD)
+    packed["xyz"] = spec.flat_centers(occ, np.float32)  # = spec.voxel_centers, rounded to float32
     packed["label"] = flat[occ]
-    packed["score"] = score
-    return array_to_pointcloud2(packed, header=_header(header, frame_id, stamp))
+    packed["score"] = 1.0 if scores is None else scores.reshape(-1).take(occ)
+    return array_to_pointcloud2(packed.view(_VOXEL_CLOUD_DTYPE), header=_header(header, frame_id, stamp))
 
 
 def pointcloud2_to_occupancy(msg: Any, spec: GridSpec = OCC3D, free_label: int = OCC3D_FREE,

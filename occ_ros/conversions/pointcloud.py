@@ -204,9 +204,13 @@ def array_to_pointcloud2(points: np.ndarray, header: Any = None, frame_id: str =
         fields.append(_pointfield(n, offset, datatype))
         formats.append(np.dtype(dt.type).newbyteorder("<"))
         offset += dt.itemsize
-    packed = np.empty(points.shape[0], dtype=np.dtype({"names": names, "formats": formats}))
-    for n in names:
-        packed[n] = points[n]
+    packed_dtype = np.dtype({"names": names, "formats": formats})
+    if points.dtype == packed_dtype and points.flags.c_contiguous:
+        packed = points  # already the wire layout: no copy
+    else:
+        packed = np.empty(points.shape[0], dtype=packed_dtype)
+        for n in names:
+            packed[n] = points[n]
     return _make_cloud(packed, fields, header, frame_id)
 
 
@@ -228,7 +232,7 @@ def _make_cloud(packed: np.ndarray, fields: list, header: Any, frame_id: str):
             isnan |= np.isnan(packed[n])
     msg.is_dense = not bool(isnan.any())
     data = array.array("B")
-    data.frombytes(packed.tobytes())
+    data.frombytes(packed.view(np.uint8))  # one copy, into the message's buffer
     msg.data = data
     return msg
 
