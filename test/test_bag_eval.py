@@ -4,10 +4,14 @@ Apples to apples: the node uses the current LiDAR sweep only (``lidar_sweeps: 1`
 while ``config/models/fusion.yaml`` aggregates 5 sweeps offline; the offline side therefore runs the
 same config with ``lidar.max_sweeps: 1`` (same weights: sweeps only change the input points). The
 node's SensorFrame built from the bag is then the dataset's frame (checked too), and the bag is
-played at 0.2x so that the node keeps up (no dropped frame).
+played at 0.2x so that the node keeps up (no dropped frame). The metrics are computed from the
+node's ``/occupancy/grid`` messages; the recorded bag holds them, decodable without occ_ros_msgs.
+A bag converted before ``/occupancy/gt_grid`` existed still evaluates; a grid of another geometry
+is refused.
 """
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +24,9 @@ from occ_core.formats import occ3d
 from occ_core.grid import OCC3D
 from occ_core.models.predictor import load_predictor
 from occ_core.training import predict as predict_cli
-from occ_ros.bag.evaluate import EvalConfig, evaluate, read_ground_truth
+from occ_ros.bag.evaluate import EvalConfig, evaluate, grid_prediction, read_ground_truth
 from occ_ros.bag.nusc2bag import ConvertConfig, convert
+from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, grid_to_rosbags_msg, grid_typestore, msg_to_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = "scene-0002"
@@ -89,12 +94,22 @@ def test_playback_metrics_equal_offline_metrics(synthetic_dataroot, tmp_path, on
     for stamp, pred in res.predictions.items():
         np.testing.assert_array_equal(pred, occ3d.read_prediction(off / f"{by_stamp[stamp]}.npz"))
 
-    # the recording: 3 predictions (+ the ground truth) readable by an independent reader
+    # the recording: 3 predictions as grids and voxel clouds (+ the ground truth, both forms), read by
+    # an independent reader; the grids' labels are the scored predictions, i.e. the offline files
     from mcap_ros2.reader import read_ros2_messages
 
     (mcap,) = (tmp_path / "pred_bag").glob("*.mcap")
-    topics = [m.channel.topic for m in read_ros2_messages(str(mcap))]
-    assert topics.count("/occupancy/voxels") == 3 and topics.count("/occupancy/gt") == 3
+    msgs = list(read_ros2_messages(str(mcap)))
+    counts = Counter(m.channel.topic for m in msgs)
+    assert [counts[t] for t in ("/occupancy/grid", "/occupancy/voxels", "/occupancy/gt", "/occupancy/gt_grid")] == [3] * 4
+    grids = [m for m in msgs if m.channel.topic == "/occupancy/grid"]
+    assert {m.schema.name for m in grids} == {GRID_MSG_TYPE}
+    for m in grids:
+        g = msg_to_grid(m.ros_msg)
+        assert g.stamp_ns == m.log_time_ns and g.frame_id == "base_link" and g.scores is not None
+        np.testing.assert_array_equal(g.labels, res.predictions[g.stamp_ns])
+        np.testing.assert_array_equal(g.labels, occ3d.read_prediction(off / f"{by_stamp[g.stamp_ns]}.npz"))
+    assert sorted(m.log_time_ns for m in grids) == sorted(res.predictions) == sorted(by_stamp)
     assert json.loads((tmp_path / "bag.json").read_text())["summary"]["predicted"] == 3
 
 
@@ -112,3 +127,53 @@ def test_ray_origins_from_the_bag_equal_the_tables(synthetic_dataroot, tmp_path)
     assert len(gt.frames) == 6 and {f.scene for f in gt.frames} == {0, 1}
     for f in gt.frames:
         np.testing.assert_array_equal(f.origins, ref[tokens[f.stamp_ns]])
+
+
+def _copy_without(src: Path, dst: Path, topic: str) -> None:
+    """``src`` rewritten to ``dst`` (MCAP) without ``topic``: a bag as occ-nusc2bag wrote it before
+    that topic existed."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = grid_typestore()
+    with AnyReader([src]) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=store,
+                                        offered_qos_profiles=list(c.ext.offered_qos_profiles))
+                 for c in reader.connections if c.topic != topic}
+        for c, t_ns, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
+            w.write(conns[c.id], t_ns, raw)
+
+
+def test_a_bag_without_gt_grid_still_evaluates_and_records(synthetic_dataroot, tmp_path):
+    from mcap_ros2.reader import read_ros2_messages
+    from test_node_support import PointHeightTestPredictor
+
+    full, old = tmp_path / "full", tmp_path / "old"
+    convert(ConvertConfig(synthetic_dataroot, full, scenes=[SCENE], keyframes_only=True, progress=False))
+    _copy_without(full, old, "/occupancy/gt_grid")
+    res = evaluate(EvalConfig(old, rate=0.5, record=tmp_path / "rec"), predictor=PointHeightTestPredictor(),
+                   progress=False)
+    assert (res.frames, res.predicted, res.dropped) == (3, 3, 0)
+    assert np.isfinite(res.voxel.summary["IoU (geometric)"])
+    (mcap,) = (tmp_path / "rec").glob("*.mcap")
+    topics = [m.channel.topic for m in read_ros2_messages(str(mcap))]
+    assert sorted(set(topics)) == ["/occupancy/grid", "/occupancy/gt", "/occupancy/voxels", "/tf", "/tf_static"]
+    assert topics.count("/occupancy/grid") == 3
+
+
+def test_a_grid_of_another_geometry_is_refused():
+    from occ_core.errors import OccDataError
+    from occ_core.grid import GridSpec
+
+    store = grid_typestore()
+    labels = np.random.default_rng(0).integers(0, 18, OCC3D.dims, dtype=np.uint8)
+
+    def cdr(spec, frame_id="base_link"):
+        return store.serialize_cdr(grid_to_rosbags_msg(labels, spec, 5, frame_id, typestore=store), GRID_MSG_TYPE)
+
+    np.testing.assert_array_equal(grid_prediction(cdr(OCC3D), store, "here"), labels)
+    shifted = GridSpec("occ3d", (-40.0, -40.0, -2.0), OCC3D.voxel_size, OCC3D.dims)
+    coarse = GridSpec("occ3d", OCC3D.range_min, (0.5, 0.5, 0.4), OCC3D.dims)
+    for raw in (cdr(shifted), cdr(coarse), cdr(OCC3D, "map")):
+        with pytest.raises(OccDataError, match=r"/occupancy/grid@5: expected the occ3d grid"):
+            grid_prediction(raw, store, "/occupancy/grid@5")

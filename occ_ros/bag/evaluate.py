@@ -3,14 +3,21 @@
 One process, one rclpy context, three nodes on the live DDS graph: the :class:`~occ_ros.bag.play.BagPlayer`
 (the bag's serialized messages at ``rate`` x recorded speed, with ``/clock``), an
 :class:`~occ_ros.occupancy_node.OccupancyNode` (its parameters as the launch file gives them, the
-model from ``--config`` / ``--checkpoint``) and a recorder subscribed to ``/occupancy/voxels``
-(serialized, so the recording is byte-exact). Extrinsics: tf2_ros is not installed with the rclpy
-wheels, so the node gets the bag's ``/tf_static`` (base_link -> sensors) as static extrinsics; the
-rig file is not used.
+model from ``--config`` / ``--checkpoint``) and a recorder subscribed to the node's
+``/occupancy/grid`` (``occ_ros_msgs/SemanticOccupancyGrid``) and ``/occupancy/voxels``, both
+serialized (``raw=True``), so the recording is byte-exact. Extrinsics: tf2_ros is not installed
+with the rclpy wheels, so the node gets the bag's ``/tf_static`` (base_link -> sensors) as static
+extrinsics; the rig file is not used.
 
-Matching and metrics: a prediction is matched to the ``/occupancy/gt`` keyframe with the same
-header stamp (the node stamps its output with the LiDAR stamp; the converter stamps the ground truth
-with the keyframe LiDAR stamp). Occ3D mIoU / geometric IoU (camera mask by default) through
+Matching and metrics: the predictions are the labels of the ``/occupancy/grid`` messages (CDR
+decoded with :func:`~occ_ros.conversions.grid_msg.grid_typestore`, unpacked by
+:func:`~occ_ros.conversions.grid_msg.msg_to_grid`); a grid whose geometry is not Occ3D's (dims,
+voxel size, min corner, axis-aligned in base_link) stops the evaluation with an
+:class:`~occ_core.errors.OccDataError`. A prediction is matched to the ``/occupancy/gt`` keyframe
+with the same header stamp (the node stamps its output with the LiDAR stamp; the converter stamps the
+ground truth with the keyframe LiDAR stamp). The ground truth comes from ``/occupancy/gt`` (it
+carries the visibility masks), so bags converted before ``/occupancy/gt_grid`` existed evaluate
+too. Occ3D mIoU / geometric IoU (camera mask by default) through
 ``occ_core.eval.occupancy.occ3d_miou`` and RayIoU through ``occ_core.eval.rayiou.occ3d_rayiou`` with
 ray origins from the bag: the LIDAR_TOP poses (``/tf`` map -> base_link at each keyframe stamp x
 ``/tf_static`` base_link -> LIDAR_TOP) of the scene's keyframes, selected by
@@ -22,9 +29,10 @@ Before playing, the first ``CameraInfo`` of each camera is published once (a pre
 driver's info precedes its stream) so that the first keyframe is not skipped for lack of intrinsics.
 
 Latency = wall time from the player publishing the LiDAR cloud to the recorder receiving the
-prediction with its stamp (p50/p95 over the matched frames); the effective rate = predictions
-received per wall second of playback. The predictions (``/occupancy/voxels``) are written, with the
-bag's ``/occupancy/gt``, ``/tf`` and ``/tf_static``, into an MCAP bag (``--record``).
+grid with its stamp (p50/p95 over the matched frames); the effective rate = grids received per
+wall second of playback. ``--record`` writes an MCAP bag (atomically) with the predictions as
+received, ``/occupancy/grid`` (its definition stored in the file) and ``/occupancy/voxels``, and
+the input bag's ``/occupancy/gt``, ``/occupancy/gt_grid`` (when present), ``/tf`` and ``/tf_static``.
 """
 
 from __future__ import annotations
@@ -48,14 +56,16 @@ from occ_core.eval.report import MetricReport
 from occ_core.fileio import atomic_write_text
 from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D
-from occ_ros.bag.nusc2bag import BASE_FRAME, GT_TOPIC, gt_cloud_to_grid
+from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, gt_cloud_to_grid
 from occ_ros.bag.play import BagPlayer, PlayConfig
-from occ_ros.conversions import pointcloud2_to_occupancy
+from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, SemanticGrid, grid_typestore, msg_to_grid
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+GRID_TOPIC = "/occupancy/grid"
 VOXELS_TOPIC = "/occupancy/voxels"
 LIDAR_TOPIC = "/LIDAR_TOP"
-COPIED_TOPICS = (GT_TOPIC, "/tf", "/tf_static")
+#: Topics of the input bag copied into the ``--record`` bag (those it has).
+COPIED_TOPICS = (GT_TOPIC, GT_GRID_TOPIC, "/tf", "/tf_static")
 
 
 def _stamp_ns(stamp: Any) -> int:
@@ -181,8 +191,8 @@ class PlaybackResult:
     Attributes:
         voxel, ray: the occ_core metric reports (mIoU / IoU, RayIoU).
         frames: ground-truth keyframes in the bag; predicted: matched predictions; dropped: frames - predicted.
-        latency_ms_p50, latency_ms_p95: LiDAR published -> prediction received (nan without predictions).
-        effective_rate_hz: predictions received per wall second of playback.
+        latency_ms_p50, latency_ms_p95: LiDAR published -> grid received (nan without predictions).
+        effective_rate_hz: grids received per wall second of playback.
         counters: the node's counters at the end (inputs, incomplete, dropped by the worker, ...).
     """
 
@@ -213,13 +223,39 @@ class PlaybackResult:
                 f"effective rate {s['effective_rate_hz']:.2f} Hz")
 
 
-def _write_record(out: Path, bag: Path, voxels: list[tuple[int, bytes]]) -> None:
-    """MCAP bag of the predictions (log time = stamp) plus the input's ground truth and TF, atomically."""
+def grid_prediction(raw: bytes, store: Any, where: str) -> np.ndarray:
+    """The (X, Y, Z) uint8 labels of a serialized SemanticOccupancyGrid, checked to be an Occ3D grid.
+
+    Raises:
+        OccDataError: (naming ``where``) a grid that is not Occ3D's geometry in base_link.
+    """
+    grid = msg_to_grid(store.deserialize_cdr(raw, GRID_MSG_TYPE))
+    check_occ3d_geometry(grid, where)
+    return grid.labels
+
+
+def check_occ3d_geometry(grid: SemanticGrid, where: str) -> None:
+    """Raise :class:`OccDataError` unless ``grid`` has the dims, voxel size and min corner of
+    :data:`~occ_core.grid.OCC3D`, axis-aligned in ``base_link`` (what the ground truth is scored in)."""
+    got, want = grid.spec, OCC3D
+    same = (tuple(got.dims) == tuple(want.dims) and np.allclose(got.voxel_size, want.voxel_size, rtol=0, atol=1e-6)
+            and np.allclose(got.range_min, want.range_min, rtol=0, atol=1e-6)
+            and np.allclose(grid.T_frame_from_grid[:3, :3], np.eye(3), rtol=0, atol=1e-9) and grid.frame_id == BASE_FRAME)
+    if not same:
+        raise OccDataError(
+            f"{where}: expected the {want.name} grid (dims {tuple(want.dims)}, voxel size {tuple(want.voxel_size)} m, "
+            f"min corner {tuple(want.range_min)} m, axis-aligned in {BASE_FRAME}), got dims {tuple(got.dims)}, "
+            f"voxel size {tuple(got.voxel_size)} m, min corner {tuple(got.range_min)} m in {grid.frame_id!r} with "
+            f"rotation {grid.T_frame_from_grid[:3, :3].round(6).tolist()}")
+
+
+def _write_record(out: Path, bag: Path, grids: list[tuple[int, bytes]], voxels: list[tuple[int, bytes]]) -> None:
+    """MCAP bag of the predictions as received (``(stamp ns, CDR)``, log time = stamp) plus the
+    input's :data:`COPIED_TOPICS`, atomically (temporary folder + rename)."""
     from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
 
-    store = get_typestore(Stores.ROS2_JAZZY)
+    store = grid_typestore()
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -239,9 +275,11 @@ def _write_record(out: Path, bag: Path, voxels: list[tuple[int, bytes]]) -> None
                             w.write(wc, t_ns, raw)
             finally:
                 reader.close()
-            vc = w.add_connection(VOXELS_TOPIC, "sensor_msgs/msg/PointCloud2", typestore=store)
-            for stamp, raw in voxels:
-                w.write(vc, stamp, raw)
+            for topic, typename, msgs in ((GRID_TOPIC, GRID_MSG_TYPE, grids),
+                                          (VOXELS_TOPIC, "sensor_msgs/msg/PointCloud2", voxels)):
+                conn = w.add_connection(topic, typename, typestore=store)
+                for stamp, raw in msgs:
+                    w.write(conn, stamp, raw)
         (tmp_dir / out.name).rename(out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -257,11 +295,11 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         OccDataError: a bag without ground truth, or unreadable.
     """
     import rclpy
+    from occ_ros_msgs.msg import SemanticOccupancyGrid
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile
-    from rosbags.typesys import Stores, get_typestore
     from sensor_msgs.msg import PointCloud2
     from tqdm import tqdm
 
@@ -272,10 +310,11 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         from occ_core.models.predictor import load_predictor
 
         predictor = load_predictor(str(cfg.config), str(cfg.checkpoint) if cfg.checkpoint else None, device="cpu")
-    store = get_typestore(Stores.ROS2_JAZZY)
+    store = grid_typestore()
     context = rclpy.Context()
     rclpy.init(context=context)
-    received: dict[int, tuple[float, bytes]] = {}
+    received: dict[int, tuple[float, bytes]] = {}  # grids: stamp -> (arrival, CDR)
+    voxels: dict[int, bytes] = {}  # voxel clouds: stamp -> CDR (for --record)
     bar = tqdm(total=len(gt.frames), desc="occ-bag-eval", unit="frame", disable=not progress)
     lock = threading.Lock()
     executor = MultiThreadedExecutor(num_threads=3, context=context)
@@ -289,13 +328,19 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         node.extrinsics = StaticExtrinsics(gt.static)
         recorder = Node("occ_bag_recorder", context=context)
 
-        def on_voxels(raw: bytes) -> None:
+        def on_grid(raw: bytes) -> None:
             now = time.monotonic()
-            msg = store.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2")
+            msg = store.deserialize_cdr(raw, GRID_MSG_TYPE)
             with lock:
                 received[_stamp_ns(msg.header.stamp)] = (now, raw)
             bar.update(1)
 
+        def on_voxels(raw: bytes) -> None:
+            msg = store.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2")
+            with lock:
+                voxels[_stamp_ns(msg.header.stamp)] = raw
+
+        recorder.create_subscription(SemanticOccupancyGrid, GRID_TOPIC, on_grid, QoSProfile(depth=100), raw=True)
         recorder.create_subscription(PointCloud2, VOXELS_TOPIC, on_voxels, QoSProfile(depth=100), raw=True)
         player = BagPlayer(PlayConfig(cfg.bag, rate=cfg.rate, wait_for_subscribers=0.0), context=context)
         nodes = [node, recorder, player.node]
@@ -307,6 +352,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         end = time.monotonic() + cfg.discovery_timeout
         while time.monotonic() < end and not (all(p.get_subscription_count() > 0 for t, p in player.publishers.items()
                                                   if t.endswith(("image_rect_compressed", "camera_info", LIDAR_TOPIC)))
+                                              and node.grid_pub.get_subscription_count() > 0
                                               and node.voxels_pub.get_subscription_count() > 0):
             time.sleep(0.05)
         # CameraInfo pre-roll: the node keeps the latest intrinsics; without them the first keyframe
@@ -322,8 +368,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         last_n, last_change = -1, time.monotonic()
         end = time.monotonic() + cfg.drain_timeout
         while time.monotonic() < end:  # let the node finish what it queued
-            with lock:
-                n = len(wanted & set(received))
+            with lock:  # both outputs of every keyframe (the voxels follow the grid, for --record)
+                n = len(wanted & set(received) & set(voxels))
             if n == len(wanted):
                 break
             idle = node.worker.join_idle(0.0)  # nothing queued and nothing in the predictor
@@ -353,7 +399,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         if f.stamp_ns not in received:
             continue
         t_recv, raw = received[f.stamp_ns]
-        pred = pointcloud2_to_occupancy(store.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2"), OCC3D)
+        pred = grid_prediction(raw, store, f"{GRID_TOPIC}@{f.stamp_ns}")
         predictions[f.stamp_ns] = pred
         vox.update(f.semantics, pred, select_mask(cfg.mask, f.mask_camera, f.mask_lidar, f"{GT_TOPIC}@{f.stamp_ns}"))
         ray.update(f.semantics, pred, f.origins)
@@ -367,7 +413,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
                             len(gt.frames) - len(predictions), float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
                             len(received) / play_wall if play_wall > 0 else 0.0, cfg.rate, wall, counters, predictions)
     if cfg.record is not None:
-        _write_record(cfg.record, cfg.bag, sorted((s, r) for s, (_, r) in received.items()))
+        _write_record(cfg.record, cfg.bag, sorted((s, r) for s, (_, r) in received.items()), sorted(voxels.items()))
     if cfg.json_out is not None:
         summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary().items()}
         doc = {"bag": str(cfg.bag), "summary": summary, "counters": counters,
@@ -384,7 +430,7 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--config", type=Path, default=d.config, help="model config (default: the shipped fusion model)")
     p.add_argument("--checkpoint", default=str(d.checkpoint), help="model checkpoint ('' = seeded random init)")
     p.add_argument("--mask", choices=("camera", "lidar", "both", "none"), default="camera", help="mIoU mask")
-    p.add_argument("--record", type=Path, help="write the predictions (+ GT, TF) into this MCAP bag folder")
+    p.add_argument("--record", type=Path, help="write the predictions (grid, voxels; + GT, TF) into this MCAP bag folder")
     p.add_argument("--json", dest="json_out", type=Path, help="write the summary and reports as JSON")
     p.add_argument("--lidar-sweeps", type=int, default=1, help="node parameter lidar_sweeps (default 1)")
     a = p.parse_args(argv)
