@@ -4,9 +4,12 @@ What ``ros2 bag play --clock`` does, for machines without rosbag2 (the PyPI rclp
 message is published at its recorded receive time (scaled by ``--rate``) with the topic's recorded
 (offered) QoS, and ``rosgraph_msgs/Clock`` on ``/clock`` carries the bag time before each message.
 Messages travel as the bag's serialized CDR bytes (``Publisher.publish(bytes)``): nothing is
-deserialized or converted, which is the cheapest path and keeps every field bit-exact. A topic
-whose type has no importable Python message package here (e.g. ``tf2_msgs`` from the wheels) is
-skipped with a warning.
+deserialized or converted, which is the cheapest path and keeps every field bit-exact. Each
+publisher takes the Python class of the connection's type (:func:`message_class`), so the grids of
+``occ-nusc2bag`` and ``occ-bag-eval`` (``/occupancy/gt_grid``, ``/occupancy/grid``) go out as
+``occ_ros_msgs/SemanticOccupancyGrid``. A topic whose type has no importable Python message
+package here (e.g. ``tf2_msgs`` from the bare wheels, or ``occ_ros_msgs`` where the project's
+interfaces are not built) is skipped with a warning.
 
 The bag is read with ``rosbags`` (MCAP or sqlite3, metadata.yaml folders).
 """
