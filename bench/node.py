@@ -2,13 +2,17 @@
 
 Run from the repository root: ``.venv/bin/python bench/node.py [--frames N] [--model config/models/fusion.yaml]``.
 
-One process, two rclpy nodes on one executor: a publisher sends synthetic keyframes (six
+Two processes, as on a robot: this one runs ``occupancy_node`` (the model of ``--model`` with
+``--checkpoint``, default the shipped fusion_demo.pt, empty for seeded random init; CPU) on a
+multi-threaded executor; a spawned sensor process publishes synthetic keyframes over DDS (six
 CompressedImages re-encoded at ``--size``, default nuScenes' 1600x900, JPEG quality 90, with
-CameraInfo, and the keyframe's LiDAR sweep of about 30k points) to ``occupancy_node`` running
-the model of ``--model`` with ``--checkpoint`` (default: the shipped fusion_demo.pt; empty for
-seeded random init; CPU). The publisher waits for each frame's output
-before sending the next, so the numbers are latencies without queueing; the markers topic has
-a subscriber, so markers are built (CDR) and published every frame.
+CameraInfo, then the keyframe's LiDAR sweep of about 30k points 50 ms later; the node's
+``input_qos`` is reliable: best effort loses most 600 kB clouds between processes here). The sensor
+process waits for each frame's markers before sending the next, so the numbers are latencies
+without queueing; the markers topic has a subscriber, so markers are built (CDR) and published
+every frame. The subscriber takes the markers as CDR bytes; deserializing them into Python
+objects in the node's process would hold its GIL while the worker runs (RViz decodes them in
+its own process).
 
 ``--predictor gt`` replaces the model by a replay of the synthetic ground truth of each
 keyframe (Occ3D labels, score 1): the stages other than ``model`` then run on a realistic
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import subprocess
 import os
 import sys
 import tempfile
@@ -107,6 +112,75 @@ def gt_by_sample(root: Path) -> list[np.ndarray]:
     return [read_gt(next((root / "gts").glob(f"*/{s['token']}/labels.npz"))).semantics for s in samples]
 
 
+def run_sensors(root: Path, size: tuple[int, int], out: Path, total: int, output_timeout: float) -> None:
+    """The sensor side, in its own process (as camera and LiDAR drivers are): publish ``total``
+    keyframes (CameraInfo + CompressedImage per camera, then the LiDAR sweep 50 ms later), each
+    after the previous frame's markers arrived; exit code = frames without output."""
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
+
+    from occ_ros.conversions import columns_to_pointcloud2
+
+    out.mkdir(exist_ok=True)
+    frames, _ = load_keyframes(root, size, out)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    peer = rclpy.create_node("bench_node_sensors", context=ctx)
+    img_pub = {c: peer.create_publisher(CompressedImage, f"{PREFIX}/{c}/image", 10) for c in CAMERAS}
+    info_pub = {c: peer.create_publisher(CameraInfo, f"{PREFIX}/{c}/camera_info", 10) for c in CAMERAS}
+    lidar_pub = peer.create_publisher(PointCloud2, PREFIX + "/lidar", 10)
+    got = threading.Semaphore(0)
+    # raw=True: nobody here needs the ~100k Points as Python objects (RViz decodes them in C++)
+    marker_sub = peer.create_subscription(MarkerArray, PREFIX + "/markers", lambda m: got.release(), 10, raw=True)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(peer)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not (marker_sub.get_publisher_count() and lidar_pub.get_subscription_count()
+                                          and all(p.get_subscription_count() for p in (*img_pub.values(),
+                                                                                       *info_pub.values()))):
+        time.sleep(0.05)
+
+    def stamp(ns):
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    def infos(t):
+        for c in CAMERAS:
+            K = frames[0][2][c]
+            info = CameraInfo(width=size[0], height=size[1], distortion_model="plumb_bob", d=[0.0] * 5,
+                              k=K.reshape(-1).tolist(), r=np.eye(3).reshape(-1).tolist(),
+                              p=np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist())
+            info.header = Header(frame_id=c, stamp=stamp(t))
+            info_pub[c].publish(info)
+
+    base = frames[0][0]
+    infos(base)  # a camera driver's info precedes its stream: the first frame is not skipped for it
+    time.sleep(0.5)
+    lost = 0
+    for i in tqdm(range(total), desc="frames", unit="frame", file=sys.stderr):
+        _, jpeg, K, lidar = frames[i % len(frames)]
+        t = base + i * 500_000_000
+        infos(t)
+        for c in CAMERAS:
+            msg = CompressedImage(format="jpeg", header=Header(frame_id=c, stamp=stamp(t)))
+            msg.data = jpeg[c]
+            img_pub[c].publish(msg)
+        time.sleep(0.05)
+        lidar_pub.publish(columns_to_pointcloud2(lidar, ("x", "y", "z", "intensity", "ring"),
+                                                 header=Header(frame_id="LIDAR_TOP", stamp=stamp(t))))
+        if not got.acquire(timeout=output_timeout):
+            lost += 1
+    ex.shutdown(timeout_sec=5)
+    peer.destroy_node()
+    rclpy.shutdown(context=ctx)
+    sys.stderr.flush()
+    os._exit(min(lost, 100))  # no interpreter teardown: the executor's C++ thread can abort it
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=30, help="frames measured (after --warmup)")
@@ -117,20 +191,21 @@ def main(argv=None) -> int:
                    help="'gt': replay the ground truth instead of running the model (node overhead on real occupancy)")
     p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--output-timeout", type=float, default=10.0,
+                   help="seconds the sensors wait for a frame's markers before sending the next (it counts as lost)")
+    p.add_argument("--sensors-of", type=Path, help=argparse.SUPPRESS)  # internal: run the sensor process
     args = p.parse_args(argv)
+    total = args.warmup + args.frames
+    if args.sensors_of is not None:
+        run_sensors(args.sensors_of / "nuscenes", tuple(args.size), args.sensors_of / "sensors", total, args.output_timeout)
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
     import rclpy
     import torch
-    from builtin_interfaces.msg import Time
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
-    from std_msgs.msg import Header
-    from visualization_msgs.msg import MarkerArray
 
     from occ_core.models.predictor import load_predictor
-    from occ_ros.conversions import columns_to_pointcloud2
     from occ_ros.occupancy_node import OccupancyNode
 
     if args.threads:
@@ -149,7 +224,7 @@ def main(argv=None) -> int:
                  Parameter("voxels_topic", value=PREFIX + "/voxels"),
                  Parameter("diagnostics_topic", value=PREFIX + "/diagnostics"),
                  Parameter("rig_file", value=str(rig_file)), Parameter("extrinsics_source", value="rig"),
-                 Parameter("sync_slop", value=0.05)]
+                 Parameter("sync_slop", value=0.05), Parameter("input_qos", value="reliable")]
     if args.predictor == "gt":
         gts = gt_by_sample(tmp / "nuscenes")
         predictor = GroundTruthReplay({frames[0][0] + i * 500_000_000: gts[i % len(frames)]
@@ -157,50 +232,19 @@ def main(argv=None) -> int:
     else:
         predictor = load_predictor(REPO / args.model, REPO / args.checkpoint if args.checkpoint else None)
     node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
-    peer = rclpy.create_node("bench_node_peer", context=ctx)
-    img_pub = {c: peer.create_publisher(CompressedImage, f"{PREFIX}/{c}/image", 10) for c in CAMERAS}
-    info_pub = {c: peer.create_publisher(CameraInfo, f"{PREFIX}/{c}/camera_info", 10) for c in CAMERAS}
-    lidar_pub = peer.create_publisher(PointCloud2, PREFIX + "/lidar", 10)
-    got = threading.Semaphore(0)
-    peer.create_subscription(MarkerArray, PREFIX + "/markers", lambda m: got.release(), 10)
-    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)  # what rclpy.spin(node) in occupancy_node's main() uses
     ex.add_node(node)
-    ex.add_node(peer)
     threading.Thread(target=ex.spin, daemon=True).start()
-    end = time.monotonic() + 30
-    while time.monotonic() < end and not (node.markers_pub.get_subscription_count() and lidar_pub.get_subscription_count()
-                                          and all(p.get_subscription_count() for p in (*img_pub.values(),
-                                                                                       *info_pub.values()))):
-        time.sleep(0.05)
-
-    def stamp(ns):
-        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
-
-    base = frames[0][0]
-    lost = 0
-    total = args.warmup + args.frames
-    for i in tqdm(range(total), desc="frames", unit="frame", file=sys.stderr):
-        _, jpeg, K, lidar = frames[i % len(frames)]
-        t = base + i * 500_000_000
-        for c in CAMERAS:
-            info = CameraInfo(width=args.size[0], height=args.size[1], distortion_model="plumb_bob", d=[0.0] * 5,
-                              k=K[c].reshape(-1).tolist(), r=np.eye(3).reshape(-1).tolist(),
-                              p=np.hstack([K[c], np.zeros((3, 1))]).reshape(-1).tolist())
-            info.header = Header(frame_id=c, stamp=stamp(t))
-            info_pub[c].publish(info)
-            msg = CompressedImage(format="jpeg", header=Header(frame_id=c, stamp=stamp(t)))
-            msg.data = jpeg[c]
-            img_pub[c].publish(msg)
-        time.sleep(0.05)
-        lidar_pub.publish(columns_to_pointcloud2(lidar, ("x", "y", "z", "intensity", "ring"),
-                                                 header=Header(frame_id="LIDAR_TOP", stamp=stamp(t))))
-        if not got.acquire(timeout=30):
-            lost += 1
+    sensors = subprocess.run([sys.executable, __file__, "--sensors-of", str(tmp), "--frames", str(args.frames),
+                              "--warmup", str(args.warmup), "--size", *map(str, args.size),
+                              "--output-timeout", str(args.output_timeout)], check=False)
+    if not 0 <= sensors.returncode <= 100:
+        raise SystemExit(f"bench/node.py: the sensor process failed (exit code {sensors.returncode})")
+    lost = sensors.returncode
     timings = [tm for tm in node.timings][args.warmup:]
     counters = node.counters
     ex.shutdown(timeout_sec=5)
     node.destroy_node()
-    peer.destroy_node()
     rclpy.shutdown(context=ctx)
 
     rows = {name: np.array([getattr(tm, name) for tm in timings]) * 1e3

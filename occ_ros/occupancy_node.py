@@ -1,6 +1,7 @@
 """``occupancy_node``: synchronized cameras + LiDAR in, semantic occupancy out.
 
-Inputs (sensor-data QoS, names from parameters, see :mod:`occ_ros.params`): one image topic
+Inputs (sensor-data QoS, or reliable with ``input_qos: reliable``; names from parameters, see
+:mod:`occ_ros.params`): one image topic
 per camera (``CompressedImage`` or ``Image``), its ``CameraInfo`` (intrinsics, latest kept),
 and the LiDAR ``PointCloud2`` (x, y, z [, intensity]). Extrinsics come from TF when
 ``tf2_ros`` is importable, else from the rig file; ``extrinsics_source: tf`` without tf2_ros
@@ -26,6 +27,7 @@ counted and skipped; the next good frame is processed normally.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -181,21 +183,27 @@ class OccupancyNode(Node):
         self.worker = DropOldestWorker(self._process, cfg.worker_queue_size, self._on_worker_error,
                                        name="occupancy-predictor")
         image_type = CompressedImage if cfg.image_transport == "compressed" else Image
-        self._subs = [self.create_subscription(PointCloud2, cfg.lidar_topic, self._on_lidar, qos_profile_sensor_data)]
+        input_qos = qos_profile_sensor_data if cfg.input_qos == "sensor_data" else QoSProfile(depth=10)
+        self._subs = [self.create_subscription(PointCloud2, cfg.lidar_topic, self._on_lidar, input_qos)]
         for cam in cfg.camera_names:
             self._subs.append(self.create_subscription(
-                image_type, cfg.image_topic(cam), lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data))
+                image_type, cfg.image_topic(cam), lambda msg, cam=cam: self._on_image(cam, msg), input_qos))
             self._subs.append(self.create_subscription(
                 CameraInfo, cfg.info_topic(cam), lambda msg, cam=cam: self._on_camera_info(cam, msg),
-                qos_profile_sensor_data))
+                input_qos))
         if cfg.odom_topic:
             from nav_msgs.msg import Odometry
 
-            self._subs.append(self.create_subscription(Odometry, cfg.odom_topic, self._on_odom, qos_profile_sensor_data))
+            self._subs.append(self.create_subscription(Odometry, cfg.odom_topic, self._on_odom, input_qos))
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}), LiDAR {cfg.lidar_topic}, extrinsics from "
             f"{self.extrinsics.describe()}, grid {self.spec.name} {tuple(self.spec.dims)}, slop {cfg.sync_slop} s")
+        # Move everything alive after start-up (torch, the model, rclpy: ~200k objects) to the
+        # garbage collector's permanent generation. A full collection then scans only what was
+        # allocated since; scanning them took 80-100 ms per collection on 2 cores, and whichever
+        # thread ran it held the GIL, stalling the worker mid-frame (bench/node.py p95).
+        gc.freeze()
 
     # ------------------------------------------------------------------ set-up
     def _load_predictor(self, cfg: NodeConfig) -> Predictor:

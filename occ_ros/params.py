@@ -85,6 +85,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("raw_image_topic", "/{camera}/image_raw", "Image topic per camera ({camera} = camera name)."),
     ParamSpec("camera_info_topic", "/{camera}/camera_info", "CameraInfo topic per camera (intrinsics)."),
     ParamSpec("lidar_topic", "/LIDAR_TOP", "LiDAR PointCloud2 topic (x, y, z [, intensity]); the sync trigger."),
+    ParamSpec("input_qos", "sensor_data",
+              "QoS of the camera, CameraInfo, LiDAR and odometry subscriptions: 'sensor_data' (best effort, "
+              "keep last 5: matches any publisher) or 'reliable' (keep last 10: only reliable publishers, e.g. "
+              "ros2 bag play; no message lost to a dropped fragment between processes).",
+              choices=("sensor_data", "reliable")),
     ParamSpec("odom_topic", "",
               "nav_msgs/Odometry (odom -> base_link) for multi-sweep aggregation; empty = not subscribed."),
     ParamSpec("lidar_sweeps", 1,
@@ -134,6 +139,7 @@ class NodeConfig:
     raw_image_topic: str
     camera_info_topic: str
     lidar_topic: str
+    input_qos: str
     odom_topic: str
     lidar_sweeps: int
     sweep_max_age: float

@@ -238,6 +238,28 @@ def test_malformed_inputs_are_counted_and_the_node_recovers(harness, keyframe):
     assert DiagnosticStatus.WARN in levels
 
 
+def test_input_qos_sets_the_reliability_of_every_input(harness, keyframe):
+    from rclpy.parameter import Parameter
+    from rclpy.qos import ReliabilityPolicy
+
+    from occ_ros.occupancy_node import OccupancyNode
+
+    node = harness[0]
+    inputs = [PREFIX + "/lidar", *(f"{PREFIX}/{c}/image" for c in CAMERAS), *(f"{PREFIX}/{c}/camera_info" for c in CAMERAS)]
+
+    def reliability(n, topic):
+        return {i.qos_profile.reliability for i in n.get_subscriptions_info_by_topic(topic) if i.node_name == n.get_name()}
+
+    assert all(reliability(node, t) == {ReliabilityPolicy.BEST_EFFORT} for t in inputs)  # sensor_data, the default
+    reliable = OccupancyNode(PointHeightTestPredictor(), node_name="occ_node_reliable", context=node.context,
+                             parameter_overrides=topic_overrides(PREFIX, keyframe.rig_file)
+                             + [Parameter("input_qos", value="reliable")])
+    try:
+        assert all(reliability(reliable, t) == {ReliabilityPolicy.RELIABLE} for t in inputs)
+    finally:
+        reliable.destroy_node()
+
+
 def test_raw_images_and_late_camera_info(keyframe):
     """image_transport 'raw' (sensor_msgs/Image, bgr8): frames before any CameraInfo are skipped
     as 'no calibration'; once CameraInfo arrives the output equals the offline prediction."""

@@ -25,6 +25,7 @@ def test_shipped_yaml_sets_every_parameter_to_its_default():
     ("sync_queue_size", 0, "[1, 100]"),
     ("worker_queue_size", 1.5, "expected int"),
     ("image_transport", "theora", "one of ['compressed', 'raw']"),
+    ("input_qos", "best_effort", "one of ['sensor_data', 'reliable']"),
     ("device", "gpu", "'cpu', 'cuda' or 'cuda:N'"),
     ("camera_names", ["CAM_FRONT", "CAM_FRONT"], "unique"),
     ("camera_names", [], "unique non-empty"),

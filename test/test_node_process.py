@@ -43,7 +43,7 @@ def node_process(synthetic_dataroot, tmp_path_factory):
         "compressed_image_topic": PREFIX + "/{camera}/image", "camera_info_topic": PREFIX + "/{camera}/camera_info",
         "lidar_topic": PREFIX + "/lidar", "markers_topic": PREFIX + "/markers", "voxels_topic": PREFIX + "/voxels",
         "diagnostics_topic": PREFIX + "/diagnostics", "rig_file": str(kf.rig_file), "extrinsics_source": "rig",
-        "diagnostics_period": 0.2, "sync_slop": 0.05}}}
+        "diagnostics_period": 0.2, "sync_slop": 0.05, "input_qos": "reliable"}}}
     params_file = out / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     log = (out / "node.log").open("w")
@@ -83,8 +83,10 @@ def test_node_process_predicts_the_offline_result_and_survives_bad_input(node_pr
             return True
 
         wait_for(lambda: alive() and peer.connected() and peer.diags, timeout=START_S, what="node process up")
-        # The inputs are best-effort (sensor-data QoS) and a 600 kB cloud can lose a fragment
-        # between processes while the node runs the model: send again until it arrives.
+        # The node's inputs are reliable here (input_qos): with sensor-data QoS (best effort) a
+        # 600 kB cloud between processes loses fragments while the model saturates the CPU (CI lost
+        # one 40 times in a row). The first frames may still precede the matching of every topic,
+        # so send again until the output arrives.
         def until(send, done, timeout, what, period=4.0):
             end = time.monotonic() + timeout
             while time.monotonic() < end:
@@ -106,8 +108,7 @@ def test_node_process_predicts_the_offline_result_and_survives_bad_input(node_pr
         check_rviz_markers(peer.markers[0], got_stamp)
 
         def send_bad():
-            # A small cloud: one datagram, so it is not lost to fragment drops while the node's
-            # model saturates the CPU (a 600 kB best-effort cloud was lost 40 times in a row on CI).
+            # a small cloud: nothing here needs 600 kB
             small = dataclasses.replace(kf, lidar_points=kf.lidar_points[:64])
             bad = lidar_msg(small, next(stamps))
             bad.point_step = 3  # x no longer fits in a point: malformed
