@@ -296,7 +296,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
     """
     import rclpy
     from occ_ros_msgs.msg import SemanticOccupancyGrid
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile
@@ -317,7 +317,10 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
     voxels: dict[int, bytes] = {}  # voxel clouds: stamp -> CDR (for --record)
     bar = tqdm(total=len(gt.frames), desc="occ-bag-eval", unit="frame", disable=not progress)
     lock = threading.Lock()
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    # The node on its own single-threaded executor, as rclpy.spin runs it in occupancy_node's
+    # main(); the recorder and player on another. (A MultiThreadedExecutor re-polls in a loop
+    # while a callback of a busy group is pending, holding the GIL against the node's worker.)
+    executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
     nodes = []
     try:
         node = OccupancyNode(predictor=predictor, context=context, parameter_overrides=[
@@ -344,10 +347,11 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         recorder.create_subscription(PointCloud2, VOXELS_TOPIC, on_voxels, QoSProfile(depth=100), raw=True)
         player = BagPlayer(PlayConfig(cfg.bag, rate=cfg.rate, wait_for_subscribers=0.0), context=context)
         nodes = [node, recorder, player.node]
-        for n in nodes:
-            executor.add_node(n)
-        spin = threading.Thread(target=executor.spin, daemon=True)
-        spin.start()
+        executors[0].add_node(node)
+        executors[1].add_node(recorder)
+        executors[1].add_node(player.node)
+        for ex in executors:
+            threading.Thread(target=ex.spin, daemon=True).start()
         # discovery: the node's inputs and the recorder must be matched before the first message
         end = time.monotonic() + cfg.discovery_timeout
         while time.monotonic() < end and not (all(p.get_subscription_count() > 0 for t, p in player.publishers.items()
@@ -384,7 +388,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         player.close()
     finally:
         bar.close()
-        executor.shutdown()
+        for ex in executors:
+            ex.shutdown()
         for n in nodes:
             try:
                 n.destroy_node()
