@@ -47,6 +47,36 @@ def bag(tmp_path_factory):
     return out
 
 
+def play_to_subscriber(config: PlayConfig, subscribe, done, timeout: float = 10.0):
+    """Play ``config`` to a node whose subscriptions ``subscribe(node)`` creates, on one executor,
+    until ``done()`` or ``timeout`` s after the playback; returns the (closed) player and its stats."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    player = None
+    try:
+        sub = Node("occ_bag_play_test_sub", context=ctx)
+        subscribe(sub)
+        player = BagPlayer(config, context=ctx)
+        ex.add_node(sub)
+        ex.add_node(player.node)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        stats = player.play()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not done():
+            time.sleep(0.02)
+    finally:
+        ex.shutdown()
+        if player is not None:
+            player.close()
+        rclpy.try_shutdown(context=ctx)
+    return player, stats
+
+
 def test_message_class_and_qos_mapping():
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -62,41 +92,23 @@ def test_message_class_and_qos_mapping():
 
 
 def test_player_to_subscriber_round_trip_delivers_every_message_in_order(bag):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
     from rclpy.qos import QoSProfile
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import String
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
     got_chat, got_cloud, got_clock = [], [], []
-    ex = SingleThreadedExecutor(context=ctx)
-    player = None
-    try:
-        sub = Node("occ_bag_play_test_sub", context=ctx)
+
+    def subscribe(sub):
         sub.create_subscription(String, PREFIX + "/chatter", lambda m: got_chat.append(m.data), QoSProfile(depth=100))
         sub.create_subscription(PointCloud2, PREFIX + "/cloud", lambda m: got_cloud.append(m), QoSProfile(depth=100))
         sub.create_subscription(Clock, "/clock", lambda m: got_clock.append(m.clock.sec * 10**9 + m.clock.nanosec),
                                 QoSProfile(depth=100))
-        player = BagPlayer(PlayConfig(bag, rate=2.0, wait_for_subscribers=10.0, start_delay=0.3), context=ctx)
-        assert set(player.publishers) == {PREFIX + "/chatter", PREFIX + "/cloud"}
-        assert "occ_test_no_wheel_msgs" in player.stats.skipped[PREFIX + "/thing"]  # no Python class: skipped
-        ex.add_node(sub)
-        ex.add_node(player.node)
-        th = threading.Thread(target=ex.spin, daemon=True)
-        th.start()
-        stats = player.play()
-        end = time.monotonic() + 10.0
-        while time.monotonic() < end and (len(got_chat) < 40 or len(got_cloud) < 10):
-            time.sleep(0.02)
-    finally:
-        ex.shutdown()
-        if player is not None:
-            player.close()
-        rclpy.try_shutdown(context=ctx)
+
+    player, stats = play_to_subscriber(PlayConfig(bag, rate=2.0, wait_for_subscribers=10.0, start_delay=0.3), subscribe,
+                                       lambda: len(got_chat) >= 40 and len(got_cloud) >= 10)
+    assert set(player.publishers) == {PREFIX + "/chatter", PREFIX + "/cloud"}
+    assert "occ_test_no_wheel_msgs" in player.stats.skipped[PREFIX + "/thing"]  # no Python class: skipped
     assert stats.published == {PREFIX + "/chatter": 40, PREFIX + "/cloud": 10}
     assert got_chat == [f"msg {i}" for i in range(40)]
     assert [(c.width, c.header.stamp.sec, c.header.stamp.nanosec) for c in got_cloud] == [(i, i, 7) for i in range(0, 40, 4)]
@@ -126,11 +138,8 @@ def test_topics_filter_and_cli_errors(bag, capsys):
 def test_player_delivers_the_ground_truth_grid_of_a_converted_bag(synthetic_dataroot, tmp_path):
     """The converter's /occupancy/gt_grid (rosbags CDR) reaches an rclpy subscriber as
     SemanticOccupancyGrid, one per keyframe, with the Occ3D ground-truth labels."""
-    import rclpy
     from nuscenes.nuscenes import NuScenes
     from occ_ros_msgs.msg import SemanticOccupancyGrid
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
     from rclpy.qos import QoSProfile
 
     from occ_core.formats import occ3d
@@ -140,30 +149,12 @@ def test_player_delivers_the_ground_truth_grid_of_a_converted_bag(synthetic_data
     scene = "scene-0002"
     bag = tmp_path / "gt_bag"
     convert(ConvertConfig(synthetic_dataroot, bag, scenes=[scene], keyframes_only=True, progress=False))
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
     got = []
-    ex = SingleThreadedExecutor(context=ctx)
-    player = None
-    try:
-        sub = Node("occ_bag_play_grid_sub", context=ctx)
-        sub.create_subscription(SemanticOccupancyGrid, GT_GRID_TOPIC, got.append, QoSProfile(depth=10))
-        player = BagPlayer(PlayConfig(bag, rate=4.0, topics=[GT_GRID_TOPIC], clock=False, wait_for_subscribers=10.0,
-                                      start_delay=0.3), context=ctx)
-        assert set(player.publishers) == {GT_GRID_TOPIC} and not player.stats.skipped
-        ex.add_node(sub)
-        ex.add_node(player.node)
-        th = threading.Thread(target=ex.spin, daemon=True)
-        th.start()
-        stats = player.play()
-        end = time.monotonic() + 10.0
-        while time.monotonic() < end and len(got) < 3:
-            time.sleep(0.02)
-    finally:
-        ex.shutdown()
-        if player is not None:
-            player.close()
-        rclpy.try_shutdown(context=ctx)
+    player, stats = play_to_subscriber(
+        PlayConfig(bag, rate=4.0, topics=[GT_GRID_TOPIC], clock=False, wait_for_subscribers=10.0, start_delay=0.3),
+        lambda sub: sub.create_subscription(SemanticOccupancyGrid, GT_GRID_TOPIC, got.append, QoSProfile(depth=10)),
+        lambda: len(got) >= 3)
+    assert set(player.publishers) == {GT_GRID_TOPIC} and not player.stats.skipped
     assert stats.published == {GT_GRID_TOPIC: 3} and len(got) == 3
     entries = {e.token: e for e in occ3d.list_gt(synthetic_dataroot / "gts") if e.scene == scene}
     nusc = NuScenes("v1.0-mini", str(synthetic_dataroot), verbose=False)
