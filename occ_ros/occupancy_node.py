@@ -27,7 +27,6 @@ counted and skipped; the next good frame is processed normally.
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
@@ -199,11 +198,6 @@ class OccupancyNode(Node):
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}), LiDAR {cfg.lidar_topic}, extrinsics from "
             f"{self.extrinsics.describe()}, grid {self.spec.name} {tuple(self.spec.dims)}, slop {cfg.sync_slop} s")
-        # Move everything alive after start-up (torch, the model, rclpy: ~200k objects) to the
-        # garbage collector's permanent generation. A full collection then scans only what was
-        # allocated since; scanning them took 80-100 ms per collection on 2 cores, and whichever
-        # thread ran it held the GIL, stalling the worker mid-frame (bench/node.py p95).
-        gc.freeze()
 
     # ------------------------------------------------------------------ set-up
     def _load_predictor(self, cfg: NodeConfig) -> Predictor:
