@@ -1,9 +1,8 @@
 """``occupancy_node``: synchronized cameras + LiDAR in, semantic occupancy out.
 
 Inputs (sensor-data QoS, or reliable with ``input_qos: reliable``; names from parameters, see
-:mod:`occ_ros.params`): one image topic
-per camera (``CompressedImage`` or ``Image``), its ``CameraInfo`` (intrinsics, latest kept),
-and the LiDAR ``PointCloud2`` (x, y, z [, intensity]). Extrinsics come from TF when
+:mod:`occ_ros.params`): one image topic per camera (``CompressedImage`` or ``Image``), its
+``CameraInfo`` (intrinsics, latest kept), and the LiDAR ``PointCloud2`` (x, y, z [, intensity]). Extrinsics come from TF when
 ``tf2_ros`` is importable, else from the rig file; ``extrinsics_source: tf`` without tf2_ros
 reads /tf_static and /tf through tf2_msgs (:mod:`occ_ros.tf_buffer`). With ``lidar_sweeps`` > 1 the node also
 subscribes ``odom_topic`` (nav_msgs/Odometry) and adds earlier sweeps moved into the current

@@ -136,7 +136,7 @@ class MarkerPlan:
         index: (N,) int64 row-major flat indices of the occupied voxels, grouped by class
             (increasing), in increasing flat order within a class.
         classes: (K,) present non-free class indices, increasing.
-        bounds: (K + 1,) voxel ranges: class ``classes[k]`` owns ``ijk[bounds[k]:bounds[k+1]]``.
+        bounds: (K + 1,) voxel ranges: class ``classes[k]`` owns ``index[bounds[k]:bounds[k+1]]``.
         names: K ``ns`` strings.
         class_rgba: (K, 4) float32 marker ``color`` (alpha: the value, or the class mean).
         voxel_rgba: (N, 4) float32 per-point ``colors`` for per-voxel alpha, else None.
