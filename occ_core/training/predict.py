@@ -1,14 +1,27 @@
-"""``occ-predict``: write Occ3D predictions of a trained model for a split.
+"""``occ-predict``: write Occ3D or OpenOcc v2 predictions of a trained model for a split.
 
     occ-predict --config config/models/fusion.yaml --checkpoint runs/fusion/model.pt \\
                 --dataroot data/synthetic --split val --out runs/fusion/pred
     occ-eval --gt data/synthetic/gts --pred runs/fusion/pred --scenes <val scenes>
 
+    occ-predict --config config/models/fusion_flow.yaml --checkpoint runs/flow/model.pt \\
+                --dataroot data/synthetic --split val --out runs/flow/pred_openocc --format openocc
+    occ-eval --format openocc --gt data/synthetic/openocc_v2 --pred runs/flow/pred_openocc \\
+             --metrics miou,iou,rayiou,mave --dataroot data/synthetic --version v1.0-mini --scenes <val scenes>
+
 Each keyframe of the split goes through the same path as the ROS node: a
 :class:`~occ_core.frame.SensorFrame` from the dataroot (multi-sweep LiDAR in base_link) ->
-:meth:`OccupancyPredictor.predict` -> ``<out>/<sample_token>.npz`` (key ``semantics``, uint8
-(200, 200, 16), written atomically). Tokens whose file already exists are skipped, so an
-interrupted run continues where it stopped (``--overwrite`` redoes them).
+:meth:`OccupancyPredictor.predict` -> ``<out>/<sample_token>.npz``, written atomically:
+
+- ``--format occ3d`` (default): key ``semantics``, uint8 (200, 200, 16) Occ3D labels (17 = free).
+- ``--format openocc``: OpenOcc v2 (:mod:`occ_core.formats.openocc`): ``semantics`` uint8
+  (200, 200, 16) in the OpenOcc class order (16 = free; Occ3D ``others``, which has no OpenOcc
+  class, is written as free and counted in the summary line) and ``flow`` float32
+  (200, 200, 16, 2), the model's (vx, vy) in m/s in base_link. Needs a model with a flow head
+  (``flow: true``, e.g. ``config/models/fusion_flow.yaml``); otherwise exit status 2.
+
+Tokens whose file already exists are skipped, so an interrupted run continues where it stopped
+(``--overwrite`` redoes them). Exit status 2: bad arguments, config or data.
 """
 
 from __future__ import annotations
@@ -17,10 +30,16 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from occ_core.classes import OCC3D_INDEX, OCC3D_NUM_CLASSES, OPENOCC_FREE
 from occ_core.errors import OccDataError
-from occ_core.formats import occ3d
+from occ_core.formats import occ3d, openocc
+from occ_core.formats.convert import occ3d_to_openocc
+from occ_core.frame import OccupancyPrediction
+
+FORMATS: tuple[str, ...] = ("occ3d", "openocc")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,18 +50,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", required=True, help="nuScenes-format dataroot")
     p.add_argument("--split", default="val", help="train or val (default val)")
     p.add_argument("--out", required=True, type=Path, help="folder for <sample_token>.npz")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default="occ3d",
+                   help="occ3d (default): Occ3D semantics; openocc: OpenOcc v2 semantics + flow (needs a flow model)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="rewrite predictions that already exist")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p
 
 
+def check_format(fmt: str, cfg, config_path: str) -> None:
+    """Raise OccDataError when the model of ``config_path`` cannot write ``fmt`` predictions."""
+    if fmt != "openocc":
+        return
+    if not cfg.flow:
+        raise OccDataError(f"--format openocc needs a model with a flow head, but {config_path} has none "
+                           f"(flow: false); use a flow config such as config/models/fusion_flow.yaml")
+    if cfg.num_classes != OCC3D_NUM_CLASSES:
+        raise OccDataError(f"--format openocc: {config_path} predicts {cfg.num_classes} classes, expected the "
+                           f"{OCC3D_NUM_CLASSES} Occ3D classes that map onto OpenOcc v2")
+
+
+def write_openocc(path: Path, pred: OccupancyPrediction) -> int:
+    """Write one OpenOcc v2 prediction; returns how many voxels were Occ3D ``others`` (written as free).
+
+    Args:
+        pred: labels (X, Y, Z) uint8 Occ3D, flow (X, Y, Z, 2) float32 m/s.
+    """
+    others = int(np.count_nonzero(pred.labels == OCC3D_INDEX["others"]))
+    sem = occ3d_to_openocc(pred.labels, others_to=OPENOCC_FREE, name=str(path))
+    openocc.write(path, openocc.OpenOccSample(sem, pred.flow))
+    return others
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from occ_core.data.nuscenes_dataset import NuScenesOccDataset, scene_splits
+        from occ_core.models.config import load_config
         from occ_core.models.predictor import load_predictor
 
+        check_format(args.fmt, load_config(args.config), args.config)
         predictor = load_predictor(args.config, args.checkpoint, args.device)
         cfg = predictor.cfg
         splits = scene_splits(args.dataroot)
@@ -50,15 +97,20 @@ def main(argv: list[str] | None = None) -> int:
             raise OccDataError(f"--split: {args.split!r} is not one of {sorted(splits)}")
         sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
         ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps)
-        written = 0
+        written = others = 0
         for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
             path = args.out / f"{token}.npz"
             if path.exists() and not args.overwrite:
                 continue
             pred = predictor.predict(ds.load_frame(token))
-            occ3d.write_prediction(path, pred.labels)
+            if args.fmt == "openocc":
+                others += write_openocc(path, pred)
+            else:
+                occ3d.write_prediction(path, pred.labels)
             written += 1
-        print(f"occ-predict: {written} predictions written, {len(ds.samples) - written} kept, in {args.out}")
+        note = f" ({others} voxels of Occ3D 'others' written as OpenOcc free)" if others else ""
+        print(f"occ-predict: {written} {args.fmt} predictions written, {len(ds.samples) - written} kept, "
+              f"in {args.out}{note}")
         return 0
     except OccDataError as e:
         print(f"occ-predict: error: {e}", file=sys.stderr)
