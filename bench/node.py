@@ -20,8 +20,10 @@ number of occupied voxels (an untrained model labels nearly every voxel occupied
 the marker and cloud building much costlier than with any real prediction).
 
 Stages (per frame, from the node's ``FrameTiming``):
-* decode: JPEG decode + colour conversion of the six images and the PointCloud2 -> numpy of
-  the sweep (in the callbacks, before the sync completes);
+* decode: JPEG decode + colour conversion of the six images (at the reduced size that covers
+  the model's input: 1/8 for 1600x900 and the shipped model's 176x96; full size with
+  ``--predictor gt --full-decode``) and the PointCloud2 -> numpy of the sweep (in the
+  callbacks, before the sync completes);
 * preprocess: SensorFrame assembly (calibration lookup, LiDAR -> base_link);
 * model: ``predictor.predict`` (the model's own input preparation included);
 * postprocess: voxel PointCloud2 + MarkerArray CDR bytes;
@@ -92,10 +94,12 @@ def load_keyframes(root: Path, size: tuple[int, int], out: Path):
 
 
 class GroundTruthReplay:
-    """Bench-only predictor: the Occ3D ground truth of the keyframe with the frame's stamp."""
+    """Bench-only predictor: the Occ3D ground truth of the keyframe with the frame's stamp;
+    ``image_hw`` = the camera input of ``--model``, so the node decodes images as for it."""
 
-    def __init__(self, labels_by_stamp: dict[int, np.ndarray]):
+    def __init__(self, labels_by_stamp: dict[int, np.ndarray], image_hw: tuple[int, int] | None):
         self.labels_by_stamp = labels_by_stamp
+        self.image_hw = image_hw
 
     def predict(self, frame):
         from occ_core.frame import OccupancyPrediction
@@ -190,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--predictor", choices=("model", "gt"), default="model",
                    help="'gt': replay the ground truth instead of running the model (node overhead on real occupancy)")
     p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
+    p.add_argument("--full-decode", action="store_true",
+                   help="with --predictor gt: decode the JPEGs at full size (not for the model's input)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--output-timeout", type=float, default=10.0,
                    help="seconds the sensors wait for a frame's markers before sending the next (it counts as lost)")
@@ -205,6 +211,7 @@ def main(argv=None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
+    from occ_core.models.config import load_config
     from occ_core.models.predictor import load_predictor
     from occ_ros.occupancy_node import OccupancyNode
 
@@ -227,8 +234,9 @@ def main(argv=None) -> int:
                  Parameter("sync_slop", value=0.05), Parameter("input_qos", value="reliable")]
     if args.predictor == "gt":
         gts = gt_by_sample(tmp / "nuscenes")
+        image_hw = None if args.full_decode else load_config(REPO / args.model).image_hw
         predictor = GroundTruthReplay({frames[0][0] + i * 500_000_000: gts[i % len(frames)]
-                                       for i in range(args.warmup + args.frames)})
+                                       for i in range(args.warmup + args.frames)}, image_hw)
     else:
         predictor = load_predictor(REPO / args.model, REPO / args.checkpoint if args.checkpoint else None)
     node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
@@ -254,7 +262,7 @@ def main(argv=None) -> int:
     print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu}, "
           f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     what = (f"model {args.model} + {args.checkpoint or 'random init'}" if args.predictor == "model"
-            else "ground-truth replay (no model)")
+            else f"ground-truth replay (no model; images decoded {'full size' if args.full_decode else 'for ' + args.model})")
     print(f"{what}, images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
           f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output")
     print(f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in tqdm(names, desc="configs"):
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
         sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
-        ds = NuScenesOccDataset(args.dataroot, split[:1], cfg.grid_spec, sweeps, cfg.flow)
+        ds = NuScenesOccDataset(args.dataroot, split[:1], cfg.grid_spec, sweeps, cfg.flow, image_hw=cfg.image_hw)
         sample = ds[len(ds) - 1]  # a later keyframe: its earlier LiDAR sweeps exist
         batch = collate([sample], cfg)
         for dev in devices:

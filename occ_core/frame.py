@@ -56,6 +56,11 @@ class OccupancyPrediction:
 
 
 class Predictor(Protocol):
-    """Anything that turns a :class:`SensorFrame` into an :class:`OccupancyPrediction`."""
+    """Anything that turns a :class:`SensorFrame` into an :class:`OccupancyPrediction`.
+
+    Optional attributes a caller may read: ``spec`` (the output :class:`~occ_core.grid.GridSpec`)
+    and ``image_hw`` (the camera input (h, w) images may be decoded for, see
+    :func:`occ_core.data.transforms.decode_image`; None or absent: full size).
+    """
 
     def predict(self, frame: SensorFrame) -> OccupancyPrediction: ...

@@ -40,9 +40,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from occ_core.classes import OCC3D_FREE
+from occ_core.data.transforms import scale_matrix
 from occ_core.errors import OccDataError
-from occ_core.geometry import make_transform
 from occ_core.frame import OccupancyPrediction, Predictor, SensorFrame
+from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D, GridSpec
 from occ_ros.conversions import (ConversionError, camera_info_to_intrinsics, compressed_to_array, image_to_array,
                                  occupancy_to_marker_array_cdr, occupancy_to_pointcloud2, pointcloud2_to_array)
@@ -63,11 +64,15 @@ def stamp_to_ns(stamp: Any) -> int:
 
 @dataclass
 class CameraItem:
-    """A decoded camera image: (H, W, 3) uint8 RGB, its frame id and the decode time (s)."""
+    """A decoded camera image: (H', W', 3) uint8 RGB, its frame id and the decode time (s);
+    ``pixel_transform`` (3, 3) maps pixels of the full-size (H, W) = ``source_hw`` image to it
+    (identity unless a JPEG was decoded at reduced size for the model's input)."""
 
     image: np.ndarray
     frame_id: str
     decode_s: float
+    pixel_transform: np.ndarray
+    source_hw: tuple[int, int]
 
 
 @dataclass
@@ -147,6 +152,9 @@ class OccupancyNode(Node):
         if predictor is None:
             predictor = self._load_predictor(cfg)
         self.predictor = predictor
+        # JPEGs are decoded at the reduced size that still covers the model's camera input, as
+        # the training and offline loaders decode them (None: full size, e.g. LiDAR-only models)
+        self._image_hw = getattr(predictor, "image_hw", None)
         self.spec: GridSpec = spec or getattr(predictor, "spec", None) or OCC3D
         self.counters = NodeCounters()
         self.timings: deque[FrameTiming] = deque(maxlen=500)
@@ -267,15 +275,17 @@ class OccupancyNode(Node):
         self._rates[cam].times.append(time.monotonic())
         try:
             if self.config.image_transport == "compressed":
-                rgb = compressed_to_array(msg, "rgb8").image
+                dec = compressed_to_array(msg, "rgb8", out_hw=self._image_hw)
+                rgb, A, source_hw = dec.image, dec.pixel_transform, dec.source_hw
             else:
                 rgb = image_to_array(msg, "rgb8")
+                A, source_hw = np.eye(3), rgb.shape[:2]
         except ConversionError as e:
             self._count("malformed_image")
             self._warn("image:" + cam, f"dropped a malformed image of {cam}: {e}")
             return
         self.sync.add(cam, stamp_to_ns(msg.header.stamp),
-                      CameraItem(rgb, msg.header.frame_id or cam, time.perf_counter() - t0))
+                      CameraItem(rgb, msg.header.frame_id or cam, time.perf_counter() - t0, A, source_hw))
 
     def _on_camera_info(self, cam: str, msg) -> None:
         self._count("camera_info_msgs")
@@ -325,12 +335,11 @@ class OccupancyNode(Node):
                 missing.append(f"extrinsics of {cam} frame {item.frame_id!r}")
             if intr is None or T is None:
                 continue
-            K = intr.K.copy()
-            h, w = item.image.shape[:2]
-            if intr.width > 0 and intr.height > 0 and (intr.width, intr.height) != (w, h):
-                K[0, :] *= w / intr.width
-                K[1, :] *= h / intr.height
-            Ks.append(K)
+            K = intr.K
+            h, w = item.source_hw
+            if intr.width > 0 and intr.height > 0 and (intr.width, intr.height) != (w, h):  # calibrated at another size
+                K = scale_matrix(w / intr.width, h / intr.height) @ K
+            Ks.append(item.pixel_transform @ K)
             Ts.append(T)
             images.append(item.image)
         if missing:

@@ -2,7 +2,8 @@
 
 Per keyframe sample:
 
-- cameras: the six keyframe images (RGB) with their intrinsics and ``T_base_from_cam`` into the
+- cameras: the six keyframe images (RGB; with ``image_hw``, JPEGs decoded at the reduced size
+  that covers the model input, intrinsics mapped to match) with their intrinsics and ``T_base_from_cam`` into the
   *keyframe LiDAR's* ego frame (``inv(E_lidar) @ E_cam @ C_cam`` through the ego poses, so a
   camera that fired a few ms off the LiDAR is placed exactly, as BEVDet's ``sensor2keyego``);
 - LiDAR: the keyframe sweep plus up to ``max_sweeps - 1`` earlier sweeps, aggregated with
@@ -25,11 +26,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from occ_core.classes import OCC3D_FREE
+from occ_core.data.transforms import decode_image
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d, openocc
 from occ_core.frame import SensorFrame
@@ -161,10 +162,14 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         augment: random BEV flips (and yaw in +-``rotate_deg``) per item, from ``seed`` and the
             item index and epoch (``dataset[(i, epoch)]``), so runs are reproducible.
         nusc: an already loaded ``NuScenes`` object (shares the tables between datasets).
+        image_hw: the model's image input (h, w): JPEGs are decoded at the reduced size that still
+            covers it (:func:`occ_core.data.transforms.decode_image`, as the node does), with the
+            intrinsics mapped to match; None decodes at full size.
     """
 
     def __init__(self, dataroot: str | Path, scenes: list[str], grid: GridSpec, max_sweeps: int = 1,
-                 with_flow: bool = False, augment: bool = False, rotate_deg: float = 0.0, seed: int = 0, nusc=None):
+                 with_flow: bool = False, augment: bool = False, rotate_deg: float = 0.0, seed: int = 0, nusc=None,
+                 image_hw: tuple[int, int] | None = None):
         from nuscenes.nuscenes import NuScenes
 
         self.dataroot = Path(dataroot)
@@ -175,6 +180,7 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.rotate_deg = rotate_deg
         self.seed = seed
+        self.image_hw = None if image_hw is None else (int(image_hw[0]), int(image_hw[1]))
         self.epoch = 0
         by_name = {s["name"]: s for s in self.nusc.scene}
         missing = [s for s in scenes if s not in by_name]
@@ -211,14 +217,15 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
                 continue
             sd = self.nusc.get("sample_data", sample["data"][cam])
             path = self.dataroot / sd["filename"]
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise OccDataError(f"{path}: cannot read the camera image")
+            try:
+                decoded = decode_image(path.read_bytes(), self.image_hw, where=str(path))
+            except OSError as e:
+                raise OccDataError(f"{path}: cannot read the camera image: {e}") from e
             E_cam, C_cam = self._pose(sd)
             cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
             names.append(cam)
-            images.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-            Ks.append(np.asarray(cs["camera_intrinsic"], dtype=np.float64))
+            images.append(decoded.image)
+            Ks.append(decoded.pixel_transform @ np.asarray(cs["camera_intrinsic"], dtype=np.float64))
             Ts.append(E_inv @ E_cam @ C_cam)
         pc, times = LidarPointCloud.from_file_multisweep(self.nusc, sample, "LIDAR_TOP", "LIDAR_TOP",
                                                          nsweeps=self.max_sweeps, min_distance=1.0)

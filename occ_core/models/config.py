@@ -203,6 +203,11 @@ class ModelConfig:
         return GRIDS[self.grid]
 
     @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """The camera input (h, w) that images are decoded for, or None without a camera branch."""
+        return None if self.lss is None else (int(self.image.size[0]), int(self.image.size[1]))
+
+    @property
     def feature_grid(self) -> GridSpec:
         """The voxel feature grid: the output grid with voxels ``feature_stride`` times larger."""
         g = self.grid_spec

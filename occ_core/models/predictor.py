@@ -55,6 +55,11 @@ class OccupancyPredictor:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """The camera input (h, w) images may be decoded for (:func:`occ_core.data.transforms.decode_image`)."""
+        return self.cfg.image_hw
+
     @torch.no_grad()
     def predict(self, frame: SensorFrame) -> OccupancyPrediction:
         """Labels (X, Y, Z) uint8 (free = 17 for Occ3D) = argmax of the logits, scores = their

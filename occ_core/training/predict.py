@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.split not in splits:
             raise OccDataError(f"--split: {args.split!r} is not one of {sorted(splits)}")
         sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
-        ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps)
+        ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
         written = others = 0
         for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
             path = args.out / f"{token}.npz"

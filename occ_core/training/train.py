@@ -275,8 +275,8 @@ def _run(args) -> int:
     grid = cfg.grid_spec
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
     train_ds = NuScenesOccDataset(root, splits["train"], grid, sweeps, cfg.flow, augment=t.flip,
-                                  rotate_deg=t.rotate_deg, seed=t.seed)
-    val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc)
+                                  rotate_deg=t.rotate_deg, seed=t.seed, image_hw=cfg.image_hw)
+    val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw)
 
     counts = label_counts(root, train_ds.samples, cfg.num_classes, grid.dims)
     trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1)

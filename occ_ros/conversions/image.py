@@ -16,11 +16,14 @@ Readers accept rclpy messages and rosbags dataclass messages alike (duck typing)
 from __future__ import annotations
 
 import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
+
+from occ_core.data.transforms import decode_image
+from occ_core.errors import OccDataError
 
 from .errors import ConversionError
 
@@ -173,12 +176,17 @@ class DecodedImage:
         source_encoding: encoding before compression, from an image_transport ``format``
             (``"rgb8; jpeg compressed bgr8"`` -> ``"rgb8"``), else None.
         compression: ``"jpeg"`` or ``"png"``.
+        pixel_transform: (3, 3) affine from pixel coordinates of the full-size image to
+            ``image`` (identity unless decoded at reduced size for ``out_hw``): K -> ``A @ K``.
+        source_hw: (H, W) of the full-size image.
     """
 
     image: np.ndarray
     encoding: str
     source_encoding: str | None
     compression: str
+    pixel_transform: np.ndarray = field(default_factory=lambda: np.eye(3))
+    source_hw: tuple[int, int] | None = None
 
 
 def parse_compressed_format(fmt: str) -> tuple[str | None, str]:
@@ -200,8 +208,14 @@ def parse_compressed_format(fmt: str) -> tuple[str | None, str]:
     return source, compression
 
 
-def compressed_to_array(msg: Any, desired_encoding: str = "passthrough") -> DecodedImage:
+def compressed_to_array(msg: Any, desired_encoding: str = "passthrough",
+                        out_hw: tuple[int, int] | None = None) -> DecodedImage:
     """Decode a ``sensor_msgs/CompressedImage`` (``cv_bridge.compressed_imgmsg_to_cv2``).
+
+    With ``out_hw`` (a network input (h, w)) and ``desired_encoding="rgb8"``, a JPEG is decoded
+    at the reduced size that still covers that input, as the training and offline paths decode
+    it (:func:`occ_core.data.transforms.decode_image`); ``pixel_transform`` then maps the
+    full-size pixel coordinates (and intrinsics) to the decoded image.
 
     Raises:
         ConversionError: unknown ``format``, or ``data`` that is not a complete jpeg/png.
@@ -217,6 +231,12 @@ def compressed_to_array(msg: Any, desired_encoding: str = "passthrough") -> Deco
         raise ConversionError("CompressedImage.data: not a complete JPEG stream (missing SOI/EOI marker)")
     if compression == "png" and not (raw[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" in raw[-16:]):
         raise ConversionError("CompressedImage.data: not a complete PNG stream (missing signature/IEND chunk)")
+    if out_hw is not None and desired_encoding == "rgb8" and compression == "jpeg":
+        try:
+            scaled = decode_image(buf, out_hw, where="CompressedImage.data")
+        except OccDataError as e:
+            raise ConversionError(str(e)) from None
+        return DecodedImage(scaled.image, "rgb8", source, compression, scaled.pixel_transform, scaled.source_hw)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if image is None:
         raise ConversionError(f"CompressedImage.data: OpenCV could not decode {buf.size} bytes as {compression}")
@@ -228,7 +248,7 @@ def compressed_to_array(msg: Any, desired_encoding: str = "passthrough") -> Deco
     if desired_encoding != "passthrough":
         image = convert_encoding(image, encoding, desired_encoding)
         encoding = desired_encoding
-    return DecodedImage(image, encoding, source, compression)
+    return DecodedImage(image, encoding, source, compression, source_hw=image.shape[:2])
 
 
 def array_to_compressed(image: np.ndarray, encoding: str = "bgr8", compression: str = "jpeg", quality: int = 95,
