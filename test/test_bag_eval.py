@@ -30,6 +30,7 @@ from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, grid_to_rosbags_msg, gri
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = "scene-0002"
+SMALL_INPUT_HW = (48, 80)
 
 
 class RecordingPredictor:
@@ -37,6 +38,7 @@ class RecordingPredictor:
 
     def __init__(self, inner):
         self.inner, self.spec, self.frames = inner, getattr(inner, "spec", OCC3D), []
+        self.image_hw = inner.image_hw  # the node decodes the images for the model's input
 
     def predict(self, frame):
         self.frames.append(frame)
@@ -47,6 +49,9 @@ class RecordingPredictor:
 def one_sweep_config(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / "config/models/fusion.yaml").read_text())
     cfg["lidar"]["max_sweeps"] = 1
+    # a smaller camera input (same weights) so that both paths decode the 320x180 test JPEGs at
+    # half size (occ_core.data.transforms.decode_image): the node and occ-predict must agree there too
+    cfg["image"]["size"] = list(SMALL_INPUT_HW)
     path = tmp_path_factory.mktemp("cfg") / "fusion_1sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -78,12 +83,13 @@ def test_playback_metrics_equal_offline_metrics(synthetic_dataroot, tmp_path, on
     assert res.effective_rate_hz > 0
 
     # the node's frames are the dataset's frames, and each prediction equals the offline file
-    ds = NuScenesOccDataset(synthetic_dataroot, [SCENE], OCC3D, max_sweeps=1)
+    ds = NuScenesOccDataset(synthetic_dataroot, [SCENE], OCC3D, max_sweeps=1, image_hw=SMALL_INPUT_HW)
     by_stamp = {ds.nusc.get("sample", tok)["timestamp"] * 1000: tok for _, tok in ds.samples}
     assert sorted(f.stamp_ns for f in rec.frames) == sorted(by_stamp)
     for f in rec.frames:
         ref = ds.load_frame(by_stamp[f.stamp_ns])
         assert f.camera_names == ref.camera_names
+        assert {im.shape for im in f.images} == {(90, 160, 3)}  # decoded at 1/2 for the 48x80 input
         for a, b in zip(f.images, ref.images):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(f.intrinsics, ref.intrinsics, atol=1e-9)
