@@ -159,7 +159,7 @@ def decode_image(data: bytes | np.ndarray, out_hw: tuple[int, int] | None = None
         OccDataError: ``data`` that OpenCV cannot decode.
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8)
-    size = jpeg_size(buf[:65536].tobytes()) if out_hw is not None else None
+    size = jpeg_size(buf.tobytes()) if out_hw is not None else None
     r = decode_reduction(size, out_hw) if size is not None else 1
     flag = dict(_REDUCED_FLAGS).get(r, cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
     img = cv2.imdecode(buf, flag) if buf.size else None
@@ -168,5 +168,7 @@ def decode_image(data: bytes | np.ndarray, out_hw: tuple[int, int] | None = None
     H, W = size if size is not None else img.shape[:2]
     if img.shape[:2] != (-(-H // r), -(-W // r)):  # not the libjpeg scaled size: decode again, full size
         img, r = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), 1
+        if img is None:
+            raise OccDataError(f"{where}: OpenCV could not decode {buf.size} bytes as an image")
         H, W = img.shape[:2]
     return ScaledImage(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), scale_matrix(1.0 / r, 1.0 / r), (H, W))
