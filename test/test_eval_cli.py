@@ -49,6 +49,21 @@ def test_occ3d_miou_camera_mask_json(tmp_path, capsys):
     assert s["mIoU"] < 1.0 and s["IoU (geometric)"] == 1.0    # classes wrong outside the mask, occupancy right
 
 
+def test_the_callers_torch_thread_count_is_restored(tmp_path):
+    import torch
+
+    gt_dir, pred_dir = _make_occ3d(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert cli.main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--threads", "1", "--no-progress"]) == 0
+        assert torch.get_num_threads() == 3
+        assert cli.main(["--gt", str(gt_dir), "--pred", str(tmp_path / "none"), "--threads", "1", "--no-progress"]) == 1
+        assert torch.get_num_threads() == 3  # on the error path too
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_missing_and_malformed_predictions_are_all_named(tmp_path, capsys):
     gt_dir, pred_dir = _make_occ3d(tmp_path, ("t0", "t1", "t2", "t3"))
     (pred_dir / "t0.npz").unlink()

@@ -138,9 +138,19 @@ def check_all(cfg: EvalConfig, entries: list[GtEntry], need_mask: bool) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``occ-eval``; returns the exit status."""
+    """Entry point of ``occ-eval``; returns the exit status. Torch runs on ``--threads`` threads
+    meanwhile; the caller's thread count is restored after (``main`` also runs in-process)."""
     cfg = parse_args(argv)
+    saved = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return evaluate(cfg)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def evaluate(cfg: EvalConfig) -> int:
+    """Check every frame, then compute and report the metrics of ``cfg``; returns the exit status."""
     try:
         entries = occ3d.list_gt(cfg.gt)
         if cfg.scenes is not None:
