@@ -113,7 +113,12 @@ class LossConfig:
         ce: class-weighted cross entropy.
         lovasz: Lovasz-softmax.
         sem_scal, geo_scal: MonoScene's semantic and geometric scene-class affinity losses.
-        flow: L1 of the 2D flow on occupied voxels (flow models).
+        flow: weight of the flow L1 on occupied voxels (flow models), balanced between
+            moving and static voxels (:func:`occ_core.training.losses.balanced_flow_l1`).
+        flow_moving_speed: GT speed (m/s) above which an occupied voxel counts as moving for
+            the flow loss; the L1 is averaged over moving and over static voxels separately
+            and the two means averaged. 0 = one mean over all occupied voxels (before
+            2026-11-21, when the flow head learnt no motion).
         class_weight_power: CE class weights ``(1 / log(count + 1e-3)) ** power`` from the
             training label counts (OpenOccupancy), normalised to mean 1; 0 = uniform.
         mask: voxels that are supervised: ``"camera"`` (Occ3D's mask_camera), ``"lidar"``,
@@ -126,6 +131,7 @@ class LossConfig:
     sem_scal: float = 1.0
     geo_scal: float = 1.0
     flow: float = 1.0
+    flow_moving_speed: float = 0.1
     class_weight_power: float = 1.0
     mask: str = "camera"
     cascade_coarse: float = 0.5
