@@ -68,7 +68,7 @@ class Harness:
     """One context: a /tf_static broadcaster (latched), the node, a peer for inputs and outputs."""
 
     def __init__(self, rig_file: Path, predictor, kf=None):
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
         from rclpy.qos import QoSProfile
         from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
@@ -98,7 +98,7 @@ class Harness:
         self.lidar = self.peer.create_publisher(PointCloud2, PREFIX + "/lidar", 10)
         self.grids = []
         self.peer.create_subscription(SemanticOccupancyGrid, PREFIX + "/grid", self.grids.append, QoSProfile(depth=2))
-        self.ex = MultiThreadedExecutor(num_threads=3, context=self.ctx)
+        self.ex = SingleThreadedExecutor(context=self.ctx)  # as rclpy.spin runs the node
         self.ex.add_node(self.node)
         self.ex.add_node(self.peer)
         self.thread = threading.Thread(target=self.ex.spin, daemon=True)
