@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -99,35 +100,43 @@ def keyframe(synthetic_dataroot, tmp_path_factory):
     return load_keyframe(synthetic_dataroot, tmp_path_factory.mktemp("node_kf"))
 
 
-@pytest.fixture(scope="module")
-def harness(keyframe):
+@contextmanager
+def spinning_node(prefix: str, kf, predictor, overrides: list):
+    """A fresh rclpy context with the node (``overrides``) and a :class:`Peer` on ``prefix``,
+    spun by one single-threaded executor, as rclpy.spin runs the node (a MultiThreadedExecutor
+    re-polls in a loop while a callback group is busy and can starve the timers and the
+    worker). Yields ``(node, peer)``; everything is shut down after."""
     from rclpy.executors import SingleThreadedExecutor
 
     from occ_ros.occupancy_node import OccupancyNode
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    predictor = Recording(PointHeightTestPredictor())
-    node = OccupancyNode(predictor, context=ctx, parameter_overrides=topic_overrides(PREFIX, keyframe.rig_file))
-    peer = Peer(ctx, PREFIX, keyframe)
+    node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
+    peer = Peer(ctx, prefix, kf)
     peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
-    # single-threaded, as rclpy.spin runs the node (a MultiThreadedExecutor re-polls in a loop
-    # while a callback group is busy and can starve the timers and the worker)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(peer.node)
     thread = threading.Thread(target=ex.spin, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: peer.connected() and node.markers_pub.get_subscription_count() > 0
-                 and node.voxels_pub.get_subscription_count() > 0, what="discovery")
-        yield node, peer, predictor
+        yield node, peer
     finally:
         ex.shutdown(timeout_sec=5)
         thread.join(5)
         node.destroy_node()
         peer.node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def harness(keyframe):
+    predictor = Recording(PointHeightTestPredictor())
+    with spinning_node(PREFIX, keyframe, predictor, topic_overrides(PREFIX, keyframe.rig_file)) as (node, peer):
+        wait_for(lambda: peer.connected() and node.markers_pub.get_subscription_count() > 0
+                 and node.voxels_pub.get_subscription_count() > 0, what="discovery")
+        yield node, peer, predictor
 
 
 def check_rviz_markers(msg, stamp_ns: int):

@@ -4,7 +4,6 @@ and the node over DDS with /odom and lidar_sweeps > 1."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import numpy as np
@@ -78,24 +77,20 @@ def test_ego_motion_interpolates_and_refuses_to_extrapolate():
 
 
 def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
-    rclpy = pytest.importorskip("rclpy")
+    pytest.importorskip("rclpy")
     from nav_msgs.msg import Odometry
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from std_msgs.msg import Header
 
     from occ_core.geometry import matrix_to_quat_wxyz
     from occ_ros.conversions import columns_to_pointcloud2, pointcloud2_to_occupancy
-    from occ_ros.occupancy_node import OccupancyNode
-    from test_node_dds import Peer, topic_overrides, wait_for
-    from test_node_support import CAMERAS, PointHeightTestPredictor, load_keyframe, ros_time
+    from test_node_dds import spinning_node, topic_overrides, wait_for
+    from test_node_support import PointHeightTestPredictor, load_keyframe, ros_time
 
     chain = lidar_chain(synthetic_dataroot, 2)
     kf = load_keyframe(synthetic_dataroot, tmp_path, index=1)
     assert kf.stamp_ns == chain[0][0]
     prefix = "/t_node_sweeps"
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
     overrides = topic_overrides(prefix, kf.rig_file) + [
         Parameter("odom_topic", value=prefix + "/odom"), Parameter("lidar_sweeps", value=3)]
     frames = []
@@ -105,16 +100,8 @@ def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
             frames.append(frame)
             return super().predict(frame)
 
-    node = OccupancyNode(Rec(), context=ctx, parameter_overrides=overrides)
-    peer = Peer(ctx, prefix, kf)
-    peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
-    odom = peer.node.create_publisher(Odometry, prefix + "/odom", 50)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    ex.add_node(peer.node)
-    thread = threading.Thread(target=ex.spin, daemon=True)
-    thread.start()
-    try:
+    with spinning_node(prefix, kf, Rec(), overrides) as (node, peer):
+        odom = peer.node.create_publisher(Odometry, prefix + "/odom", 50)
         wait_for(lambda: peer.connected() and odom.get_subscription_count() and node.voxels_pub.get_subscription_count(),
                  what="discovery")
         for stamp, pts, _, G in reversed(chain):
@@ -137,9 +124,3 @@ def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
         expected = PointHeightTestPredictor().predict(frames[-1])
         np.testing.assert_array_equal(pointcloud2_to_occupancy(peer.voxels[-1]), expected.labels)
         assert node.counters.malformed_odom == 0
-    finally:
-        ex.shutdown(timeout_sec=5)
-        thread.join(5)
-        node.destroy_node()
-        peer.node.destroy_node()
-        rclpy.shutdown(context=ctx)
