@@ -1,4 +1,5 @@
-"""Atomic file writes: a result appears complete under its final name, or not at all."""
+"""File I/O: atomic writes (a result appears complete under its final name, or not at all)
+and YAML reads whose errors name the file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import yaml
+
+from occ_core.errors import OccDataError
 
 
 @contextlib.contextmanager
@@ -60,3 +64,19 @@ def atomic_save_npz(path: str | os.PathLike, compressed: bool = True, **arrays: 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object keeps numpy from appending '.npz'
             save(f, **arrays)
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> object:
+    """The parsed YAML document at ``path``.
+
+    Raises:
+        OccDataError: naming the file and ``what`` it should be, when it cannot be read or is
+            not valid YAML.
+    """
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise OccDataError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise OccDataError(f"{path}: the {what} is not valid YAML ({e})") from None

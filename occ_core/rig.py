@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from occ_core.errors import OccDataError
+from occ_core.fileio import read_yaml
 from occ_core.geometry import make_transform, matrix_to_quat_wxyz, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 
 #: The rig shipped with the package: the published nuScenes calibration.
@@ -110,12 +111,7 @@ def _transform(d: dict, where: str) -> np.ndarray:
 def load_rig(path: str | Path = NUSCENES_RIG_PATH) -> Rig:
     """Read a rig YAML file; errors name the file and the field that is wrong."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise OccDataError(f"{path}: cannot read rig file ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise OccDataError(f"{path}: not valid YAML ({e})") from None
+    doc = read_yaml(path, "rig file")
     if not isinstance(doc, dict):
         raise OccDataError(f"{path}: expected a mapping with 'lidar' and 'cameras'")
     if "lidar" not in doc or not isinstance(doc["lidar"], dict):

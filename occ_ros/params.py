@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from occ_core.errors import OccDataError
+from occ_core.fileio import read_yaml
 
 NODE_NAME = "occupancy_node"
 PACKAGE = "occ_ros"
@@ -242,9 +243,9 @@ def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
     """
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ParameterError(f"{path}: cannot read params file ({e})") from None
+        doc = read_yaml(path, "params file")
+    except OccDataError as e:
+        raise ParameterError(str(e)) from None
     if not isinstance(doc, dict):
         raise ParameterError(f"{path}: expected a mapping '<node name>: ros__parameters: ...'")
     values: dict[str, Any] = {}

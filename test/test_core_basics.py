@@ -163,3 +163,16 @@ def test_occ_core_imports_no_ros():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"occ_core pulled in ROS modules: {out.stdout.strip()}"
+
+
+def test_yaml_reads_name_the_file_and_what_it_should_be(tmp_path):
+    from occ_core.errors import OccDataError
+    from occ_core.models.config import load_config
+    from occ_core.rig import load_rig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(OccDataError, match=r"bad\.yaml: the rig file is not valid YAML"):
+        load_rig(bad)
+    with pytest.raises(OccDataError, match=r"missing\.yaml: cannot read the model config"):
+        load_config(tmp_path / "missing.yaml")

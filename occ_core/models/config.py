@@ -22,9 +22,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from occ_core.errors import OccDataError
+from occ_core.fileio import read_yaml
 from occ_core.grid import GRIDS, GridSpec
 
 
@@ -296,13 +296,7 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
 def load_config(path: str | Path) -> ModelConfig:
     """Read a model YAML file into a :class:`ModelConfig`."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise OccDataError(f"{path}: cannot read the model config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise OccDataError(f"{path}: not valid YAML ({e})") from None
-    return config_from_dict(doc, str(path))
+    return config_from_dict(read_yaml(path, "model config"), str(path))
 
 
 def config_to_dict(cfg: ModelConfig) -> dict:
