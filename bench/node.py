@@ -168,7 +168,7 @@ def run_sensors(root: Path, size: tuple[int, int], out: Path, total: int, output
     time.sleep(0.5)
     lost = 0
     for i in tqdm(range(total), desc="frames", unit="frame", file=sys.stderr):
-        _, jpeg, K, lidar = frames[i % len(frames)]
+        _, jpeg, _, lidar = frames[i % len(frames)]
         t = base + i * 500_000_000
         infos(t)
         for c in CAMERAS:
