@@ -184,3 +184,39 @@ def test_camera_info_intrinsics_and_zero_k():
     msg.k = [0.0] * 9
     with pytest.raises(ConversionError, match=r"CameraInfo\.k"):
         camera_info_to_intrinsics(msg)
+
+
+def test_hostile_compressed_images_raise_conversion_error_only():
+    """Bombs, corrupt scans and format lies become ConversionError (no cv2.error, nothing decoded)."""
+    from test_node_support import jpeg_bomb, png_bomb, truncated_jpeg
+
+    good = bytes(array_to_compressed(smooth_image(64, 64), "bgr8", "jpeg").data)
+    cases = {"png": png_bomb(), "jpeg": jpeg_bomb()}
+    for fmt, data in cases.items():
+        for kwargs in ({}, {"desired_encoding": "rgb8"}, {"desired_encoding": "rgb8", "out_hw": (96, 176)}):
+            msg = CompressedImage(format=fmt)
+            msg.data = array.array("B", data)
+            with pytest.raises(ConversionError, match="max_image_pixels"):
+                compressed_to_array(msg, **kwargs)
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", truncated_jpeg(good))
+    with pytest.raises(ConversionError, match="corrupt JPEG"):
+        compressed_to_array(msg, "rgb8")
+    msg.data = array.array("B", good)
+    with pytest.raises(ConversionError, match="disagrees with the calibrated size"):
+        compressed_to_array(msg, "rgb8", expected_hw=(900, 1600))
+    msg.format = "png"
+    with pytest.raises(ConversionError, match="CompressedImage.data"):
+        compressed_to_array(msg)
+
+
+@pytest.mark.parametrize("field, index, value", [("k", 2, float("nan")), ("k", 0, float("inf")),
+                                                 ("p", 2, float("nan")), ("d", 0, float("inf"))])
+def test_non_finite_camera_info_is_refused(field, index, value):
+    K = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    values = {"k": list(K), "r": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], "p": K[:3] + [0.0] + K[3:6] + [0.0] + K[6:] + [0.0],
+              "d": [0.0] * 5}
+    values[field][index] = value
+    msg = CameraInfo(width=640, height=480, distortion_model="plumb_bob", **values)
+    with pytest.raises(ConversionError, match=f"CameraInfo.{field}"):
+        camera_info_to_intrinsics(msg)

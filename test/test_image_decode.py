@@ -61,7 +61,7 @@ def test_full_size_when_no_input_is_given_or_for_png():
 
 
 def test_undecodable_data_names_the_image():
-    with pytest.raises(OccDataError, match="cam.jpg: OpenCV could not decode"):
+    with pytest.raises(OccDataError, match="cam.jpg: JPEG without a readable start-of-frame"):
         decode_image(b"\xff\xd8 not a jpeg", (96, 176), where="cam.jpg")
 
 
@@ -82,3 +82,47 @@ def test_node_and_offline_paths_decode_the_same_pixels():
     np.testing.assert_array_equal(node.image, offline.image)
     np.testing.assert_array_equal(node.pixel_transform, offline.pixel_transform)
     assert compressed_to_array(msg, "rgb8").image.shape == (900, 1600, 3)  # no input size: full size
+
+
+# ------------------------------------------------------------------ hostile inputs (issue 12)
+def test_bombs_are_refused_from_the_header():
+    from test_node_support import jpeg_bomb, png_bomb
+
+    png, jpg = png_bomb(), jpeg_bomb()
+    assert len(png) < 120 and len(jpg) < 700
+    with pytest.raises(OccDataError, match=r"cam\.png: .*100000x100000 .*max_image_pixels"):
+        decode_image(png, where="cam.png")
+    with pytest.raises(OccDataError, match=r"cam\.jpg: .*60000x60000 .*max_image_pixels"):
+        decode_image(jpg, (96, 176), where="cam.jpg")
+    with pytest.raises(OccDataError, match="max_image_pixels = 100"):
+        decode_image(_jpeg(np.zeros((16, 16, 3), np.uint8)), max_pixels=100)
+
+
+def test_truncated_jpeg_with_end_marker_is_an_error_not_grey():
+    from test_node_support import truncated_jpeg
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur((rng.random((180, 320, 3)) * 255).astype(np.uint8), (7, 7), 2)
+    bad = truncated_jpeg(_jpeg(img))
+    assert cv2.imdecode(np.frombuffer(bad, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV: grey fill, no error
+    for out_hw in (None, (96, 176)):
+        with pytest.raises(OccDataError, match=r"cam\.jpg: corrupt JPEG"):
+            decode_image(bad, out_hw, where="cam.jpg")
+
+
+def test_size_must_agree_with_the_calibration():
+    data = _jpeg(np.zeros((90, 160, 3), np.uint8))
+    assert decode_image(data, expected_hw=(900, 1600)).source_hw == (90, 160)  # same aspect: another resolution
+    with pytest.raises(OccDataError, match="disagrees with the calibrated size 1600x1600"):
+        decode_image(data, expected_hw=(1600, 1600))
+
+
+def test_reduced_decode_equals_opencv_reduced_decode():
+    """The strict decoder gives OpenCV's IMREAD_REDUCED pixels, so the shipped model sees what it was trained on."""
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur((rng.random((900, 1600, 3)) * 255).astype(np.uint8), (9, 9), 3)
+    data = _jpeg(img, 90)
+    for out_hw, flag in (((96, 176), cv2.IMREAD_REDUCED_COLOR_8), ((256, 704), cv2.IMREAD_REDUCED_COLOR_2),
+                         (None, cv2.IMREAD_COLOR)):
+        ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), flag), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(decode_image(data, out_hw).image, ref)

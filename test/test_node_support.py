@@ -151,3 +151,33 @@ def wait_for(pred, timeout: float = 20.0, what: str = "condition") -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ------------------------------------------------------------------ hostile inputs (issue 12)
+def png_bomb(height: int = 100_000, width: int = 100_000) -> bytes:
+    """A ~100-byte PNG whose IHDR claims ``width`` x ``height`` RGB pixels (CRCs valid, one tiny IDAT)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def jpeg_bomb(height: int = 60_000, width: int = 60_000) -> bytes:
+    """A small real JPEG (8x8 grey) whose start-of-frame header is patched to claim ``width`` x ``height``."""
+    import struct
+
+    ok, buf = cv2.imencode(".jpg", np.full((8, 8), 128, np.uint8))
+    data = bytearray(buf.tobytes())
+    i = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, i + 5, height, width)
+    return bytes(data)
+
+
+def truncated_jpeg(jpeg: bytes) -> bytes:
+    """``jpeg`` cut in the middle of its scan with an end-of-image marker appended: libjpeg's lenient
+    decode fills the rest grey with only a warning."""
+    return jpeg[: len(jpeg) // 2] + b"\xff\xd9"

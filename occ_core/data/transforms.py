@@ -5,8 +5,11 @@ cropped (centred horizontally, from the top vertically: the sky goes) and normal
 pixel mapping is the affine ``p' = A p`` (integer pixel coordinates are pixel centres), so the
 intrinsics become ``K' = A K``.
 
-Decoding (:func:`decode_image`): a JPEG much larger than the network input is decoded at 1/2,
-1/4 or 1/8 scale in libjpeg's DCT domain (OpenCV ``IMREAD_REDUCED_COLOR_*``), the largest
+Decoding (:func:`decode_image`): the size is read from the JPEG/PNG header and checked before any
+pixel is decoded (:func:`check_image_size`: a bomb costs nothing), and a JPEG decodes strictly
+(libjpeg-turbo through ``simplejpeg``: corrupt data is an error, not grey fill). A JPEG much
+larger than the network input is decoded at 1/2, 1/4 or 1/8 scale in libjpeg's DCT domain (the
+same pixels as OpenCV's ``IMREAD_REDUCED_COLOR_*``), the largest
 reduction whose image still covers the resize target, so :func:`prepare_image` only ever
 shrinks it. Output pixel ``i`` of a 1/r decode summarises source pixels ``[r i, r i + r)``, so
 the pixel mapping is ``u' = (u + 0.5) / r - 0.5``. A 1600x900 JPEG for a 176x96 input decodes
@@ -146,29 +149,145 @@ class ScaledImage:
     source_hw: tuple[int, int]
 
 
-def decode_image(data: bytes | np.ndarray, out_hw: tuple[int, int] | None = None, where: str = "image") -> ScaledImage:
-    """Decode a JPEG or PNG (any format OpenCV reads) to RGB.
+#: Largest image accepted unless a caller says otherwise: 4096 x 3072 (12.6 MP), a little over
+#: the largest camera expected on a robot (nuScenes: 1600 x 900). The size is read from the
+#: header before anything is decoded, so a 100-byte file that claims 100000 x 100000 pixels
+#: costs nothing.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 3072
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a JPEG or PNG header says: ``kind`` ("jpeg" | "png"), (``height``, ``width``) pixels
+    and ``channels`` (1 grey, 3 colour, 4 with alpha; PNG: after palette expansion)."""
+
+    kind: str
+    height: int
+    width: int
+    channels: int
+
+
+def read_image_header(data: bytes, where: str = "image") -> ImageHeader:
+    """The header of a JPEG (start-of-frame) or PNG (IHDR) stream; no pixel data is decoded.
+
+    Raises:
+        OccDataError: naming ``where``: neither JPEG nor PNG, or a header that cannot be read.
+    """
+    if data[:2] == b"\xff\xd8":
+        size = jpeg_size(data)
+        if size is None:
+            raise OccDataError(f"{where}: JPEG without a readable start-of-frame header")
+        i = data.find(b"\xff", 2)
+        channels = 3
+        while 0 <= i < len(data) - 9:  # the component count of the first SOF marker
+            if data[i + 1] in _SOF_MARKERS:
+                channels = data[i + 9]
+                break
+            i = data.find(b"\xff", i + 1)
+        return ImageHeader("jpeg", size[0], size[1], 1 if channels == 1 else 3)
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 33 or data[12:16] != b"IHDR":
+            raise OccDataError(f"{where}: PNG without an IHDR header")
+        w, h = struct.unpack_from(">II", data, 16)
+        colour_type = data[25]
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour_type)
+        if channels is None or h == 0 or w == 0:
+            raise OccDataError(f"{where}: PNG header with size {w}x{h} and colour type {colour_type} is invalid")
+        return ImageHeader("png", h, w, channels)
+    raise OccDataError(f"{where}: expected a JPEG or PNG stream, got {len(data)} bytes starting {data[:8]!r}")
+
+
+def check_image_size(height: int, width: int, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                     expected_hw: tuple[int, int] | None = None) -> None:
+    """Refuse an image size before decoding it.
+
+    Args:
+        height, width: from the header.
+        max_pixels: most pixels accepted.
+        expected_hw: the calibrated (H, W) of this camera (CameraInfo), or None / zeros when
+            unknown. The image must have the same aspect ratio (within 1 %): a camera's images
+            may be delivered at another resolution than its calibration, never reshaped.
+
+    Raises:
+        OccDataError: naming ``where``, the size and the limit it breaks.
+    """
+    if height <= 0 or width <= 0:
+        raise OccDataError(f"{where}: expected an image of at least 1x1 pixels, got {width}x{height}")
+    if height * width > max_pixels:
+        raise OccDataError(f"{where}: the header claims {width}x{height} = {height * width} pixels, more than "
+                           f"max_image_pixels = {max_pixels}; refused before decoding")
+    if expected_hw is not None and expected_hw[0] > 0 and expected_hw[1] > 0:
+        eh, ew = expected_hw
+        if abs(height * ew - width * eh) > 0.01 * max(height * ew, width * eh):
+            raise OccDataError(f"{where}: {width}x{height} image disagrees with the calibrated size {ew}x{eh} "
+                               f"(CameraInfo): expected that size or the same aspect ratio")
+
+
+def decode_jpeg(data: bytes, where: str, colorspace: str = "RGB", min_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a JPEG with libjpeg-turbo (``simplejpeg``), strictly: libjpeg's corrupt-data
+    warnings (a truncated scan, bad Huffman codes) are errors, not grey fill.
+
+    Args:
+        colorspace: ``"RGB"``, ``"BGR"`` or ``"GRAY"``.
+        min_hw: decode at the smallest of libjpeg's DCT scales (n/8) whose size still reaches
+            (h, w); None = full size. Pixels equal OpenCV's ``IMREAD_REDUCED_*`` decode.
+
+    Returns:
+        (H', W', 3) uint8, or (H', W') for ``"GRAY"``.
+
+    Raises:
+        OccDataError: naming ``where`` and libjpeg's complaint.
+    """
+    import simplejpeg
+
+    kwargs = {} if min_hw is None else {"min_height": int(min_hw[0]), "min_width": int(min_hw[1])}
+    try:
+        img = simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, **kwargs)
+    except (ValueError, RuntimeError) as e:
+        raise OccDataError(f"{where}: corrupt JPEG ({e})") from None
+    return img[:, :, 0] if colorspace == "GRAY" else img
+
+
+def decode_png(data: bytes | np.ndarray, where: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode a PNG through OpenCV; a failure of any kind becomes :class:`OccDataError` naming ``where``."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    try:
+        img = cv2.imdecode(buf, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as e:
+        raise OccDataError(f"{where}: OpenCV could not decode the PNG ({str(e).strip().splitlines()[-1]})") from None
+    if img is None:
+        raise OccDataError(f"{where}: OpenCV could not decode {buf.size} bytes as a PNG")
+    return img
+
+
+def decode_image(data: bytes | np.ndarray, out_hw: tuple[int, int] | None = None, where: str = "image",
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, expected_hw: tuple[int, int] | None = None) -> ScaledImage:
+    """Decode a JPEG or PNG to RGB, its size checked from the header first.
 
     Args:
         data: the compressed bytes.
         out_hw: the network input (h, w): a JPEG is then decoded at the largest DCT reduction
             that still covers it (:func:`decode_reduction`); None decodes at full size.
         where: names the image in errors.
+        max_pixels, expected_hw: see :func:`check_image_size`.
 
     Raises:
-        OccDataError: ``data`` that OpenCV cannot decode.
+        OccDataError: not a JPEG/PNG, a size refused by :func:`check_image_size`, or data that
+            does not decode cleanly (a truncated or corrupt stream).
     """
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8)
-    size = jpeg_size(buf.tobytes()) if out_hw is not None else None
-    r = decode_reduction(size, out_hw) if size is not None else 1
-    flag = dict(_REDUCED_FLAGS).get(r, cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
-    img = cv2.imdecode(buf, flag) if buf.size else None
-    if img is None:
-        raise OccDataError(f"{where}: OpenCV could not decode {buf.size} bytes as an image")
-    H, W = size if size is not None else img.shape[:2]
-    if img.shape[:2] != (-(-H // r), -(-W // r)):  # not the libjpeg scaled size: decode again, full size
-        img, r = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), 1
-        if img is None:
-            raise OccDataError(f"{where}: OpenCV could not decode {buf.size} bytes as an image")
-        H, W = img.shape[:2]
-    return ScaledImage(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), scale_matrix(1.0 / r, 1.0 / r), (H, W))
+    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).tobytes()
+    header = read_image_header(raw, where)
+    H, W = header.height, header.width
+    check_image_size(H, W, where, max_pixels, expected_hw)
+    if header.kind == "jpeg":
+        r = decode_reduction((H, W), out_hw) if out_hw is not None else 1
+        want = (-(-H // r), -(-W // r))
+        img = decode_jpeg(raw, where, "RGB", want if r > 1 else None)
+    else:
+        r, want = 1, (H, W)
+        img = cv2.cvtColor(decode_png(raw, where), cv2.COLOR_BGR2RGB)
+    if img.shape[:2] != want:
+        raise OccDataError(f"{where}: decoded {img.shape[1]}x{img.shape[0]} pixels, the header says "
+                           f"{want[1]}x{want[0]}")
+    return ScaledImage(np.ascontiguousarray(img), scale_matrix(1.0 / r, 1.0 / r), (H, W))

@@ -22,7 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from occ_core.data.transforms import decode_image
+from occ_core.data.transforms import (DEFAULT_MAX_IMAGE_PIXELS, check_image_size, decode_image, decode_jpeg, decode_png,
+                                       read_image_header)
 from occ_core.errors import OccDataError
 
 from .errors import ConversionError
@@ -209,8 +210,14 @@ def parse_compressed_format(fmt: str) -> tuple[str | None, str]:
 
 
 def compressed_to_array(msg: Any, desired_encoding: str = "passthrough",
-                        out_hw: tuple[int, int] | None = None) -> DecodedImage:
+                        out_hw: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                        expected_hw: tuple[int, int] | None = None) -> DecodedImage:
     """Decode a ``sensor_msgs/CompressedImage`` (``cv_bridge.compressed_imgmsg_to_cv2``).
+
+    The size is read from the JPEG/PNG header first and refused above ``max_pixels`` or when it
+    disagrees with ``expected_hw`` (the camera's CameraInfo size; same aspect ratio required), so
+    a decompression bomb is never decoded (:func:`occ_core.data.transforms.check_image_size`).
+    JPEGs decode strictly (libjpeg's corrupt-data warnings are errors).
 
     With ``out_hw`` (a network input (h, w)) and ``desired_encoding="rgb8"``, a JPEG is decoded
     at the reduced size that still covers that input, as the training and offline paths decode
@@ -218,7 +225,8 @@ def compressed_to_array(msg: Any, desired_encoding: str = "passthrough",
     full-size pixel coordinates (and intrinsics) to the decoded image.
 
     Raises:
-        ConversionError: unknown ``format``, or ``data`` that is not a complete jpeg/png.
+        ConversionError: unknown ``format``, data that is not a complete, clean jpeg/png, or a
+            refused size; never any other exception for bad ``data``.
     """
     source, compression = parse_compressed_format(msg.format)
     try:
@@ -231,22 +239,35 @@ def compressed_to_array(msg: Any, desired_encoding: str = "passthrough",
         raise ConversionError("CompressedImage.data: not a complete JPEG stream (missing SOI/EOI marker)")
     if compression == "png" and not (raw[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" in raw[-16:]):
         raise ConversionError("CompressedImage.data: not a complete PNG stream (missing signature/IEND chunk)")
-    if out_hw is not None and desired_encoding == "rgb8" and compression == "jpeg":
-        try:
-            scaled = decode_image(buf, out_hw, where="CompressedImage.data")
-        except OccDataError as e:
-            raise ConversionError(str(e)) from None
-        return DecodedImage(scaled.image, "rgb8", source, compression, scaled.pixel_transform, scaled.source_hw)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if image is None:
-        raise ConversionError(f"CompressedImage.data: OpenCV could not decode {buf.size} bytes as {compression}")
+    where = "CompressedImage.data"
+    try:
+        header = read_image_header(raw, where)
+        if header.kind != compression:
+            raise OccDataError(f"{where}: format says {compression}, the data is {header.kind}")
+        check_image_size(header.height, header.width, where, max_pixels, expected_hw)
+        if out_hw is not None and desired_encoding == "rgb8" and compression == "jpeg":
+            scaled = decode_image(raw, out_hw, where, max_pixels, expected_hw)
+            return DecodedImage(scaled.image, "rgb8", source, compression, scaled.pixel_transform, scaled.source_hw)
+        if compression == "jpeg":
+            grey = header.channels == 1
+            image = decode_jpeg(raw, where, "GRAY" if grey else "BGR")
+        else:
+            image = decode_png(buf, where, cv2.IMREAD_UNCHANGED)
+    except OccDataError as e:
+        raise ConversionError(str(e)) from None
+    if image.shape[:2] != (header.height, header.width):
+        raise ConversionError(f"{where}: decoded {image.shape[1]}x{image.shape[0]} pixels, the header says "
+                              f"{header.width}x{header.height}")
     channels = 1 if image.ndim == 2 else image.shape[2]
     encoding = {(np.dtype(np.uint8), 1): "mono8", (np.dtype(np.uint8), 3): "bgr8", (np.dtype(np.uint8), 4): "bgra8",
                 (np.dtype(np.uint16), 1): "mono16", (np.dtype(np.uint16), 3): "bgr16"}.get((image.dtype, channels))
     if encoding is None:
-        raise ConversionError(f"CompressedImage.data: decoded {image.dtype} image with {channels} channels is not supported")
+        raise ConversionError(f"{where}: decoded {image.dtype} image with {channels} channels is not supported")
     if desired_encoding != "passthrough":
-        image = convert_encoding(image, encoding, desired_encoding)
+        try:
+            image = convert_encoding(image, encoding, desired_encoding)
+        except cv2.error as e:
+            raise ConversionError(f"{where}: cannot convert {encoding} to {desired_encoding} ({e})") from None
         encoding = desired_encoding
     return DecodedImage(image, encoding, source, compression, source_hw=image.shape[:2])
 
@@ -327,8 +348,8 @@ def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
     """Intrinsics of a ``sensor_msgs/CameraInfo`` (ROS 2 ``k``/``d``/``r``/``p`` or ROS 1 upper case).
 
     Raises:
-        ConversionError: K, R or P of the wrong size, or a K without focal lengths (all zero:
-            an uncalibrated camera).
+        ConversionError: K, R or P of the wrong size, a non-finite value (NaN, inf) in K, R, P
+            or D, or a K without focal lengths (all zero: an uncalibrated camera).
     """
     k = np.asarray(_field(msg, "k"), dtype=np.float64).reshape(-1)
     if k.size != 9:
@@ -343,6 +364,9 @@ def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
     if p.size != 12:
         raise ConversionError(f"CameraInfo.p: expected 12 values, got {p.size}")
     d = np.asarray(_field(msg, "d"), dtype=np.float64).reshape(-1)
+    for name, values in (("k", k), ("r", r), ("p", p), ("d", d)):
+        if not np.isfinite(values).all():
+            raise ConversionError(f"CameraInfo.{name}: expected finite values, got {values.tolist()}")
     return CameraIntrinsics(K=K.copy(), D=d.copy(), R=r.reshape(3, 3).copy(), P=p.reshape(3, 4).copy(),
                             width=int(msg.width), height=int(msg.height),
                             distortion_model=str(msg.distortion_model), frame_id=str(msg.header.frame_id))
