@@ -7,7 +7,8 @@ messages leave their queues. Differences, because the trigger decides the output
 stamp: a set is always built around a trigger message (per other input, the stamp closest to
 the trigger's, ties to the older), trigger messages are tried oldest first, and when a trigger
 message matches, the older trigger messages are dropped as incomplete (outputs keep stamp
-order). A trigger message that leaves its queue unmatched (evicted, or overtaken) is reported
+order). With ``max_bytes`` the queues are bounded in payload bytes too, so memory stays bounded
+whatever sizes arrive. A trigger message that leaves its queue unmatched (evicted, or overtaken) is reported
 to ``on_incomplete`` with the inputs that had no message within the slop. A slop of 0 asks
 for exactly equal stamps.
 
@@ -55,10 +56,14 @@ class ApproximateTimeSync:
         slop: seconds; a set matches when its stamp spread is < slop.
         on_match: called with each :class:`SyncedSet` (outside the lock).
         on_incomplete: called with each :class:`IncompleteSet` (outside the lock).
+        max_bytes: bytes kept per input at most (``sizeof`` of the payloads); the oldest
+            messages are evicted first, the newest one always stays. None = no byte bound.
+        sizeof: payload -> bytes (needed with ``max_bytes``).
     """
 
     def __init__(self, inputs: Sequence[str], trigger: str, queue_size: int, slop: float,
-                 on_match: Callable[[SyncedSet], None], on_incomplete: Callable[[IncompleteSet], None] | None = None):
+                 on_match: Callable[[SyncedSet], None], on_incomplete: Callable[[IncompleteSet], None] | None = None,
+                 max_bytes: int | None = None, sizeof: Callable[[Any], int] | None = None):
         inputs = tuple(inputs)
         if len(set(inputs)) != len(inputs) or trigger not in inputs:
             raise ValueError(f"inputs must be unique and contain the trigger {trigger!r}, got {list(inputs)}")
@@ -72,7 +77,12 @@ class ApproximateTimeSync:
         self.slop_ns = int(round(slop * 1e9))
         self.on_match = on_match
         self.on_incomplete = on_incomplete
+        if max_bytes is not None and (max_bytes < 1 or sizeof is None):
+            raise ValueError(f"max_bytes: expected >= 1 with a sizeof function, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
         self._queues: dict[str, dict[int, Any]] = {name: {} for name in inputs}
+        self._bytes: dict[str, int] = {name: 0 for name in inputs}
         self._lock = threading.Lock()
 
     def add(self, name: str, stamp_ns: int, payload: Any) -> None:
@@ -83,10 +93,15 @@ class ApproximateTimeSync:
         incomplete: list[IncompleteSet] = []
         with self._lock:
             q = self._queues[name]
-            q[int(stamp_ns)] = payload
-            while len(q) > self.queue_size:
+            stamp_ns = int(stamp_ns)
+            if stamp_ns in q:
+                self._bytes[name] -= self._size(q[stamp_ns])
+            q[stamp_ns] = payload
+            self._bytes[name] += self._size(payload)
+            while len(q) > self.queue_size or (self.max_bytes is not None and len(q) > 1
+                                               and self._bytes[name] > self.max_bytes):
                 old = min(q)
-                del q[old]
+                self._bytes[name] -= self._size(q.pop(old))
                 if name == self.trigger:
                     incomplete.append(IncompleteSet(old, self._missing(old)))
             self._match(matched, incomplete)
@@ -101,7 +116,22 @@ class ApproximateTimeSync:
         with self._lock:
             return {name: len(q) for name, q in self._queues.items()}
 
+    def queued_bytes(self) -> dict[str, int]:
+        """Payload bytes waiting per input (0 without ``sizeof``)."""
+        with self._lock:
+            return dict(self._bytes)
+
+    def reset(self) -> None:
+        """Forget every queued message (after the clock jumped back: old stamps would never match)."""
+        with self._lock:
+            for name in self.inputs:
+                self._queues[name].clear()
+                self._bytes[name] = 0
+
     # ------------------------------------------------------------------ internals (lock held)
+    def _size(self, payload: Any) -> int:
+        return int(self._sizeof(payload)) if self._sizeof is not None else 0
+
     def _closest(self, name: str, t: int) -> int | None:
         best = None
         for s in self._queues[name]:
@@ -132,6 +162,8 @@ class ApproximateTimeSync:
                     incomplete.append(IncompleteSet(older, self._missing(older)))
                     del trig[older]
                 payloads = {n: self._queues[n].pop(s) for n, s in chosen.items()}
+                for n, p in payloads.items():
+                    self._bytes[n] -= self._size(p)
                 matched.append(SyncedSet(t, payloads, dict(chosen)))
                 self._match(matched, incomplete)  # the rest of the trigger queue may match now
                 return

@@ -121,3 +121,23 @@ def test_worker_drops_oldest_counts_and_survives_errors():
         w.stop()
     with pytest.raises(RuntimeError):
         w.put(5)
+
+
+def test_queues_are_bounded_in_bytes_too():
+    matched, incomplete = [], []
+    sync = ApproximateTimeSync(("lidar", "cam"), "lidar", queue_size=10, slop=0.05, on_match=matched.append,
+                               on_incomplete=incomplete.append, max_bytes=1000, sizeof=len)
+    for i in range(5):
+        sync.add("cam", i * 10**9, b"x" * 400)  # 400 B each: at most 2 fit in 1000 B
+    assert sync.queued()["cam"] == 2 and sync.queued_bytes()["cam"] == 800
+    sync.add("cam", 9 * 10**9, b"x" * 5000)  # larger than the bound alone: kept, everything older goes
+    assert sync.queued()["cam"] == 1 and sync.queued_bytes()["cam"] == 5000
+    for i in range(3):
+        sync.add("lidar", (20 + i) * 10**9, b"y" * 600)  # triggers evicted by bytes are reported incomplete
+    assert sync.queued()["lidar"] == 1 and [inc.stamp_ns for inc in incomplete] == [20 * 10**9, 21 * 10**9]
+    sync.add("cam", 22 * 10**9, b"z")  # 5001 B > 1000: the 5000 B image goes, "z" matches the trigger
+    assert len(matched) == 1 and sync.queued_bytes() == {"lidar": 0, "cam": 0}
+    sync.add("cam", 23 * 10**9, b"w" * 10)
+    assert sync.queued_bytes()["cam"] == 10
+    sync.reset()
+    assert sync.queued() == {"lidar": 0, "cam": 0} and sync.queued_bytes() == {"lidar": 0, "cam": 0}
