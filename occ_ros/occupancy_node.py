@@ -16,6 +16,20 @@ predictor gives them, :mod:`occ_ros.conversions.grid_msg`), ``/occupancy/voxels`
 serialized straight to CDR, built only while someone subscribes) and ``/diagnostics``
 (latency, input rates, drop and malformed counts).
 
+Hostile or broken input: every input is subscribed raw and deserialized by the node, so a
+truncated CDR message is counted too. Image sizes are read from the JPEG/PNG header and refused
+above ``max_image_pixels`` or when they disagree with the camera's CameraInfo before anything is
+decoded; JPEGs decode strictly. Empty or all-NaN clouds, 0x0 images, non-finite CameraInfo,
+duplicate and backward stamps are logged (throttled), counted and dropped; a stamp that jumps
+back by more than 2 s (a bag played again) starts a new sequence. The sync queues are bounded
+in messages and in bytes (``sync_queue_max_mb``).
+
+Every loss is visible on /diagnostics: a pipeline status (frames published, dropped at sync,
+for lack of calibration, at the worker; predictor errors) and one status per input (received,
+expected and lost from gaps in the stamp sequence, malformed, out of order; see
+:mod:`occ_ros.input_stats`), WARN/ERROR when the loss between two reports passes
+``loss_warn_fraction`` / ``loss_error_fraction``.
+
 Threading: callbacks only convert a message to numpy and hand it to the
 :class:`~occ_ros.sync.ApproximateTimeSync` (LiDAR = trigger); a matched set goes into a
 :class:`~occ_ros.worker.DropOldestWorker` whose thread builds the :class:`SensorFrame`, runs
@@ -40,14 +54,16 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from occ_core.classes import OCC3D_FREE
-from occ_core.data.transforms import scale_matrix
+from occ_core.data.transforms import check_image_size, scale_matrix
 from occ_core.errors import OccDataError
 from occ_core.frame import OccupancyPrediction, Predictor, SensorFrame
 from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D, GridSpec
 from occ_ros.conversions import (ConversionError, camera_info_to_intrinsics, compressed_to_array, image_to_array,
                                  occupancy_to_marker_array_cdr, occupancy_to_pointcloud2, pointcloud2_to_array)
-from occ_ros.params import NODE_NAME, NodeConfig, ParameterError, declare_and_read, resolve_share_path
+from occ_ros.params import (NODE_NAME, NodeConfig, ParameterError, check_params_file_args, declare_and_read,
+                             resolve_share_path)
+from occ_ros.input_stats import InputCounts, StampTracker, StampVerdict
 from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
 from occ_ros.sync import ApproximateTimeSync, IncompleteSet, SyncedSet
 from occ_ros.conversions.grid_msg import grid_to_msg
@@ -56,10 +72,23 @@ from occ_ros.tf_source import RigExtrinsics, TfExtrinsics, tf2_available
 from occ_ros.worker import DropOldestWorker
 
 LIDAR = "lidar"
+#: A forward gap longer than this (s) in an input's stamps is a pause, not loss; a backward jump
+#: longer than this is a restart (a bag played again): a new sequence begins.
+INPUT_PAUSE_S = 2.0
 
 
 def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _describe(e: BaseException) -> str:
+    """A conversion error's own message; any other exception with its type (it is a bug to report)."""
+    return str(e) if isinstance(e, (ConversionError, OccDataError)) else f"{type(e).__name__}: {e}"
+
+
+def _payload_bytes(item: Any) -> int:
+    """Bytes a queued sync payload holds (its decoded image or points)."""
+    return int(item.image.nbytes if isinstance(item, CameraItem) else item.points.nbytes)
 
 
 @dataclass
@@ -112,6 +141,9 @@ class NodeCounters:
     malformed_camera_info: int = 0
     odom_msgs: int = 0
     malformed_odom: int = 0
+    unreadable_messages: int = 0
+    out_of_order: int = 0
+    stamp_resets: int = 0
     synced_frames: int = 0
     incomplete_frames: int = 0
     no_calibration: int = 0
@@ -162,6 +194,8 @@ class OccupancyNode(Node):
         self._last_warn: dict[str, float] = {}
         self._intrinsics: dict[str, Any] = {}
         self._rates = {name: _Rate() for name in (LIDAR, *cfg.camera_names)}
+        self._stats = {name: StampTracker(INPUT_PAUSE_S) for name in (LIDAR, *cfg.camera_names)}
+        self._stats_reported = {name: tr.counts() for name, tr in self._stats.items()}
         self.motion = EgoMotion()
         self.sweeps = SweepBuffer(capacity=4 * cfg.lidar_sweeps + 8)
         self._problems_reported = 0
@@ -172,6 +206,10 @@ class OccupancyNode(Node):
                                else TfMessageExtrinsics(self, cfg.base_frame))
         else:
             self.extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
+            unknown = [c for c in cfg.camera_names if c not in self.extrinsics.rig.camera_names]
+            if unknown:
+                raise ParameterError(f"parameter 'camera_names': {unknown} are not cameras of the rig file "
+                                     f"{cfg.rig_file} (it has {list(self.extrinsics.rig.camera_names)})")
 
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -185,28 +223,51 @@ class OccupancyNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, cfg.diagnostics_topic, QoSProfile(depth=10))
 
         self.sync = ApproximateTimeSync((LIDAR, *cfg.camera_names), LIDAR, cfg.sync_queue_size, cfg.sync_slop,
-                                        self._on_synced, self._on_incomplete)
+                                        self._on_synced, self._on_incomplete,
+                                        max_bytes=int(cfg.sync_queue_max_mb * 2**20), sizeof=_payload_bytes)
         self.worker = DropOldestWorker(self._process, cfg.worker_queue_size, self._on_worker_error,
                                        name="occupancy-predictor")
         image_type = CompressedImage if cfg.image_transport == "compressed" else Image
         input_qos = qos_profile_sensor_data if cfg.input_qos == "sensor_data" else QoSProfile(depth=10)
-        self._subs = [self.create_subscription(PointCloud2, cfg.lidar_topic, self._on_lidar, input_qos)]
+        self._subs = [self._subscribe(PointCloud2, cfg.lidar_topic, self._on_lidar, input_qos, LIDAR, "malformed_lidar")]
         for cam in cfg.camera_names:
-            self._subs.append(self.create_subscription(
-                image_type, cfg.image_topic(cam), lambda msg, cam=cam: self._on_image(cam, msg), input_qos))
-            self._subs.append(self.create_subscription(
-                CameraInfo, cfg.info_topic(cam), lambda msg, cam=cam: self._on_camera_info(cam, msg),
-                input_qos))
+            self._subs.append(self._subscribe(image_type, cfg.image_topic(cam),
+                                              lambda msg, cam=cam: self._on_image(cam, msg), input_qos, cam,
+                                              "malformed_image"))
+            self._subs.append(self._subscribe(CameraInfo, cfg.info_topic(cam),
+                                              lambda msg, cam=cam: self._on_camera_info(cam, msg), input_qos, None,
+                                              "malformed_camera_info"))
         if cfg.odom_topic:
             from nav_msgs.msg import Odometry
 
-            self._subs.append(self.create_subscription(Odometry, cfg.odom_topic, self._on_odom, input_qos))
+            self._subs.append(self._subscribe(Odometry, cfg.odom_topic, self._on_odom, input_qos, None,
+                                              "malformed_odom"))
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}), LiDAR {cfg.lidar_topic}, extrinsics from "
             f"{self.extrinsics.describe()}, grid {self.spec.name} {tuple(self.spec.dims)}, slop {cfg.sync_slop} s")
 
     # ------------------------------------------------------------------ set-up
+    def _subscribe(self, msg_type, topic: str, handler, qos, stats_key: str | None, malformed_counter: str):
+        """A raw subscription that deserializes here, so a message that does not deserialize
+        (truncated CDR) is counted (``malformed_counter``, the input's stats) instead of vanishing in rmw."""
+        from rclpy.serialization import deserialize_message
+
+        def on_raw(data: bytes) -> None:
+            try:
+                msg = deserialize_message(data, msg_type)
+            except Exception as e:  # noqa: BLE001 - rclpy raises RMWError/RuntimeError on bad CDR
+                self._count("unreadable_messages")
+                self._count(malformed_counter)
+                if stats_key is not None:
+                    self._stats[stats_key].received_unstamped()
+                self._warn("cdr:" + topic, f"dropped a {len(data)}-byte message on {topic} that is not a valid "
+                                           f"{msg_type.__name__} (CDR): {e}")
+                return
+            handler(msg)
+
+        return self.create_subscription(msg_type, topic, on_raw, qos, raw=True)
+
     def _load_predictor(self, cfg: NodeConfig) -> Predictor:
         from occ_core.models.predictor import load_predictor
 
@@ -233,10 +294,37 @@ class OccupancyNode(Node):
         self.get_logger().warning(text)
 
     # ------------------------------------------------------------------ callbacks (thin)
+    def _accept_stamp(self, name: str, stamp_ns: int, topic: str) -> bool:
+        """Count one message of input ``name`` by its stamp; False = drop it (duplicate or older stamp)."""
+        verdict = self._stats[name].observe(stamp_ns)
+        if verdict is StampVerdict.OUT_OF_ORDER:
+            self._count("out_of_order")
+            self._warn("order:" + name, f"dropped a message on {topic} stamped {stamp_ns * 1e-9:.3f} s: not newer than "
+                                        f"the previous one (duplicate or out-of-order stamp)")
+            return False
+        if verdict is StampVerdict.RESET:
+            self._count("stamp_resets")
+            self.get_logger().info(f"{topic}: the stamps jumped back to {stamp_ns * 1e-9:.3f} s (more than "
+                                   f"{INPUT_PAUSE_S} s); starting a new sequence")
+            if name == LIDAR:  # queued sets and earlier sweeps belong to the old time line
+                self.sync.reset()
+                self.sweeps = SweepBuffer(capacity=4 * self.config.lidar_sweeps + 8)
+                self.motion = EgoMotion()
+        return True
+
+    def _malformed(self, name: str | None, counter: str, kind: str, text: str) -> None:
+        self._count(counter)
+        if name is not None:
+            self._stats[name].malformed()
+        self._warn(kind, text)
+
     def _on_lidar(self, msg) -> None:
         t0 = time.perf_counter()
         self._count("lidar_msgs")
         self._rates[LIDAR].times.append(time.monotonic())
+        stamp = stamp_to_ns(msg.header.stamp)
+        if not self._accept_stamp(LIDAR, stamp, self.config.lidar_topic):
+            return
         try:
             names = [f.name for f in msg.fields]
             wanted = ["x", "y", "z"] + (["intensity"] if "intensity" in names else [])
@@ -245,12 +333,14 @@ class OccupancyNode(Node):
             for j, n in enumerate(wanted):
                 cols[:, j] = pts[n]
             cols = cols[np.isfinite(cols).all(axis=1)]
-        except ConversionError as e:
-            self._count("malformed_lidar")
-            self._warn("lidar", f"dropped a malformed LiDAR cloud on {self.config.lidar_topic}: {e}")
+            if cols.shape[0] == 0:
+                raise ConversionError(f"PointCloud2: no finite point among its {int(msg.width) * int(msg.height)} "
+                                      f"(an empty or all-NaN cloud)")
+        except Exception as e:  # noqa: BLE001 - ConversionError, or anything else a hostile message raises
+            self._malformed(LIDAR, "malformed_lidar", "lidar", f"dropped a malformed LiDAR cloud on "
+                                                               f"{self.config.lidar_topic}: {_describe(e)}")
             return
         item = LidarItem(cols, msg.header.frame_id, msg.header, time.perf_counter() - t0)
-        stamp = stamp_to_ns(msg.header.stamp)
         if self.config.lidar_sweeps > 1:
             T = self.extrinsics.lookup(item.frame_id, stamp)
             if T is not None:
@@ -273,27 +363,38 @@ class OccupancyNode(Node):
         t0 = time.perf_counter()
         self._count("image_msgs")
         self._rates[cam].times.append(time.monotonic())
+        cfg = self.config
+        stamp = stamp_to_ns(msg.header.stamp)
+        if not self._accept_stamp(cam, stamp, cfg.image_topic(cam)):
+            return
+        with self._lock:
+            intr = self._intrinsics.get(cam)
+        calibrated_hw = (intr.height, intr.width) if intr is not None else None
         try:
-            if self.config.image_transport == "compressed":
-                dec = compressed_to_array(msg, "rgb8", out_hw=self._image_hw)
+            if cfg.image_transport == "compressed":
+                dec = compressed_to_array(msg, "rgb8", out_hw=self._image_hw, max_pixels=cfg.max_image_pixels,
+                                          expected_hw=calibrated_hw)
                 rgb, A, source_hw = dec.image, dec.pixel_transform, dec.source_hw
-            else:
+            else:  # the pixels are in the message already; still refuse sizes the model must not see
+                try:
+                    check_image_size(int(msg.height), int(msg.width), "Image", cfg.max_image_pixels, calibrated_hw)
+                except OccDataError as e:
+                    raise ConversionError(str(e)) from None
                 rgb = image_to_array(msg, "rgb8")
                 A, source_hw = np.eye(3), rgb.shape[:2]
-        except ConversionError as e:
-            self._count("malformed_image")
-            self._warn("image:" + cam, f"dropped a malformed image of {cam}: {e}")
+        except Exception as e:  # noqa: BLE001 - ConversionError, or anything else a hostile message raises
+            self._malformed(cam, "malformed_image", "image:" + cam, f"dropped a malformed image of {cam}: {_describe(e)}")
             return
-        self.sync.add(cam, stamp_to_ns(msg.header.stamp),
+        self.sync.add(cam, stamp,
                       CameraItem(rgb, msg.header.frame_id or cam, time.perf_counter() - t0, A, source_hw))
 
     def _on_camera_info(self, cam: str, msg) -> None:
         self._count("camera_info_msgs")
         try:
             intr = camera_info_to_intrinsics(msg)
-        except ConversionError as e:
-            self._count("malformed_camera_info")
-            self._warn("info:" + cam, f"ignored a malformed CameraInfo of {cam}: {e}")
+        except Exception as e:  # noqa: BLE001 - ConversionError, or anything else a hostile message raises
+            self._malformed(None, "malformed_camera_info", "info:" + cam,
+                            f"ignored a malformed CameraInfo of {cam}: {_describe(e)}")
             return
         with self._lock:
             self._intrinsics[cam] = intr
@@ -390,7 +491,37 @@ class OccupancyNode(Node):
                                             t4 - t_complete))
 
     # ------------------------------------------------------------------ diagnostics
+    def input_counts(self) -> dict[str, InputCounts]:
+        """Per input (``lidar`` and each camera): received, expected, lost, malformed, out of order."""
+        return {name: tr.counts() for name, tr in self._stats.items()}
+
+    def _level(self, window: InputCounts) -> int:
+        """0 OK, 1 WARN, 2 ERROR (DiagnosticStatus levels) for an input's loss between two reports."""
+        loss = window.loss_fraction
+        if window.expected and loss > self.config.loss_error_fraction:
+            return 2
+        if window.expected and loss > self.config.loss_warn_fraction:
+            return 1
+        return 0
+
+    def _input_status(self, name: str, total: InputCounts, window: InputCounts):
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        topic = self.config.lidar_topic if name == LIDAR else self.config.image_topic(name)
+        status = DiagnosticStatus(name=f"{self.get_name()}: input {topic}", hardware_id=self.get_name())
+        status.level = bytes([self._level(window)])
+        status.message = (f"{window.received} received, {window.lost} lost, {window.malformed} malformed, "
+                          f"{window.out_of_order} out of order since the last report")
+        values = {"received": total.received, "expected": total.expected, "lost": total.lost,
+                  "malformed": total.malformed, "out_of_order": total.out_of_order, "pauses": total.pauses,
+                  "resets": total.resets, "loss_fraction": f"{total.loss_fraction:.4f}",
+                  "period_s": "" if total.period_s is None else f"{total.period_s:.4f}"}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return status
+
     def publish_diagnostics(self) -> None:
+        """One DiagnosticArray: ``status[0]`` the pipeline (counters, latency, rates, frames dropped
+        at sync / for calibration / at the worker), then one status per input (its stamp accounting)."""
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
         now = time.monotonic()
@@ -399,9 +530,18 @@ class OccupancyNode(Node):
             totals = np.array([t.total for t in self.timings]) * 1e3
             models = np.array([t.model for t in self.timings]) * 1e3
         ws = self.worker.stats()
+        counts = self.input_counts()
+        windows = {n: counts[n].minus(self._stats_reported[n]) for n in counts}
+        self._stats_reported = counts
         values = {f: getattr(c, f) for f in vars(c)}
+        values["dropped_at_sync"] = c.incomplete_frames
+        values["dropped_no_calibration"] = c.no_calibration
+        values["dropped_at_worker"] = ws.dropped
         values["worker_dropped"] = ws.dropped
         values["worker_queued"] = ws.queued
+        for name, n in counts.items():
+            for key in ("received", "expected", "lost", "malformed", "out_of_order"):
+                values[f"{name}_{key}"] = getattr(n, key)
         if totals.size:
             values["latency_ms_p50"] = f"{np.percentile(totals, 50):.1f}"
             values["latency_ms_p95"] = f"{np.percentile(totals, 95):.1f}"
@@ -409,27 +549,43 @@ class OccupancyNode(Node):
         for name, rate in self._rates.items():
             values[f"rate_hz_{name}"] = f"{rate.hz(now):.2f}"
         problems_total = (c.malformed_lidar + c.malformed_image + c.malformed_camera_info + c.malformed_odom
-                          + c.no_calibration + c.predictor_errors + ws.dropped)
+                          + c.out_of_order + c.no_calibration + c.predictor_errors + ws.dropped)
         new_problems = problems_total - self._problems_reported  # WARN while problems keep occurring
         self._problems_reported = problems_total
+        inputs = [self._input_status(n, counts[n], windows[n]) for n in counts]
+        lost = sum(w.lost for w in windows.values())
         status = DiagnosticStatus(name=f"{self.get_name()}: occupancy pipeline", hardware_id=self.get_name())
-        status.level = DiagnosticStatus.WARN if new_problems else DiagnosticStatus.OK
+        status.level = bytes([max([1 if new_problems else 0] + [self._level(w) for w in windows.values()])])
         status.message = f"{c.published_frames} frames published"
         if new_problems:
-            status.message += (f"; {new_problems} inputs/frames dropped since the last report (malformed, no "
-                               f"calibration, queue full, predictor errors)")
+            status.message += (f"; {new_problems} inputs/frames dropped since the last report (malformed, out of "
+                               f"order, no calibration, queue full, predictor errors)")
+        if lost:
+            status.message += f"; {lost} messages lost in transport since the last report (gaps in the stamps)"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
+        msg = DiagnosticArray(status=[status, *inputs])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
 
 
 def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> int:
-    """Run the node until shutdown (Ctrl-C / SIGTERM). Exit code 2 on invalid parameters or a model
-    that cannot be loaded (the message says which)."""
+    """Run the node until shutdown (Ctrl-C / SIGTERM). Exit code 2, with one line naming the
+    cause, on a missing or invalid params file, bad ROS arguments, invalid parameters (camera
+    names the rig does not know included), or a model that cannot be loaded (a device this
+    torch lacks included)."""
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    args = list(argv if argv is not None else sys.argv)
+    try:
+        check_params_file_args(args)
+    except ParameterError as e:
+        print(f"occupancy_node: {e}", file=sys.stderr)
+        return 2
+    try:
+        rclpy.init(args=args)
+    except Exception as e:  # noqa: BLE001 - rclpy raises RCLError/RuntimeError for bad --ros-args
+        print(f"occupancy_node: invalid ROS arguments {args[1:]}: {e}", file=sys.stderr)
+        return 2
     node = None
     try:
         node = OccupancyNode(predictor)

@@ -110,6 +110,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("rig_file", "config/rigs/nuscenes.yaml",
               "Rig calibration YAML (sensor -> base_link); a relative path is taken from the package share folder."),
     ParamSpec("sync_queue_size", 10, "Messages kept per input by the approximate-time synchronizer.", lo=1, hi=100),
+    ParamSpec("sync_queue_max_mb", 64.0,
+              "Decoded bytes kept per input by the synchronizer, in MiB; the oldest messages go first.",
+              lo=1.0, hi=4096.0),
+    ParamSpec("max_image_pixels", 4096 * 3072,
+              "Largest camera image accepted (width x height, read from the JPEG/PNG header before "
+              "decoding); larger ones are dropped and counted as malformed.", lo=1, hi=1 << 30),
+    ParamSpec("loss_warn_fraction", 0.01,
+              "/diagnostics is WARN when an input loses (gaps in its stamps), garbles or reorders more than "
+              "this fraction of its messages between two reports.", lo=0.0, hi=1.0),
+    ParamSpec("loss_error_fraction", 0.2, "/diagnostics is ERROR above this fraction.", lo=0.0, hi=1.0),
     ParamSpec("sync_slop", 0.1,
               "Approximate-time slop in seconds: a set matches when max - min stamp < slop.", lo=0.0, hi=2.0),
     ParamSpec("worker_queue_size", 2, "Synchronized frames waiting for the predictor; the oldest is dropped.",
@@ -152,6 +162,10 @@ class NodeConfig:
     extrinsics_source: str
     rig_file: str
     sync_queue_size: int
+    sync_queue_max_mb: float
+    max_image_pixels: int
+    loss_warn_fraction: float
+    loss_error_fraction: float
     sync_slop: float
     worker_queue_size: int
     min_score: float
@@ -230,6 +244,9 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         raise ParameterError(f"parameter 'device': expected 'cpu', 'cuda' or 'cuda:N', got {out['device']!r}")
     if not _NAME.match(out["base_frame"]):
         raise ParameterError(f"parameter 'base_frame': expected a frame id, got {out['base_frame']!r}")
+    if out["loss_error_fraction"] < out["loss_warn_fraction"]:
+        raise ParameterError(f"parameter 'loss_error_fraction': expected >= loss_warn_fraction "
+                             f"({out['loss_warn_fraction']}), got {out['loss_error_fraction']}")
     if not out["model_config"]:
         raise ParameterError("parameter 'model_config': expected a model config path, got ''")
     return NodeConfig(**out)
@@ -261,6 +278,29 @@ def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
     if not found:
         raise ParameterError(f"{path}: no section {node_name!r} (or '/**') with 'ros__parameters'")
     return values
+
+
+def check_params_file_args(argv: list[str]) -> None:
+    """Check every ``--params-file PATH`` of a node's command line before rcl reads it (rcl fails
+    with a traceback): each must be a readable YAML file mapping node names to ``ros__parameters``.
+
+    Raises:
+        ParameterError: naming the file and what is wrong with it.
+    """
+    for i, arg in enumerate(argv):
+        if arg != "--params-file":
+            continue
+        if i + 1 >= len(argv):
+            raise ParameterError("--params-file: expected a file path after it")
+        path = Path(argv[i + 1])
+        if not path.is_file():
+            raise ParameterError(f"--params-file: {path} does not exist or is not a file")
+        try:
+            doc = read_yaml(path, "params file")
+        except OccDataError as e:
+            raise ParameterError(f"--params-file: {e}") from None
+        if not isinstance(doc, dict) or not any(isinstance(v, dict) and "ros__parameters" in v for v in doc.values()):
+            raise ParameterError(f"--params-file: {path} holds no '<node name>: ros__parameters:' mapping")
 
 
 def resolve_share_path(path: str) -> Path:
@@ -309,5 +349,5 @@ def declare_and_read(node) -> NodeConfig:
 
 
 __all__ = ["NODE_NAME", "PACKAGE", "package_share", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
-           "PARAMETERS_BY_NAME", "NodeConfig", "config_from_values", "load_params_file", "resolve_share_path",
+           "PARAMETERS_BY_NAME", "NodeConfig", "config_from_values", "load_params_file", "check_params_file_args", "resolve_share_path",
            "descriptor", "declare_and_read"]

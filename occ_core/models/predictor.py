@@ -91,6 +91,29 @@ def load_checkpoint_state(path: str | Path, map_location="cpu") -> dict:
     raise OccDataError(f"{path}: expected a checkpoint dict with a 'model' state_dict")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this torch can run on.
+
+    Raises:
+        OccDataError: naming the ``device`` value: not a device name, or a CUDA device on a
+            torch without CUDA (or with fewer GPUs).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise OccDataError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OccDataError(f"device: {str(device)!r} asked for, but this torch {torch.__version__} has no usable "
+                               f"CUDA device; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OccDataError(f"device: {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA "
+                               f"device(s) exist")
+    elif dev.type != "cpu":
+        raise OccDataError(f"device: expected 'cpu' or a CUDA device, got {device!r}")
+    return dev
+
+
 def load_predictor(config_path: str | Path, checkpoint_path: str | Path | None = None,
                    device: str | torch.device = "cpu") -> OccupancyPredictor:
     """Build the model of ``config_path`` and load its weights.
@@ -102,6 +125,7 @@ def load_predictor(config_path: str | Path, checkpoint_path: str | Path | None =
             (``seed`` of the config): deterministic, but untrained -- its predictions are noise.
         device: torch device for inference.
     """
+    device = check_device(device)
     cfg = load_config(config_path)
     model = build_model(cfg)
     if checkpoint_path is not None:
