@@ -75,6 +75,8 @@ LIDAR = "lidar"
 #: A forward gap longer than this (s) in an input's stamps is a pause, not loss; a backward jump
 #: longer than this is a restart (a bag played again): a new sequence begins.
 INPUT_PAUSE_S = 2.0
+#: Seconds after start-up at which camera frames are checked against TF.
+TF_CHECK_DELAY_S = 5.0
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -243,6 +245,8 @@ class OccupancyNode(Node):
             self._subs.append(self._subscribe(Odometry, cfg.odom_topic, self._on_odom, input_qos, None,
                                               "malformed_odom"))
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
+        self._tf_check_timer = (self.create_timer(TF_CHECK_DELAY_S, self._check_tf_frames)
+                                if not isinstance(self.extrinsics, RigExtrinsics) else None)
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}), LiDAR {cfg.lidar_topic}, extrinsics from "
             f"{self.extrinsics.describe()}, grid {self.spec.name} {tuple(self.spec.dims)}, slop {cfg.sync_slop} s")
@@ -267,6 +271,18 @@ class OccupancyNode(Node):
             handler(msg)
 
         return self.create_subscription(msg_type, topic, on_raw, qos, raw=True)
+
+    def _check_tf_frames(self) -> None:
+        """Once, TF_CHECK_DELAY_S after start: name the camera frames TF cannot place in base_frame
+        (camera names default to their frame ids; the rig-file case is checked in __init__)."""
+        self.destroy_timer(self._tf_check_timer)
+        stamp = self.get_clock().now().nanoseconds
+        missing = [c for c in self.config.camera_names if self.extrinsics.lookup(c, stamp) is None]
+        if missing:
+            self.get_logger().warning(
+                f"after {TF_CHECK_DELAY_S:.0f} s TF still has no transform {self.config.base_frame} <- {missing}: "
+                f"check camera_names against the camera frame ids (frames without TF are skipped and counted as "
+                f"dropped_no_calibration)")
 
     def _load_predictor(self, cfg: NodeConfig) -> Predictor:
         from occ_core.models.predictor import load_predictor

@@ -146,3 +146,26 @@ def test_a_controlled_loss_is_counted_on_diagnostics(harness, keyframe):
 
     window_levels = [d.status[0].level for d in peer.diags[n_diag0:]]
     assert DiagnosticStatus.ERROR in window_levels  # 9 of 31 lost > loss_error_fraction 0.2
+
+
+def test_camera_frames_without_tf_are_named(harness, keyframe):
+    """With extrinsics from TF, camera names TF cannot place are named in a warning after start-up."""
+    from rclpy.parameter import Parameter
+
+    from occ_ros.occupancy_node import OccupancyNode
+
+    node = OccupancyNode(PointHeightTestPredictor(), node_name="occ_tf_check", context=harness[0].context,
+                         parameter_overrides=topic_overrides("/t_node_tf_check", keyframe.rig_file)
+                         + [Parameter("extrinsics_source", value="tf")])
+    warnings = []
+
+    class Logger:
+        def warning(self, text):
+            warnings.append(text)
+
+    try:
+        node.get_logger = Logger
+        node._check_tf_frames()
+        assert len(warnings) == 1 and all(c in warnings[0] for c in CAMERAS)
+    finally:
+        node.destroy_node()
