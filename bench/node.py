@@ -19,6 +19,10 @@ keyframe (Occ3D labels, score 1): the stages other than ``model`` then run on a 
 number of occupied voxels (an untrained model labels nearly every voxel occupied, which makes
 the marker and cloud building much costlier than with any real prediction).
 
+``--rate HZ`` makes it a soak: the sensors publish at that rate without waiting, and the table
+gains a line comparing every cloud sent with what the node received, counted as lost (gaps in
+the stamps) and dropped at the worker (``--input-qos sensor_data`` for the node's default QoS).
+
 Stages (per frame, from the node's ``FrameTiming``):
 * decode: JPEG decode + colour conversion of the six images (at the reduced size that covers
   the model's input: 1/8 for 1600x900 and the shipped model's 176x96; full size with
@@ -118,10 +122,13 @@ def gt_by_sample(root: Path) -> list[np.ndarray]:
     return [read_gt(next((root / "gts").glob(f"*/{s['token']}/labels.npz"))).semantics for s in samples]
 
 
-def run_sensors(root: Path, size: tuple[int, int], out: Path, total: int, output_timeout: float) -> None:
+def run_sensors(root: Path, size: tuple[int, int], out: Path, total: int, output_timeout: float,
+                rate: float = 0.0) -> None:
     """The sensor side, in its own process (as camera and LiDAR drivers are): publish ``total``
     keyframes (CameraInfo + CompressedImage per camera, then the LiDAR sweep 50 ms later), each
-    after the previous frame's markers arrived; exit code = frames without output."""
+    after the previous frame's markers arrived; exit code = frames without output. With ``rate``
+    > 0 the frames go out at that rate (stamps 1/rate apart) whatever the node does (a soak:
+    exit code 0)."""
     import rclpy
     from builtin_interfaces.msg import Time
     from rclpy.executors import SingleThreadedExecutor
@@ -167,24 +174,35 @@ def run_sensors(root: Path, size: tuple[int, int], out: Path, total: int, output
     infos(base)  # a camera driver's info precedes its stream: the first frame is not skipped for it
     time.sleep(0.5)
     lost = 0
+    step = stamp_step_ns(rate)
+    start = time.monotonic()
     for i in tqdm(range(total), desc="frames", unit="frame", file=sys.stderr):
         _, jpeg, _, lidar = frames[i % len(frames)]
-        t = base + i * 500_000_000
+        t = base + i * step
+        if rate > 0:
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
         infos(t)
         for c in CAMERAS:
             msg = CompressedImage(format="jpeg", header=Header(frame_id=c, stamp=stamp(t)))
             msg.data = jpeg[c]
             img_pub[c].publish(msg)
-        time.sleep(0.05)
+        time.sleep(0.05 if rate <= 0 else min(0.05, 0.5 / rate))
         lidar_pub.publish(columns_to_pointcloud2(lidar, ("x", "y", "z", "intensity", "ring"),
                                                  header=Header(frame_id="LIDAR_TOP", stamp=stamp(t))))
-        if not got.acquire(timeout=output_timeout):
+        if rate <= 0 and not got.acquire(timeout=output_timeout):
             lost += 1
+    if rate > 0:
+        time.sleep(3.0)  # let the node drain what reached it
     ex.shutdown(timeout_sec=5)
     peer.destroy_node()
     rclpy.shutdown(context=ctx)
     sys.stderr.flush()
     os._exit(min(lost, 100))  # no interpreter teardown: the executor's C++ thread can abort it
+
+
+def stamp_step_ns(rate: float) -> int:
+    """Stamp step between frames: 0.5 s (the keyframe rate) in the latency mode, 1/rate in a soak."""
+    return int(round(1e9 / rate)) if rate > 0 else 500_000_000
 
 
 def main(argv=None) -> int:
@@ -201,11 +219,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--output-timeout", type=float, default=10.0,
                    help="seconds the sensors wait for a frame's markers before sending the next (it counts as lost)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="soak: send frames at this rate (Hz) without waiting for outputs, then report every "
+                        "cloud sent against what the node received, counted lost and dropped (0: latency mode)")
+    p.add_argument("--input-qos", choices=("reliable", "sensor_data"), default="reliable",
+                   help="the node's input_qos (sensor_data = the node's default, best effort)")
     p.add_argument("--sensors-of", type=Path, help=argparse.SUPPRESS)  # internal: run the sensor process
     args = p.parse_args(argv)
     total = args.warmup + args.frames
     if args.sensors_of is not None:
-        run_sensors(args.sensors_of / "nuscenes", tuple(args.size), args.sensors_of / "sensors", total, args.output_timeout)
+        run_sensors(args.sensors_of / "nuscenes", tuple(args.size), args.sensors_of / "sensors", total, args.output_timeout,
+                    args.rate)
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
     import rclpy
@@ -233,11 +257,11 @@ def main(argv=None) -> int:
                  Parameter("voxels_topic", value=PREFIX + "/voxels"),
                  Parameter("diagnostics_topic", value=PREFIX + "/diagnostics"),
                  Parameter("rig_file", value=str(rig_file)), Parameter("extrinsics_source", value="rig"),
-                 Parameter("sync_slop", value=0.05), Parameter("input_qos", value="reliable")]
+                 Parameter("sync_slop", value=0.05), Parameter("input_qos", value=args.input_qos)]
     if args.predictor == "gt":
         gts = gt_by_sample(tmp / "nuscenes")
         image_hw = None if args.full_decode else load_config(REPO / args.model).image_hw
-        predictor = GroundTruthReplay({frames[0][0] + i * 500_000_000: gts[i % len(frames)]
+        predictor = GroundTruthReplay({frames[0][0] + i * stamp_step_ns(args.rate): gts[i % len(frames)]
                                        for i in range(args.warmup + args.frames)}, image_hw)
     else:
         predictor = load_predictor(REPO / args.model, REPO / args.checkpoint if args.checkpoint else None)
@@ -247,12 +271,14 @@ def main(argv=None) -> int:
     threading.Thread(target=ex.spin, daemon=True).start()
     sensors = subprocess.run([sys.executable, __file__, "--sensors-of", str(tmp), "--frames", str(args.frames),
                               "--warmup", str(args.warmup), "--size", *map(str, args.size),
-                              "--output-timeout", str(args.output_timeout)], check=False)
+                              "--output-timeout", str(args.output_timeout), "--rate", str(args.rate)], check=False)
     if not 0 <= sensors.returncode <= 100:
         raise SystemExit(f"bench/node.py: the sensor process failed (exit code {sensors.returncode})")
     lost = sensors.returncode
     timings = [tm for tm in node.timings][args.warmup:]
     counters = node.counters
+    lidar_counts = node.input_counts()["lidar"]
+    worker_dropped = node.worker.stats().dropped
     ex.shutdown(timeout_sec=5)
     node.destroy_node()
     rclpy.shutdown(context=ctx)
@@ -270,6 +296,12 @@ def main(argv=None) -> int:
           f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output")
     print(f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "
           f"{counters.synced_frames} synced, {counters.incomplete_frames} incomplete, {counters.published_frames} published")
+    if args.rate > 0:
+        uncounted = total - lidar_counts.received - lidar_counts.lost
+        print(f"soak at {args.rate:g} Hz, input_qos {args.input_qos}: {total} clouds sent; node received "
+              f"{lidar_counts.received} ({100.0 * (total - lidar_counts.received) / total:.1f} % lost in transport), "
+              f"counted lost {lidar_counts.lost}, uncounted {uncounted} (a trailing loss cannot be seen); "
+              f"dropped at the worker {worker_dropped}, at sync {counters.incomplete_frames}")
     vox = np.array([tm.voxels for tm in timings])
     print(f"occupied voxels per frame (voxel cloud points = marker cubes): median {int(np.median(vox)) if vox.size else 0}, "
           f"of {200 * 200 * 16}\n")
