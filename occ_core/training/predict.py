@@ -122,8 +122,8 @@ def _run(args) -> int:
     if not splits[args.split]:
         raise OccDataError(f"--split: the {args.split} split of {args.dataroot} holds no scenes, so there is "
                            f"nothing to predict")
-    check_output_dir(args.out, "--out")
     check_format(args.fmt, load_config(args.config), args.config)
+    check_output_dir(args.out, "--out")  # the last check: it creates the folder
     predictor = load_predictor(args.config, args.checkpoint, device)
     cfg = predictor.cfg
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
