@@ -384,7 +384,7 @@ def _run(args) -> int:
     cfg = load_config(args.config)
     resume_state, unreadable = None, set()
     if args.resume:
-        resume_path, resume_state, bad = find_resume_checkpoint(ckpt_dir)
+        resume_path, resume_state, bad = find_resume_checkpoint(ckpt_dir, warn=None if rank == 0 else (lambda m: None))
         unreadable = set(bad)
         # the run continues with the config it started with
         cfg = config_from_dict(resume_state["config"], f"{resume_path}:config")
