@@ -152,7 +152,36 @@ def check_output_file(path: str | os.PathLike, field: str) -> Path:
     return p
 
 
+def check_device(text: str, field: str = "--device"):
+    """``text`` as a ``torch.device`` this torch can use (``cpu``, ``cuda``, ``cuda:1``, ...).
+
+    Raises:
+        OccDataError: naming ``field``: not a device name, or CUDA asked of a torch without CUDA
+            or with fewer devices.
+    """
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise OccDataError(f"{field}: expected a torch device such as cpu, cuda or cuda:0, got {text!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OccDataError(f"{field}: {text!r} asked for, but this torch {torch.__version__} has no usable CUDA "
+                               f"device; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OccDataError(f"{field}: {text!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise OccDataError(f"{field}: expected cpu or cuda[:N], got {text!r}")
+    return dev
+
+
 # ------------------------------------------------------------------ one error convention
+def _one_line(text: str) -> str:
+    """A message on one line (library errors such as torch's carry several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     """Run ``main``; bad input ends it with one line ``<prog>: <message>`` and exit code 2.
 
@@ -164,12 +193,12 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     try:
         return int(main() or 0)
     except OccDataError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         reason = e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e)
-        print(f"{prog}: {where}{reason}", file=sys.stderr)
+        print(f"{prog}: {_one_line(where + reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -177,4 +206,4 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
 
 
 __all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "check_input_file",
-           "check_input_dir", "check_output_dir", "check_output_file", "run_cli"]
+           "check_input_dir", "check_output_dir", "check_output_file", "check_device", "run_cli"]

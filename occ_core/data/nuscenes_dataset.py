@@ -18,6 +18,13 @@ base_link transform ``R`` to the points, every ``T_base_from_cam``, ``T_base_fro
 ground-truth grids (flips are exact index flips on the symmetric grid; the rotation resamples
 labels by nearest voxel, and voxels that come from outside the grid leave both masks) and the
 flow vectors.
+
+Names from the tables never escape the dataroot: scene names and sample tokens are checked as
+single file names when the dataset is built, and every sample_data ``filename`` (cameras and
+each LiDAR sweep) as a relative path inside the dataroot before it is read
+(:mod:`occ_core.paths`; an :class:`~occ_core.errors.OccDataError` names the table field). The
+checks are lexical, so a dataroot whose ``samples/`` or ``gts/`` is a link to another disk
+still works.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from occ_core.grid import GridSpec
 from occ_core.models.config import ModelConfig
 from occ_core.models.occnet import OccInputs
 from occ_core.models.predictor import frame_to_inputs
+from occ_core.paths import safe_component, safe_relative
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
@@ -96,6 +104,31 @@ def find_version(dataroot: str | Path) -> str:
     if not found:
         raise OccDataError(f"{root}: no nuScenes table folder v1.0-*/sample.json")
     return "v1.0-trainval" if "v1.0-trainval" in found else found[0]
+
+
+def check_dataroot(dataroot: str | Path, field: str = "--dataroot") -> Path:
+    """``dataroot`` if it is a folder holding nuScenes tables (``v1.0-*/sample.json``); checked
+    before any long work. Raises OccDataError naming ``field``."""
+    from occ_core.cli import check_input_dir
+
+    root = check_input_dir(dataroot, field)
+    try:
+        find_version(root)
+    except OccDataError as e:
+        raise OccDataError(f"{field}: {e} (expected a nuScenes-format dataroot)") from None
+    return root
+
+
+def label_path(dataroot: str | Path, scene: str, token: str, folder: str = "gts") -> Path:
+    """``<dataroot>/<folder>/<scene>/<token>/labels.npz`` (Occ3D ``gts``, ``openocc_v2``), the scene
+    name and token checked as single file names."""
+    return (Path(dataroot) / folder / safe_component(scene, "scene.name") / safe_component(token, "sample.token")
+            / "labels.npz")
+
+
+def data_path(dataroot: Path, sd: dict) -> Path:
+    """The file of a sample_data record, its ``filename`` checked as a relative path inside the dataroot."""
+    return dataroot / safe_relative(sd["filename"], f"{dataroot}: sample_data.filename (token {sd.get('token')})")
 
 
 def _bev_transform(flip_x: bool, flip_y: bool, yaw: float) -> np.ndarray:
@@ -182,6 +215,8 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.image_hw = None if image_hw is None else (int(image_hw[0]), int(image_hw[1]))
         self.epoch = 0
+        for name in scenes:
+            safe_component(name, f"{self.dataroot}: scene.name")
         by_name = {s["name"]: s for s in self.nusc.scene}
         missing = [s for s in scenes if s not in by_name]
         if missing:
@@ -190,7 +225,8 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         for name in scenes:
             tok = by_name[name]["first_sample_token"]
             while tok:
-                self.samples.append((name, tok))
+                # tokens name files: <gts>/<scene>/<token>/labels.npz here, <out>/<token>.npz in occ-predict
+                self.samples.append((name, safe_component(tok, f"{self.dataroot}: sample.token (scene {name})")))
                 tok = self.nusc.get("sample", tok)["next"]
 
     def __len__(self) -> int:
@@ -216,7 +252,7 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             if cam not in sample["data"]:
                 continue
             sd = self.nusc.get("sample_data", sample["data"][cam])
-            path = self.dataroot / sd["filename"]
+            path = data_path(self.dataroot, sd)
             try:
                 decoded = decode_image(path.read_bytes(), self.image_hw, where=str(path))
             except OSError as e:
@@ -227,6 +263,12 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             images.append(decoded.image)
             Ks.append(decoded.pixel_transform @ np.asarray(cs["camera_intrinsic"], dtype=np.float64))
             Ts.append(E_inv @ E_cam @ C_cam)
+        sd = lidar_sd  # the sweeps nuscenes-devkit will read: the keyframe and its predecessors
+        for _ in range(self.max_sweeps):
+            data_path(self.dataroot, sd)
+            if not sd["prev"]:
+                break
+            sd = self.nusc.get("sample_data", sd["prev"])
         pc, times = LidarPointCloud.from_file_multisweep(self.nusc, sample, "LIDAR_TOP", "LIDAR_TOP",
                                                          nsweeps=self.max_sweeps, min_distance=1.0)
         xyz = pc.points[:3].T @ C_lidar[:3, :3].T + C_lidar[:3, 3]  # keyframe LiDAR -> base_link
@@ -236,10 +278,10 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
                            pts, C_lidar)
 
     def load_targets(self, scene: str, token: str) -> OccTargets:
-        gt = occ3d.read_gt(self.dataroot / "gts" / scene / token / "labels.npz", self.grid.dims)
+        gt = occ3d.read_gt(label_path(self.dataroot, scene, token), self.grid.dims)
         flow = None
         if self.with_flow:
-            flow = openocc.read(self.dataroot / "openocc_v2" / scene / token / "labels.npz", True, self.grid.dims).flow
+            flow = openocc.read(label_path(self.dataroot, scene, token, "openocc_v2"), True, self.grid.dims).flow
         return OccTargets(gt.semantics, gt.mask_camera, gt.mask_lidar, flow)
 
     def __getitem__(self, key: int | tuple[int, int]) -> OccSample:

@@ -17,7 +17,10 @@ Usage::
 
 Every GT frame needs a prediction. Before any metric is computed, all predictions (and GT
 files) are read and checked; if any is missing or malformed the command prints every bad
-token with the reason and exits with status 1. Exit status 2: bad arguments.
+token with the reason and exits with status 1. Exit status 2, with one line naming the
+argument or file: bad arguments, a missing or wrong-kind ``--gt``/``--pred``/``--dataroot``,
+an unwritable ``--json`` (checked before any frame is read), or a GT folder name that cannot
+be a token (separators, control characters).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from occ_core.cli import (check_device, check_input_dir, check_output_file, positive_int, run_cli)
 from occ_core.errors import OccDataError
 from occ_core.fileio import atomic_write_text
 from occ_core.formats import occ3d, openocc
 from occ_core.formats.occ3d import GtEntry
 from occ_core.eval.occupancy import MASKS, ConfusionMetric, occ3d_miou, openocc_miou, select_mask
 from occ_core.eval.rayiou import RayIoU, occ3d_rayiou, openocc_rayiou
+from occ_core.paths import safe_component
 
 METRICS: tuple[str, ...] = ("miou", "iou", "rayiou", "mave")
 FORMATS: tuple[str, ...] = ("occ3d", "openocc")
@@ -72,7 +77,7 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--version", default=None, help="nuScenes version, e.g. v1.0-trainval (for RayIoU origins)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="write the reports as JSON (atomically)")
     p.add_argument("--scenes", default=None, help="comma-separated scene names to evaluate (default: every scene in --gt)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: the ray casting runs many small ops, which a second "
                         "thread barely speeds up on an idle machine and slows down many times on a busy one)")
     p.add_argument("--device", default="cpu", help="torch device for ray casting (cpu, cuda)")
@@ -91,8 +96,6 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     scenes = None if a.scenes is None else tuple(s.strip() for s in a.scenes.split(",") if s.strip())
     if scenes == ():
         p.error("--scenes: empty list")
-    if a.threads < 1:
-        p.error(f"--threads: expected an integer >= 1, got {a.threads}")
     return EvalConfig(a.gt, a.pred, metrics, mask, a.fmt, a.dataroot, a.version, a.json_out, scenes, a.threads,
                       a.device, not a.no_progress)
 
@@ -108,9 +111,14 @@ class Frame:
     pred_flow: np.ndarray | None
 
 
+def prediction_path(cfg: EvalConfig, token: str) -> Path:
+    """``<pred>/<token>.npz``, the token checked as one file name (no separators, no ``..``)."""
+    return cfg.pred / f"{safe_component(token, 'sample token')}.npz"
+
+
 def load_frame(cfg: EvalConfig, entry: GtEntry, need_mask: bool) -> Frame:
     """Read and check one GT file and its prediction; OccDataError names the bad file."""
-    pred_path = cfg.pred / f"{entry.token}.npz"
+    pred_path = prediction_path(cfg, entry.token)
     need_flow = "mave" in cfg.metrics
     if cfg.fmt == "occ3d":
         g = occ3d.read_gt(entry.path)
@@ -127,8 +135,8 @@ def check_all(cfg: EvalConfig, entries: list[GtEntry], need_mask: bool) -> list[
     """Read every frame; one line per bad token (missing or malformed GT or prediction)."""
     bad = []
     for e in tqdm(entries, desc="checking predictions", disable=not cfg.progress):
-        if not (cfg.pred / f"{e.token}.npz").is_file():
-            bad.append(f"{e.token} (scene {e.scene}): missing prediction {cfg.pred / (e.token + '.npz')}")
+        if not prediction_path(cfg, e.token).is_file():
+            bad.append(f"{e.token} (scene {e.scene}): missing prediction {prediction_path(cfg, e.token)}")
             continue
         try:
             load_frame(cfg, e, need_mask)
@@ -137,30 +145,55 @@ def check_all(cfg: EvalConfig, entries: list[GtEntry], need_mask: bool) -> list[
     return bad
 
 
+def check_paths(cfg: EvalConfig) -> None:
+    """Inputs exist and are of the right kind, ``--json`` can be written, names are names:
+    all before any frame is read. Raises OccDataError naming the argument."""
+    check_input_dir(cfg.gt, "--gt")
+    check_input_dir(cfg.pred, "--pred")
+    if cfg.dataroot is not None:
+        check_input_dir(cfg.dataroot, "--dataroot")
+    if cfg.json_out is not None:
+        check_output_file(cfg.json_out, "--json")
+    for s in cfg.scenes or ():
+        safe_component(s, "--scenes")
+    check_device(cfg.device, "--device")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``occ-eval``; returns the exit status. Torch runs on ``--threads`` threads
-    meanwhile; the caller's thread count is restored after (``main`` also runs in-process)."""
-    cfg = parse_args(argv)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    """Entry point of ``occ-eval``; returns the exit status (0 ok, 1 frames that cannot be
+    evaluated, 2 bad arguments or paths, one line on stderr). Torch runs on ``--threads``
+    threads meanwhile; the caller's thread count is restored after (``main`` also runs
+    in-process)."""
     try:
-        return evaluate(cfg)
-    finally:
-        torch.set_num_threads(saved)
+        cfg = parse_args(argv)
+    except SystemExit as e:  # argparse printed usage and the error (or --help)
+        return int(e.code or 0)
+
+    def run() -> int:
+        check_paths(cfg)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        try:
+            return evaluate(cfg)
+        finally:
+            torch.set_num_threads(saved)
+
+    return run_cli("occ-eval", run)
 
 
 def evaluate(cfg: EvalConfig) -> int:
-    """Check every frame, then compute and report the metrics of ``cfg``; returns the exit status."""
-    try:
-        entries = occ3d.list_gt(cfg.gt)
-        if cfg.scenes is not None:
-            missing = sorted(set(cfg.scenes) - {e.scene for e in entries})
-            if missing:
-                raise OccDataError(f"{cfg.gt}: no frames of the requested scenes {', '.join(missing)}")
-            entries = [e for e in entries if e.scene in cfg.scenes]
-    except OccDataError as e:
-        print(f"occ-eval: {e}", file=sys.stderr)
-        return 1
+    """Check every frame, then compute and report the metrics of ``cfg``; returns the exit status.
+
+    Raises:
+        OccDataError: a ``--gt`` folder without frames or with names that cannot be tokens.
+    """
+    entries = occ3d.list_gt(cfg.gt)
+    if cfg.scenes is not None:
+        missing = sorted(set(cfg.scenes) - {e.scene for e in entries})
+        if missing:
+            print(f"occ-eval: {cfg.gt}: no frames of the requested scenes {', '.join(missing)}", file=sys.stderr)
+            return 1
+        entries = [e for e in entries if e.scene in cfg.scenes]
     need_mask = "miou" in cfg.metrics or "iou" in cfg.metrics
     extra = {p.stem for p in cfg.pred.glob("*.npz")} - {e.token for e in entries}
     if extra:

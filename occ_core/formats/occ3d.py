@@ -31,6 +31,7 @@ from occ_core.errors import OccDataError
 from occ_core.fileio import atomic_save_npz
 from occ_core.formats._npz import check_labels, load_npz, require
 from occ_core.grid import OCC3D
+from occ_core.paths import safe_component
 
 SHAPE: tuple[int, int, int] = OCC3D.dims
 PRED_KEYS: tuple[str, ...] = ("semantics", "pred")
@@ -106,13 +107,19 @@ class GtEntry:
 def list_gt(root: str | os.PathLike, filename: str = "labels.npz") -> list[GtEntry]:
     """All ``<root>/<scene>/<token>/<filename>`` files, sorted by scene then token.
 
+    Scene and token come from folder names, which later name other files (``<pred>/<token>.npz``):
+    each is checked as one file name (:func:`occ_core.paths.safe_component`).
+
     Raises:
-        OccDataError: ``root`` is not a folder, holds no frames, or a token appears twice.
+        OccDataError: ``root`` is not a folder, holds no frames, a folder name that cannot be a
+            scene name or token (e.g. a control character), or a token that appears twice.
     """
     root = Path(root)
     if not root.is_dir():
         raise OccDataError(f"{root}: ground-truth folder not found (expected <scene>/<token>/{filename})")
-    entries = [GtEntry(p.parent.parent.name, p.parent.name, p) for p in sorted(root.glob(f"*/*/{filename}"))]
+    entries = [GtEntry(safe_component(p.parent.parent.name, f"{root}: scene folder"),
+                       safe_component(p.parent.name, f"{root}: token folder"), p)
+               for p in sorted(root.glob(f"*/*/{filename}"))]
     if not entries:
         raise OccDataError(f"{root}: no <scene>/<token>/{filename} files found")
     seen: dict[str, GtEntry] = {}

@@ -21,7 +21,14 @@ Each keyframe of the split goes through the same path as the ROS node: a
   (``flow: true``, e.g. ``config/models/fusion_flow.yaml``); otherwise exit status 2.
 
 Tokens whose file already exists are skipped, so an interrupted run continues where it stopped
-(``--overwrite`` redoes them). Exit status 2: bad arguments, config or data.
+(``--overwrite`` redoes them). Sample tokens come from the dataroot's tables and are checked as
+single file names before anything is predicted (:func:`occ_core.paths.safe_component`): a token
+such as ``../x`` stops the run instead of writing outside ``--out``.
+
+Exit status 2, with one line naming the argument, file or table field: bad arguments; a missing
+or wrong-kind ``--config``, ``--checkpoint`` or ``--dataroot``; an ``--out`` that cannot be
+written (checked before the model is loaded); an unknown ``--device`` or CUDA on a CPU torch; a
+split that is unknown or holds no scenes; names in the tables that would leave their folder.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ import numpy as np
 from tqdm import tqdm
 
 from occ_core.classes import OCC3D_INDEX, OCC3D_NUM_CLASSES, OPENOCC_FREE
+from occ_core.cli import check_device, check_input_file, check_output_dir, run_cli
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d, openocc
 from occ_core.formats.convert import occ3d_to_openocc
 from occ_core.frame import OccupancyPrediction
+from occ_core.paths import safe_component
 
 FORMATS: tuple[str, ...] = ("occ3d", "openocc")
 
@@ -82,39 +91,58 @@ def write_openocc(path: Path, pred: OccupancyPrediction) -> int:
     return others
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        from occ_core.data.nuscenes_dataset import NuScenesOccDataset, scene_splits
-        from occ_core.models.config import load_config
-        from occ_core.models.predictor import load_predictor
+def prediction_path(out: Path, token: str) -> Path:
+    """``<out>/<token>.npz``, the token (from the dataroot's tables) checked as one file name."""
+    return out / f"{safe_component(token, 'sample.token')}.npz"
 
-        check_format(args.fmt, load_config(args.config), args.config)
-        predictor = load_predictor(args.config, args.checkpoint, args.device)
-        cfg = predictor.cfg
-        splits = scene_splits(args.dataroot)
-        if args.split not in splits:
-            raise OccDataError(f"--split: {args.split!r} is not one of {sorted(splits)}")
-        sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
-        ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
-        written = others = 0
-        for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
-            path = args.out / f"{token}.npz"
-            if path.exists() and not args.overwrite:
-                continue
-            pred = predictor.predict(ds.load_frame(token))
-            if args.fmt == "openocc":
-                others += write_openocc(path, pred)
-            else:
-                occ3d.write_prediction(path, pred.labels)
-            written += 1
-        note = f" ({others} voxels of Occ3D 'others' written as OpenOcc free)" if others else ""
-        print(f"occ-predict: {written} {args.fmt} predictions written, {len(ds.samples) - written} kept, "
-              f"in {args.out}{note}")
-        return 0
-    except OccDataError as e:
-        print(f"occ-predict: error: {e}", file=sys.stderr)
-        return 2
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``occ-predict``; returns the exit status (0 ok, 2 bad input: one line)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed usage and the error (or --help)
+        return int(e.code or 0)
+    return run_cli("occ-predict", lambda: _run(args))
+
+
+def _run(args) -> int:
+    from occ_core.data.nuscenes_dataset import NuScenesOccDataset, check_dataroot, scene_splits
+    from occ_core.models.config import load_config
+    from occ_core.models.predictor import load_predictor
+
+    # every input and the output, before the model is built and any frame is read
+    check_input_file(args.config, "--config")
+    if args.checkpoint is not None:
+        check_input_file(args.checkpoint, "--checkpoint")
+    check_dataroot(args.dataroot)
+    device = check_device(args.device)
+    splits = scene_splits(args.dataroot)
+    if args.split not in splits:
+        raise OccDataError(f"--split: {args.split!r} is not one of {sorted(splits)}")
+    if not splits[args.split]:
+        raise OccDataError(f"--split: the {args.split} split of {args.dataroot} holds no scenes, so there is "
+                           f"nothing to predict")
+    check_format(args.fmt, load_config(args.config), args.config)
+    check_output_dir(args.out, "--out")  # the last check: it creates the folder
+    predictor = load_predictor(args.config, args.checkpoint, device)
+    cfg = predictor.cfg
+    sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
+    ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
+    written = others = 0
+    for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
+        path = prediction_path(args.out, token)
+        if path.exists() and not args.overwrite:
+            continue
+        pred = predictor.predict(ds.load_frame(token))
+        if args.fmt == "openocc":
+            others += write_openocc(path, pred)
+        else:
+            occ3d.write_prediction(path, pred.labels)
+        written += 1
+    note = f" ({others} voxels of Occ3D 'others' written as OpenOcc free)" if others else ""
+    print(f"occ-predict: {written} {args.fmt} predictions written, {len(ds.samples) - written} kept, "
+          f"in {args.out}{note}")
+    return 0
 
 
 if __name__ == "__main__":

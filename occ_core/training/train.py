@@ -1,7 +1,7 @@
 """``occ-train``: train an occupancy model on a nuScenes-format dataroot.
 
     occ-train --config config/models/fusion.yaml --dataroot data/synthetic --work-dir runs/fusion
-    occ-train ... --resume                      # continue exactly from runs/fusion/checkpoints/latest.pt
+    occ-train ... --resume                      # continue exactly from the newest readable checkpoint
     torchrun --nproc_per_node 2 -m occ_core.training.train ...   # DDP (gloo on CPU, nccl on CUDA)
 
 Step-based: the batch of step ``s`` is a pure function of ``(seed, s, rank, world)`` (a seeded
@@ -9,10 +9,23 @@ permutation per epoch, ranks take interleaved slices; augmentation seeded by ite
 so a resumed run sees exactly the batches the uninterrupted run would have seen; the
 checkpoint carries model, optimizer, scheduler, AMP scaler, the step and all RNG states.
 
-Work dir layout: ``config.yaml`` (the resolved config), ``checkpoints/latest.pt`` (atomic;
-an existing one is never overwritten by a fresh run: pass ``--resume`` or use a new work
-dir), ``model.pt`` (final weights only, for :func:`occ_core.models.predictor.load_predictor`),
-``val.json`` (last validation), ``tb/`` (TensorBoard).
+Work dir layout: ``config.yaml`` (the resolved config), ``checkpoints/step_<8 digits>.pt``
+(each written atomically; the newest ``--keep-checkpoints`` N, default 2, are kept and older
+ones pruned after each save) with ``checkpoints/latest.pt`` a link to the newest, ``model.pt``
+(final weights only, for :func:`occ_core.models.predictor.load_predictor`), ``val.json`` (last
+validation), ``tb/`` (TensorBoard). A fresh run never overwrites checkpoints: pass ``--resume``
+or use a new work dir. ``--resume`` continues from the newest checkpoint that reads back
+completely; one that is truncated or corrupt is skipped with a warning naming it, and the run
+falls back to the previous one (it is pruned once newer checkpoints exist).
+
+Validation (Occ3D mIoU, camera mask) needs a non-empty val split: with none (e.g. a one-scene
+synthetic world) it is skipped with a note on stderr and no ``val.json`` is written; metrics
+that are undefined (a class never seen) are written as JSON ``null``, never ``NaN``.
+
+Exit status 2, with one line naming the argument or file: bad numbers (``--steps -1``), a
+missing or wrong-kind ``--config``/``--dataroot``, a ``--work-dir`` that cannot be written
+(checked before the data is read), an unknown ``--device`` or CUDA on a CPU torch, no readable
+checkpoint for ``--resume``.
 """
 
 from __future__ import annotations
@@ -33,6 +46,9 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from occ_core.cli import (check_device, check_input_file, check_output_dir, nonnegative_int, positive_int,
+                          run_cli)
+from occ_core.data.nuscenes_dataset import label_path
 from occ_core.errors import OccDataError
 from occ_core.eval.distributed import all_reduce_metric
 from occ_core.eval.occupancy import ConfusionMetric, occ3d_miou
@@ -41,6 +57,7 @@ from occ_core.formats import occ3d
 from occ_core.models.config import ModelConfig, config_from_dict, config_to_dict, load_config
 from occ_core.models.occnet import build_model
 from occ_core.models.predictor import load_checkpoint_state
+from occ_core.procs import DieWithParent
 from occ_core.training.losses import LossTerms, class_weights_from_counts, occupancy_loss, supervised_mask
 
 
@@ -183,11 +200,14 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`save` wrote; a damaged file raises OccDataError naming it."""
-        st = load_checkpoint_state(path, map_location=self.device)
-        missing = [k for k in ("optimizer", "scheduler", "scaler", "step", "rng") if k not in st]
-        if missing:
-            raise OccDataError(f"{path}: not a training checkpoint (missing {missing})")
-        self.model.load_state_dict(st["model"])
+        self.load_state(read_training_checkpoint(path, self.device), path)
+
+    def load_state(self, st: dict, path: str | Path = "checkpoint") -> None:
+        """Restore a state read by :func:`read_training_checkpoint` (``path`` names it in errors)."""
+        try:
+            self.model.load_state_dict(st["model"])
+        except RuntimeError as e:
+            raise OccDataError(f"{path}: weights do not fit the model: {e}") from None
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
@@ -198,12 +218,105 @@ class Trainer:
         _set_rng_state(rng)
 
 
+# --------------------------------------------------------------------------- checkpoint files
+LATEST = "latest.pt"
+
+
+def read_training_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint written by :meth:`Trainer.save`, checked for every part a resume needs.
+
+    Raises:
+        OccDataError: naming the file: missing, truncated/corrupt, or not a training checkpoint.
+    """
+    st = load_checkpoint_state(path, map_location=map_location)
+    missing = [k for k in ("optimizer", "scheduler", "scaler", "step", "rng", "config") if k not in st]
+    if missing:
+        raise OccDataError(f"{path}: not a training checkpoint (missing {missing})")
+    return st
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def checkpoint_files(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the checkpoints in ``ckpt_dir``, newest first: ``step_<N>.pt`` files,
+    and a ``latest.pt`` that is a plain file (work dirs of earlier versions) counted as newest."""
+    found = []
+    for p in ckpt_dir.glob("step_*.pt"):
+        digits = p.name[len("step_"):-len(".pt")]
+        if digits.isdigit() and p.is_file():
+            found.append((int(digits), p))
+    found.sort(reverse=True)
+    legacy = ckpt_dir / LATEST
+    if legacy.is_file() and not legacy.is_symlink():
+        found.insert(0, (-1, legacy))
+    return found
+
+
+def find_resume_checkpoint(ckpt_dir: Path, map_location="cpu", warn=None) -> tuple[Path, dict, list[Path]]:
+    """The newest checkpoint of ``ckpt_dir`` that reads back completely.
+
+    Each unreadable one (truncated, corrupt, not a training checkpoint) is reported through
+    ``warn`` (default: a line on stderr) and the previous one is tried.
+
+    Returns:
+        (path, state, unreadable paths).
+
+    Raises:
+        OccDataError: no checkpoint at all, or none readable (the first error is quoted).
+    """
+    warn = warn or (lambda msg: print(f"occ-train: warning: {msg}", file=sys.stderr, flush=True))
+    files = checkpoint_files(ckpt_dir)
+    if not files:
+        raise OccDataError(f"{ckpt_dir}: --resume given but there is no checkpoint")
+    bad: list[Path] = []
+    errors: list[str] = []
+    for _, path in files:
+        try:
+            return path, read_training_checkpoint(path, map_location), bad
+        except OccDataError as e:
+            first = str(e).splitlines()[0]
+            bad.append(path)
+            errors.append(first)
+            if len(bad) < len(files):
+                warn(f"{first}; falling back to the previous checkpoint")
+    raise OccDataError(f"{ckpt_dir}: no readable checkpoint to resume from ({len(bad)} tried; newest: {errors[0]})")
+
+
+def save_checkpoint(trainer: "Trainer", ckpt_dir: Path, keep: int, unreadable: set[Path] | None = None) -> Path:
+    """Write ``step_<step>.pt`` atomically, point ``latest.pt`` at it, and prune: the newest
+    ``keep`` checkpoints stay; older ones and the ``unreadable`` ones (found at resume) go. A
+    path written again here leaves ``unreadable``."""
+    unreadable = set() if unreadable is None else unreadable
+    path = ckpt_dir / checkpoint_name(trainer.step)
+    trainer.save(path)
+    unreadable.discard(path)
+    link = ckpt_dir / LATEST
+    tmp = ckpt_dir / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path.name)
+        os.replace(tmp, link)
+    except OSError:  # a file system without symbolic links: the step files are the checkpoints
+        tmp.unlink(missing_ok=True)
+    kept = 1  # the one just written
+    for _, p in checkpoint_files(ckpt_dir):
+        if p == path:
+            continue
+        if p in unreadable or kept >= keep:
+            p.unlink(missing_ok=True)
+        else:
+            kept += 1
+    return path
+
+
 # --------------------------------------------------------------------------- CLI
 def label_counts(dataroot: Path, scenes_samples: list[tuple[str, str]], num_classes: int, grid_dims) -> np.ndarray:
     """(K,) int64 Occ3D label counts over the training GT (camera-visible and all voxels alike)."""
     counts = np.zeros(num_classes, np.int64)
     for scene, token in scenes_samples:
-        sem = occ3d.read_gt(dataroot / "gts" / scene / token / "labels.npz", tuple(grid_dims)).semantics
+        sem = occ3d.read_gt(label_path(dataroot, scene, token), tuple(grid_dims)).semantics
         counts += np.bincount(sem.reshape(-1), minlength=num_classes)[:num_classes]
     return counts
 
@@ -214,36 +327,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="model config, config/models/*.yaml")
     p.add_argument("--dataroot", required=True, help="nuScenes-format dataroot with gts/ (synthetic or real)")
     p.add_argument("--work-dir", required=True, help="checkpoints, logs and the final model.pt go here")
-    p.add_argument("--resume", action="store_true", help="continue from <work-dir>/checkpoints/latest.pt")
-    p.add_argument("--steps", type=int, help="override train.steps (the length of the LR schedule too)")
-    p.add_argument("--val-every", type=int, help="override train.val_every (0: only at the end)")
-    p.add_argument("--ckpt-every", type=int, help="override train.ckpt_every")
-    p.add_argument("--max-val-samples", type=int, default=0, help="validate on the first N val samples (0 = all)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest readable checkpoint in <work-dir>/checkpoints")
+    p.add_argument("--steps", type=positive_int, help="override train.steps (the length of the LR schedule too)")
+    p.add_argument("--val-every", type=nonnegative_int, help="override train.val_every (0: only at the end)")
+    p.add_argument("--ckpt-every", type=nonnegative_int, help="override train.ckpt_every (0: only at the end)")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=2,
+                   help="keep the newest N checkpoints (default 2), so a damaged latest one has a fallback")
+    p.add_argument("--max-val-samples", type=nonnegative_int, default=0,
+                   help="validate on the first N val samples (0 = all)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch default)")
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch intra-op threads on CPU (0: torch default)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Entry point of ``occ-train``; returns the exit status (0 ok, 2 bad input: one line)."""
     try:
-        return _run(args)
-    except OccDataError as e:
-        print(f"occ-train: error: {e}", file=sys.stderr)
-        return 2
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed usage and the error (or --help)
+        return int(e.code or 0)
+    try:
+        return run_cli("occ-train", lambda: _run(args))
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 
+def _finite(v) -> float | None:
+    """A metric for JSON: None where it is undefined (NaN/inf)."""
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
 def _run(args) -> int:
-    from occ_core.data.nuscenes_dataset import Collate, NuScenesOccDataset, scene_splits
+    from occ_core.data.nuscenes_dataset import Collate, NuScenesOccDataset, check_dataroot, scene_splits
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    # inputs and outputs first: nothing is read or built before they are known to be usable
+    check_input_file(args.config, "--config")
+    check_dataroot(args.dataroot)
+    work = Path(args.work_dir)
+    ckpt_dir = work / "checkpoints"
+    if rank == 0:
+        check_output_dir(ckpt_dir, "--work-dir")
+    use_cuda = check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cuda"
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -251,16 +381,16 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     if world > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    work = Path(args.work_dir)
-    ckpt = work / "checkpoints" / "latest.pt"
     cfg = load_config(args.config)
+    resume_state, unreadable = None, set()
     if args.resume:
-        if not ckpt.exists():
-            raise OccDataError(f"{ckpt}: --resume given but there is no checkpoint")
+        resume_path, resume_state, bad = find_resume_checkpoint(ckpt_dir, warn=None if rank == 0 else (lambda m: None))
+        unreadable = set(bad)
         # the run continues with the config it started with
-        cfg = config_from_dict(load_checkpoint_state(ckpt)["config"], f"{ckpt}:config")
-    elif ckpt.exists():
-        raise OccDataError(f"{ckpt}: the work dir already holds a checkpoint; pass --resume or use a new --work-dir")
+        cfg = config_from_dict(resume_state["config"], f"{resume_path}:config")
+    elif checkpoint_files(ckpt_dir):
+        raise OccDataError(f"{ckpt_dir}: the work dir already holds a checkpoint; pass --resume or use a new "
+                           f"--work-dir")
     if args.steps is not None:  # the schedule spans the new length (and the checkpoint keeps it)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
     t = cfg.train
@@ -280,8 +410,11 @@ def _run(args) -> int:
 
     counts = label_counts(root, train_ds.samples, cfg.num_classes, grid.dims)
     trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1)
-    if args.resume:
-        trainer.load(ckpt)
+    if resume_state is not None:
+        trainer.load_state(resume_state, resume_path)
+        if main_rank:
+            print(f"occ-train: resuming from {resume_path} (step {trainer.step})", file=sys.stderr, flush=True)
+        del resume_state
     if trainer.step == 0:
         torch.manual_seed(t.seed + rank)
     if main_rank:
@@ -293,18 +426,25 @@ def _run(args) -> int:
         writer = SummaryWriter(str(work / "tb"), purge_step=trainer.step)
     collate = Collate(cfg)
     sampler = StepBatchSampler(len(train_ds), t.batch_size, t.seed, trainer.step, steps, rank, world)
+    die = DieWithParent()  # DataLoader workers die with this process, even on kill -9
     loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=t.num_workers, persistent_workers=False)
+                                         num_workers=t.num_workers, persistent_workers=False, worker_init_fn=die)
     val_idx = list(range(len(val_ds)))[: args.max_val_samples or None]
+    if not val_idx and main_rank:
+        print(f"occ-train: note: the validation split of {root} holds no samples (splits['val'] = {splits['val']}); "
+              f"validation is skipped and no val.json is written", file=sys.stderr, flush=True)
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_ds, val_idx[rank::world]), batch_size=1,
-                                             collate_fn=collate, num_workers=t.num_workers)
+                                             collate_fn=collate, num_workers=t.num_workers, worker_init_fn=die)
 
     def validate():
+        if not val_idx:
+            return
         m = trainer.evaluate(val_loader, progress)
         if main_rank:
-            res = {"step": trainer.step, "mIoU": m.miou(), "IoU_geometric": m.geometric_iou(), "frames": m.frames,
-                   "per_class_IoU": {n: (None if np.isnan(v) else float(v)) for n, v in zip(m.class_names, m.per_class_iou())}}
-            atomic_write_text(work / "val.json", json.dumps(res, indent=1))
+            res = {"step": trainer.step, "mIoU": _finite(m.miou()), "IoU_geometric": _finite(m.geometric_iou()),
+                   "frames": m.frames,
+                   "per_class_IoU": {n: _finite(v) for n, v in zip(m.class_names, m.per_class_iou())}}
+            atomic_write_text(work / "val.json", json.dumps(res, indent=1, allow_nan=False))
             writer.add_scalar("val/mIoU", m.miou(), trainer.step)
             writer.add_scalar("val/IoU_geometric", m.geometric_iou(), trainer.step)
             tqdm.write(f"step {trainer.step}: val mIoU {100 * m.miou():.2f}  IoU {100 * m.geometric_iou():.2f}  ({m.frames} frames)")
@@ -321,12 +461,12 @@ def _run(args) -> int:
                 writer.add_scalar("train/grad_norm", r.grad_norm, trainer.step)
                 writer.add_scalar("train/lr", r.lr, trainer.step)
         if ckpt_every and trainer.step % ckpt_every == 0 and trainer.step < steps and main_rank:
-            trainer.save(ckpt)
+            save_checkpoint(trainer, ckpt_dir, args.keep_checkpoints, unreadable)
         if val_every and trainer.step % val_every == 0 and trainer.step < steps:
             validate()
     bar.close()
     if main_rank:
-        trainer.save(ckpt)
+        save_checkpoint(trainer, ckpt_dir, args.keep_checkpoints, unreadable)
         with atomic_path(work / "model.pt") as tmp:
             torch.save({"model": trainer.model.state_dict(), "config": config_to_dict(cfg), "step": trainer.step}, tmp)
     validate()

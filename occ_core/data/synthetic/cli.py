@@ -4,6 +4,11 @@ Example::
 
     occ-synth --out data/synth --scenes 2 --samples-per-scene 20 --seed 0
     python -c "from nuscenes.nuscenes import NuScenes; NuScenes('v1.0-mini', 'data/synth')"
+
+Exit status 2, with one line naming the argument: bad numbers, an ``--out`` that is a file, not
+empty (without ``--overwrite``) or whose folder cannot be written (checked before any scene is
+generated). Scene workers die with the command, also on ``kill -9``; the next run removes the
+temporary folder a killed run left.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import argparse
 import re
 import sys
 
+from occ_core.cli import nonnegative_int, positive_int, run_cli
 from occ_core.data.synthetic.dataset import SynthConfig, generate
-from occ_core.errors import OccDataError
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -23,39 +28,19 @@ def _image_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="occ-synth", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="dataroot to create (must be empty or absent unless --overwrite)")
-    p.add_argument("--scenes", type=_count, default=2, help="number of scenes")
-    p.add_argument("--samples-per-scene", type=_count, default=20, help="keyframes (2 Hz) per scene")
-    p.add_argument("--seed", type=_seed, default=0, help="world seed; the same seed gives identical files")
+    p.add_argument("--scenes", type=positive_int, default=2, help="number of scenes")
+    p.add_argument("--samples-per-scene", type=positive_int, default=20, help="keyframes (2 Hz) per scene")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="world seed; the same seed gives identical files")
     p.add_argument("--image-size", type=_image_size, default=(640, 360), metavar="WxH", help="camera image size")
     p.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True,
                    help="write 20 Hz LiDAR sweeps between keyframes")
     p.add_argument("--camera-sweeps", action=argparse.BooleanOptionalAction, default=False,
                    help="render 12 Hz camera sweeps between keyframes (slow)")
-    p.add_argument("--workers", type=_count, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="processes generating scenes in parallel (default: one per CPU core)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -69,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed the message
         return int(e.code or 0)
-    try:
-        cfg = SynthConfig(scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-                          image_size=args.image_size, sweeps=args.sweeps, camera_sweeps=args.camera_sweeps)
-        res = generate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
-    except OccDataError as e:
-        print(f"occ-synth: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("occ-synth", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = SynthConfig(scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
+                      image_size=args.image_size, sweeps=args.sweeps, camera_sweeps=args.camera_sweeps)
+    res = generate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
     t = res.times
     print(f"wrote {res.dataroot}: {len(res.scene_names)} scenes, {res.samples} samples, {res.sample_data} sample_data, "
           f"{res.annotations} annotations (world {t.world:.1f} s, lidar {t.lidar:.1f} s, cameras {t.cameras:.1f} s, "

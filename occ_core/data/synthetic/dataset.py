@@ -58,9 +58,11 @@ from occ_core.data.synthetic.geometry import DRIVEABLE
 from occ_core.data.synthetic.groundtruth import camera_visibility, label_voxels, lidar_visibility
 from occ_core.data.synthetic.sensors import LidarConfig, lidar_scan, render_camera
 from occ_core.data.synthetic.world import CATEGORY_OF, STUFF_CATEGORY, World, build_world
+from occ_core.cli import check_output_dir
 from occ_core.errors import OccDataError
 from occ_core.geometry import invert_transform, make_transform, matrix_to_quat_wxyz
 from occ_core.grid import OCC3D, GridSpec
+from occ_core.procs import DieWithParent
 from occ_core.rig import Rig, load_rig
 
 VERSION = "v1.0-mini"
@@ -442,13 +444,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if not (out / VERSION).is_dir():
             # --overwrite deletes the folder: only ever do that to a dataset
             raise OccDataError(f"{out}: refusing to overwrite a non-empty folder that holds no {VERSION}/ dataset")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OccDataError(f"{parent}: cannot create the output's parent folder ({e.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OccDataError(f"{parent}: folder is not writable (the dataset is built beside {out.name} and renamed)")
+    # the dataset is built beside <out> and renamed: the parent must take new entries (a real
+    # write probe, as os.access says yes to root on read-only file systems such as /sys)
+    check_output_dir(out.parent, "--out")
 
 
 def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
@@ -488,7 +486,8 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
                     results.append(_scene_job(job))
                     bar.update(counter.value - bar.n)
             else:
-                with ctx.Pool(n_workers, initializer=_init_worker, initargs=(counter,)) as pool:
+                # workers die with this process, even on kill -9 (no orphans computing on)
+                with ctx.Pool(n_workers, initializer=DieWithParent(_init_worker), initargs=(counter,)) as pool:
                     pending = pool.map_async(_scene_job, jobs, chunksize=1)
                     while not pending.ready():
                         pending.wait(0.5)
