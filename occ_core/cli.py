@@ -168,7 +168,7 @@ def check_device(text: str, field: str = "--device"):
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise OccDataError(f"{field}: {text!r} asked for, but this torch {torch.__version__} has no usable CUDA "
-                               f"device; use --device cpu")
+                               f"device; use cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise OccDataError(f"{field}: {text!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
     elif dev.type != "cpu":

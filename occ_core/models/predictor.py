@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from occ_core.cli import check_device
 from occ_core.data.transforms import prepare_image
 from occ_core.errors import OccDataError
 from occ_core.frame import OccupancyPrediction, SensorFrame
 from occ_core.models.config import ModelConfig, load_config
 from occ_core.models.occnet import OccInputs, OccupancyNet, build_model
-
 
 def frame_to_inputs(frame: SensorFrame, cfg: ModelConfig) -> OccInputs:
     """One :class:`SensorFrame` -> a batch of one :class:`OccInputs` (CPU tensors).
@@ -46,7 +46,6 @@ def frame_to_inputs(frame: SensorFrame, cfg: ModelConfig) -> OccInputs:
         points = [torch.from_numpy(np.ascontiguousarray(pts[:, :5]))]
     return OccInputs(images, intrinsics, T, points)
 
-
 class OccupancyPredictor:
     """A trained (or seeded random-init) :class:`OccupancyNet` behind the Predictor protocol."""
 
@@ -70,7 +69,6 @@ class OccupancyPredictor:
         flow = None if out.flow is None else out.flow[0].float().cpu().numpy()
         return OccupancyPrediction(labels.to(torch.uint8).cpu().numpy(), scores.cpu().numpy().astype(np.float32), flow)
 
-
 def load_checkpoint_state(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint written by :mod:`occ_core.training` (or a bare ``state_dict``).
 
@@ -90,30 +88,6 @@ def load_checkpoint_state(path: str | Path, map_location="cpu") -> dict:
         return {"model": obj}
     raise OccDataError(f"{path}: expected a checkpoint dict with a 'model' state_dict")
 
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device this torch can run on.
-
-    Raises:
-        OccDataError: naming the ``device`` value: not a device name, or a CUDA device on a
-            torch without CUDA (or with fewer GPUs).
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise OccDataError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r} ({e})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OccDataError(f"device: {str(device)!r} asked for, but this torch {torch.__version__} has no usable "
-                               f"CUDA device; use 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise OccDataError(f"device: {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA "
-                               f"device(s) exist")
-    elif dev.type != "cpu":
-        raise OccDataError(f"device: expected 'cpu' or a CUDA device, got {device!r}")
-    return dev
-
-
 def load_predictor(config_path: str | Path, checkpoint_path: str | Path | None = None,
                    device: str | torch.device = "cpu") -> OccupancyPredictor:
     """Build the model of ``config_path`` and load its weights.
@@ -125,7 +99,7 @@ def load_predictor(config_path: str | Path, checkpoint_path: str | Path | None =
             (``seed`` of the config): deterministic, but untrained -- its predictions are noise.
         device: torch device for inference.
     """
-    device = check_device(device)
+    device = check_device(str(device), "device")
     cfg = load_config(config_path)
     model = build_model(cfg)
     if checkpoint_path is not None:
