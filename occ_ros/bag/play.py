@@ -423,6 +423,7 @@ def run_playback(cfg: PlayConfig, context: Any = None) -> PlaybackResult:
         return result
     finally:
         executor.shutdown()
+        spinner.join(10)  # a spin thread still inside rcl when the process exits aborts it (std::terminate)
         player.close()
 
 
