@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from occ_core.cli import positive_float, run_cli
+from occ_core.cli import nonnegative_float, positive_float, run_cli
 from occ_core.errors import OccDataError
 from occ_ros.bag.bagio import bag_messages, header_stamp_ns, open_bag
 
@@ -436,7 +436,7 @@ def parse_args(argv: list[str] | None) -> PlayConfig:
                    help="skip gaps between messages longer than S seconds of bag time (default 2)")
     p.add_argument("--topics", nargs="+", help="only these topics")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
-    p.add_argument("--wait-for-subscribers", type=positive_float, default=None, metavar="S",
+    p.add_argument("--wait-for-subscribers", type=nonnegative_float, default=0.0, metavar="S",
                    help="wait up to S seconds until every topic has a subscriber before playing")
     p.add_argument("--reliable", action="store_true", help="publish every topic RELIABLE (whatever the bag recorded)")
     p.add_argument("--wait-for", nargs="+", metavar="TOPIC",
@@ -451,7 +451,7 @@ def parse_args(argv: list[str] | None) -> PlayConfig:
     p.add_argument("--drain-idle", type=positive_float, default=10.0, metavar="S",
                    help="with --expect-outputs: stop waiting when no output came for S seconds (default 10)")
     a = p.parse_args(argv)
-    return PlayConfig(a.bag, a.rate, a.loop, a.topics, not a.no_clock, a.wait_for_subscribers or 0.0,
+    return PlayConfig(a.bag, a.rate, a.loop, a.topics, not a.no_clock, a.wait_for_subscribers,
                       max_gap=a.max_gap, reliable=a.reliable, wait_for=a.wait_for, wait_for_node=a.wait_for_node,
                       wait_timeout=a.wait_timeout, preroll=a.preroll, expect_outputs=a.expect_outputs,
                       lidar_topic=a.lidar_topic, drain_idle=a.drain_idle)
