@@ -1,12 +1,15 @@
-"""ros2 launch occ_ros occupancy.launch.py [model:=...] [checkpoint:=...] [use_sim_time:=true] [bag:=...] [rviz:=true]
+"""ros2 launch occ_ros occupancy.launch.py [model:=...] [checkpoint:=...] [bag:=...] [rate:=1.0] [loop:=true]
+[input_qos:=auto|sensor_data|reliable] [use_sim_time:=auto|true|false] [rviz:=true] ...
 
 Starts what ``occ_ros.launch_description.describe`` lists (the same description ``occ-launch``
 runs without ``ros2 launch``): occupancy_node with config/occupancy.yaml, optionally RViz2 with
-config/occupancy.rviz and ``occ-bag-play <bag>`` (our rosbag2 player; it publishes /clock).
+config/occupancy.rviz and ``occ-bag-play <bag>`` (our rosbag2 player; it publishes /clock, waits
+until the node's inputs are subscribed, and exits once every played LiDAR frame is predicted;
+its exit shuts the launch down).
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -15,7 +18,7 @@ from occ_ros.launch_description import ARGUMENTS, describe
 
 def _actions(context, *args, **kwargs):
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS}
-    plan = describe(values)
+    plan = describe(values, check=True)
     actions = []
     for spec in plan.nodes:
         actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name, output="screen",
@@ -23,7 +26,8 @@ def _actions(context, *args, **kwargs):
                             parameters=[*spec.params_files, dict(spec.parameters)],
                             remappings=list(spec.remappings)))
     for proc in plan.processes:
-        actions.append(ExecuteProcess(cmd=list(proc.cmd), name=proc.name, output="screen"))
+        extra = {"on_exit": [Shutdown(reason=f"{proc.name} finished")]} if proc.ends_launch else {}
+        actions.append(ExecuteProcess(cmd=list(proc.cmd), name=proc.name, output="screen", **extra))
     return actions
 
 

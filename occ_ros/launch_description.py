@@ -12,6 +12,22 @@ One description, two consumers, so they cannot drift:
   SIGINT/SIGTERM to them and exits when one of them exits (stopping the others).
 
 Launch arguments (``name:=value``): see :data:`ARGUMENTS`.
+
+Bag playback (``bag:=BAG``) works out of the box: the player (``occ-bag-play``) starts with the
+node but plays only once the node is ready, i.e. once every input topic of the node (LiDAR, each
+camera's image and CameraInfo, read from the params file) has a matched subscription of
+``occupancy_node`` (the node subscribes only after its model is loaded; the player waits up to
+``--wait-timeout`` s and says which topics are missing). It publishes every topic RELIABLE, and
+with a bag the ``auto`` arguments give the node ``input_qos: reliable`` (no cloud lost to a dropped
+fragment), ``use_sim_time: true`` and ``worker_queue_size: 32`` (a frame that arrives while the
+model is busy waits instead of being dropped). The first CameraInfo of each camera goes out before
+the playback. After the bag ends the player waits until every played LiDAR frame has its output
+on ``<output_ns>/voxels`` (or none came for 10 s), prints ``predicted N of M LiDAR frames`` and
+exits 0, which ends the launch (the runner stops the node; the launch file shuts down). Gaps of
+more than 2 s between messages (separate scenes) are skipped.
+
+Bad arguments (an unknown name, a value outside its choices, a missing params file, model,
+checkpoint or bag) end ``occ-launch`` with one line naming the argument and exit code 2.
 """
 
 from __future__ import annotations
@@ -28,7 +44,10 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from occ_ros.params import NODE_NAME, PACKAGE, package_share
+from occ_core.cli import check_input_file, run_cli
+from occ_core.errors import OccDataError
+from occ_ros.params import (NODE_NAME, PACKAGE, PARAMETERS_BY_NAME, ParameterError, config_from_values,
+                            load_params_file, package_share)
 
 
 @dataclass(frozen=True)
@@ -46,9 +65,15 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "Model config YAML (relative paths: from the occ_ros share folder)."),
     LaunchArgument("checkpoint", "config/models/fusion_demo.pt",
                    "Model checkpoint (relative paths: from the occ_ros share folder); empty = seeded random-init weights."),
-    LaunchArgument("use_sim_time", "false", "Use /clock time (set true when playing a bag).", ("true", "false")),
-    LaunchArgument("bag", "", "A rosbag2 folder to play with occ-bag-play (publishes /clock, recorded QoS); "
-                              "empty = live sensors."),
+    LaunchArgument("use_sim_time", "auto", "Use /clock time; auto = true when playing a bag.", ("auto", "true", "false")),
+    LaunchArgument("bag", "", "A rosbag2 folder to play with occ-bag-play once the node is ready (publishes /clock, "
+                              "reliable); the launch ends when every frame is predicted. Empty = live sensors."),
+    LaunchArgument("rate", "1.0", "Playback speed factor of the bag (> 0)."),
+    LaunchArgument("loop", "false", "Play the bag again and again.", ("true", "false")),
+    LaunchArgument("input_qos", "auto", "QoS of the node's inputs; auto = reliable when playing a bag, else the "
+                                        "params file's value.", ("auto", "sensor_data", "reliable")),
+    LaunchArgument("worker_queue_size", "auto", "Frames waiting for the model (1-32, drop-oldest); auto = 32 when "
+                                                "playing a bag (every frame predicted), else the params file's value."),
     LaunchArgument("rviz", "false", "Start RViz2 with config/occupancy.rviz.", ("true", "false")),
     LaunchArgument("params_file", "config/occupancy.yaml", "occupancy_node parameters (ROS 2 params file)."),
     LaunchArgument("output_ns", "/occupancy", "Namespace of the outputs: <output_ns>/markers, <output_ns>/voxels."),
@@ -77,10 +102,11 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """A plain process to start (``cmd`` = argv)."""
+    """A plain process to start (``cmd`` = argv); ``ends_launch``: its exit ends the launch."""
 
     name: str
     cmd: tuple[str, ...]
+    ends_launch: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,12 +117,12 @@ class LaunchPlan:
     processes: tuple[ProcessSpec, ...]
 
 
-class LaunchArgumentError(ValueError):
-    """An unknown launch argument or a value outside its choices."""
+class LaunchArgumentError(OccDataError):
+    """An unknown launch argument, a value outside its choices, or a missing file (named)."""
 
 
 def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
-    """All launch arguments: ``values`` over the defaults, checked against names and choices."""
+    """All launch arguments: ``values`` over the defaults, checked against names, choices and number ranges."""
     unknown = sorted(set(values) - set(ARGUMENTS_BY_NAME))
     if unknown:
         raise LaunchArgumentError(f"unknown launch argument(s) {unknown}; known: {sorted(ARGUMENTS_BY_NAME)}")
@@ -107,7 +133,75 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
     ns = out["output_ns"].rstrip("/")
     if not ns.startswith("/"):
         raise LaunchArgumentError(f"launch argument output_ns:={out['output_ns']!r}: expected an absolute namespace")
+    try:
+        rate = float(out["rate"])
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate < float("inf"):
+        raise LaunchArgumentError(f"launch argument rate:={out['rate']!r}: expected a number > 0")
+    q = out["worker_queue_size"]
+    spec = PARAMETERS_BY_NAME["worker_queue_size"]
+    if q != "auto" and not (q.isdigit() and spec.lo <= int(q) <= spec.hi):
+        raise LaunchArgumentError(f"launch argument worker_queue_size:={q!r}: expected 'auto' or an integer in "
+                                  f"[{int(spec.lo)}, {int(spec.hi)}]")
     return out
+
+
+@dataclass(frozen=True)
+class NodeTopics:
+    """The node's topics as its params file sets them (after the launch's remappings).
+
+    Attributes:
+        inputs: LiDAR, then each camera's image and CameraInfo topic.
+        camera_info: the CameraInfo topics.
+        lidar: the LiDAR topic. voxels: the voxel-cloud output.
+    """
+
+    inputs: tuple[str, ...]
+    camera_info: tuple[str, ...]
+    lidar: str
+    voxels: str
+
+
+def node_topics(params_file: str, remappings: Mapping[str, str] | None = None, strict: bool = True) -> NodeTopics:
+    """:class:`NodeTopics` of ``occupancy_node`` started with ``params_file`` (parameters the
+    params file does not set take their defaults; names the node does not know are left out).
+
+    Raises:
+        LaunchArgumentError: with ``strict``, an unreadable params file or invalid topic parameters
+            (else the defaults are used).
+    """
+    try:
+        values = load_params_file(params_file)
+        cfg = config_from_values({k: v for k, v in values.items() if k in PARAMETERS_BY_NAME})
+    except ParameterError as e:
+        if strict:
+            raise LaunchArgumentError(f"launch argument params_file:={params_file}: {e}") from None
+        cfg = config_from_values({})
+    remap = dict(remappings or {})
+    info = tuple(cfg.info_topic(c) for c in cfg.camera_names)
+    inputs = (cfg.lidar_topic, *(t for c in cfg.camera_names for t in (cfg.image_topic(c), cfg.info_topic(c))))
+    return NodeTopics(inputs, info, cfg.lidar_topic, remap.get(cfg.voxels_topic, cfg.voxels_topic))
+
+
+def check_files(values: Mapping[str, str]) -> None:
+    """The files the launch arguments name exist (checked before anything starts).
+
+    Raises:
+        LaunchArgumentError: naming the argument and the path.
+    """
+    a = resolve_arguments(values)
+    fields = [("params_file", a["params_file"]), ("model", a["model"])]
+    if a["checkpoint"]:
+        fields.append(("checkpoint", a["checkpoint"]))
+    try:
+        for name, path in fields:
+            check_input_file(_share_path(path), f"launch argument {name}:={path}")
+    except OccDataError as e:
+        raise LaunchArgumentError(str(e)) from None
+    if a["bag"] and not Path(a["bag"]).expanduser().exists():
+        raise LaunchArgumentError(f"launch argument bag:={a['bag']}: {a['bag']} does not exist "
+                                  f"(expected a rosbag2 folder or a .mcap/.db3 file)")
 
 
 def _share_path(path: str) -> str:
@@ -115,18 +209,36 @@ def _share_path(path: str) -> str:
     return str(p.resolve() if p.is_absolute() or p.exists() else package_share() / p)
 
 
-def describe(values: Mapping[str, str] | None = None) -> LaunchPlan:
-    """The nodes and processes of ``occupancy.launch.py`` for the given launch arguments."""
-    a = resolve_arguments(values or {})
-    sim = a["use_sim_time"] == "true"
+def describe(values: Mapping[str, str] | None = None, check: bool = False) -> LaunchPlan:
+    """The nodes and processes of ``occupancy.launch.py`` for the given launch arguments.
+
+    Args:
+        check: also check that the named files exist and the params file is valid (:func:`check_files`).
+
+    Raises:
+        LaunchArgumentError: a bad argument (named in the message).
+    """
+    values = dict(values or {})
+    a = resolve_arguments(values)
+    if check:
+        check_files(values)
+    bag = a["bag"]
+    sim = a["use_sim_time"] == "true" or (a["use_sim_time"] == "auto" and bool(bag))
     ns = a["output_ns"].rstrip("/")
+    remappings = (("/occupancy/markers", ns + "/markers"), ("/occupancy/voxels", ns + "/voxels"))
+    params_file = _share_path(a["params_file"])
+    parameters: list[tuple[str, Any]] = [("model_config", _share_path(a["model"])),
+                                         ("checkpoint", _share_path(a["checkpoint"]) if a["checkpoint"] else ""),
+                                         ("use_sim_time", sim)]
+    if a["input_qos"] != "auto" or bag:
+        parameters.append(("input_qos", "reliable" if a["input_qos"] == "auto" else a["input_qos"]))
+    if a["worker_queue_size"] != "auto" or bag:
+        parameters.append(("worker_queue_size", 32 if a["worker_queue_size"] == "auto" else int(a["worker_queue_size"])))
     node = NodeSpec(
         package=PACKAGE, executable="occupancy_node", name=NODE_NAME,
-        params_files=(_share_path(a["params_file"]),),
-        parameters=(("model_config", _share_path(a["model"])),
-                    ("checkpoint", _share_path(a["checkpoint"]) if a["checkpoint"] else ""),
-                    ("use_sim_time", sim)),
-        remappings=(("/occupancy/markers", ns + "/markers"), ("/occupancy/voxels", ns + "/voxels")),
+        params_files=(params_file,),
+        parameters=tuple(parameters),
+        remappings=remappings,
     )
     nodes = [node]
     if a["rviz"] == "true":
@@ -134,9 +246,13 @@ def describe(values: Mapping[str, str] | None = None) -> LaunchPlan:
                               parameters=(("use_sim_time", sim),),
                               arguments=("-d", _share_path("config/occupancy.rviz"))))
     processes = []
-    if a["bag"]:
+    if bag:
         # our own player: ros2 bag play is not part of the rclpy wheels; occ-bag-play publishes /clock too
-        processes.append(ProcessSpec("bag_player", ("occ-bag-play", a["bag"])))
+        topics = node_topics(params_file, dict(remappings), strict=check)
+        cmd = ["occ-bag-play", bag, "--rate", a["rate"], *(["--loop"] if a["loop"] == "true" else []), "--reliable",
+               "--wait-for", *topics.inputs, "--wait-for-node", NODE_NAME, "--preroll", *topics.camera_info,
+               "--expect-outputs", topics.voxels, "--lidar-topic", topics.lidar]
+        processes.append(ProcessSpec("bag_player", tuple(cmd), ends_launch=True))
     return LaunchPlan(tuple(nodes), tuple(processes))
 
 
@@ -255,7 +371,7 @@ def parse_cli(argv: Sequence[str]) -> tuple[dict[str, str], bool]:
             k, v = arg.split(":=", 1)
             values[k] = v
         else:
-            raise LaunchArgumentError(f"expected name:=value or --dry-run, got {arg!r}")
+            raise LaunchArgumentError(f"expected name:=value or --dry-run, got {arg!r} (occ-launch --help lists them)")
     return values, dry
 
 
@@ -265,17 +381,18 @@ USAGE = "usage: occ-launch [--dry-run] [name:=value ...]\n\nlaunch arguments:\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``occ-launch``: start what ``occupancy.launch.py`` starts, without ``ros2 launch``."""
+    """``occ-launch``: start what ``occupancy.launch.py`` starts, without ``ros2 launch``.
+    Bad arguments: one line ``occ-launch: ...`` on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    try:
-        values, dry = parse_cli(argv)
-        cmds = commands(describe(values), resolve=not dry)
-    except (LaunchArgumentError, FileNotFoundError) as e:
-        print(f"occ-launch: {e}\n\n{USAGE}", file=sys.stderr)
-        return 2
+    return run_cli("occ-launch", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
+    values, dry = parse_cli(argv)
+    cmds = commands(describe(values, check=True), resolve=not dry)
     if dry:
         for name, cmd in cmds:
             print(f"{name}: {' '.join(cmd)}")

@@ -190,3 +190,97 @@ def test_missing_file_is_named_and_skip_missing_counts_it(synthetic_dataroot, tm
         convert(ConvertConfig(root, tmp_path / "bag2", progress=False))
     with pytest.raises(OccDataError, match="scene-9999"):
         convert(ConvertConfig(root, tmp_path / "bag3", scenes=["scene-9999"], progress=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# names from data, bad paths, temporary folders of killed runs
+
+
+def _root_copy(src: Path, dst: Path) -> Path:
+    """A dataroot copy: data files as symbolic links, tables as real files (to be edited)."""
+    shutil.copytree(src, dst, copy_function=os.symlink)
+    for table in (dst / "v1.0-mini").glob("*.json"):
+        text = table.read_text()
+        table.unlink()
+        table.write_text(text)
+    return dst
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("what, field", [("scene name", "scene.name"), ("sample token", "sample.token"),
+                                         ("file name", "sample_data.filename"),
+                                         ("absolute file name", "sample_data.filename")])
+def test_names_from_the_tables_that_leave_their_folder_exit_2_and_write_nothing(what, field, synthetic_dataroot,
+                                                                                tmp_path, capsys):
+    import json
+
+    root = _root_copy(synthetic_dataroot, tmp_path / "root")
+    tables = root / "v1.0-mini"
+    if what == "scene name":
+        scenes = json.loads((tables / "scene.json").read_text())
+        scenes[0]["name"] = "../x"
+        (tables / "scene.json").write_text(json.dumps(scenes))
+    elif what == "sample token":
+        token = json.loads((tables / "sample.json").read_text())[0]["token"]
+        for table in tables.glob("*.json"):
+            table.write_text(table.read_text().replace(f'"{token}"', '"../x"'))
+    else:
+        sds = json.loads((tables / "sample_data.json").read_text())
+        sds[0]["filename"] = "../../outside.jpg" if what == "file name" else "/etc/hostname"
+        (tables / "sample_data.json").write_text(json.dumps(sds))
+    before = _tree(tmp_path)
+    out = tmp_path / "out" / "bag"
+    assert nusc2bag.main(["--dataroot", str(root), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"occ-nusc2bag: {field}: expected"), err
+    assert _tree(tmp_path) - before <= {"out"}  # nothing written but the (empty) parent of --out
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case, field", [("exists", "--out"), ("under a file", "--out"), ("unwritable", "--out"),
+                                         ("dot", "--out"), ("no dataroot", "--dataroot"),
+                                         ("dataroot is a file", "--dataroot"), ("no gt", "--gt")])
+def test_bad_paths_exit_2_with_one_line_naming_the_argument(case, field, synthetic_dataroot, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "existing").mkdir()
+    out = {"exists": tmp_path / "existing", "under a file": tmp_path / "file" / "bag", "unwritable": Path("/proc/x/bag"),
+           "dot": Path(".")}.get(case, tmp_path / "bag")
+    root = {"no dataroot": tmp_path / "nothing", "dataroot is a file": tmp_path / "file"}.get(case, synthetic_dataroot)
+    extra = ["--gt", str(tmp_path / "no_gts")] if case == "no gt" else []
+    assert nusc2bag.main(["--dataroot", str(root), "--out", str(out), "--scenes", SCENE, "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"occ-nusc2bag: {field}: "), err
+
+
+def test_a_rerun_removes_the_temporary_folders_of_killed_runs(synthetic_dataroot, tmp_path, capsys):
+    """A run killed with kill -9 cannot remove its ``.<out>.tmp-<pid>`` folder; the next run for the
+    same --out removes it (its pid is gone) and keeps the folder of a run still alive."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "bag"
+    holder = ("import sys, time; from pathlib import Path; from occ_ros.bag.bagio import temp_dir_for\n"
+              "d = temp_dir_for(Path(sys.argv[1])); d.mkdir(); (d / 'bag.mcap').write_bytes(b'partial')\n"
+              "print(d, flush=True); time.sleep(120)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", holder, str(out)], cwd=Path(__file__).resolve().parent.parent,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        killed, alive = (Path(p.stdout.readline().strip()) for p in procs)
+        assert killed.is_dir() and alive.is_dir() and killed.name == f".bag.tmp-{procs[0].pid}"
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        assert killed.is_dir()  # what kill -9 leaves behind
+        assert nusc2bag.main(["--dataroot", str(synthetic_dataroot), "--out", str(out), "--scenes", SCENE,
+                              "--keyframes-only", "--no-progress"]) == 0
+        assert not killed.exists() and alive.is_dir() and (out / "metadata.yaml").is_file()
+        assert f"removed {killed}" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, alive.name])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)

@@ -183,3 +183,81 @@ def test_a_grid_of_another_geometry_is_refused():
     for raw in (cdr(shifted), cdr(coarse), cdr(OCC3D, "map")):
         with pytest.raises(OccDataError, match=r"/occupancy/grid@5: expected the occ3d grid"):
             grid_prediction(raw, store, "/occupancy/grid@5")
+
+
+# ---------------------------------------------------------------------------------------------
+# long gaps between scenes, bad input
+
+
+def test_two_scenes_an_hour_apart_are_evaluated_without_sleeping_through_the_gap(synthetic_dataroot, tmp_path,
+                                                                                  capsys):
+    import threading
+
+    from test_node_support import PointHeightTestPredictor
+
+    bag = tmp_path / "two_scenes"
+    convert(ConvertConfig(synthetic_dataroot, bag, keyframes_only=True, progress=False))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(res=evaluate(EvalConfig(bag, rate=1.0),
+                                                                        predictor=PointHeightTestPredictor(),
+                                                                        progress=False)), daemon=True)
+    thread.start()
+    thread.join(120)  # the old player slept through the hour between the scenes
+    assert not thread.is_alive(), "occ-bag-eval slept through the gap between the scenes"
+    res = result["res"]
+    assert (res.frames, res.predicted, res.dropped) == (6, 6, 0)
+    assert "occ-bag-eval: skipped a " in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def small_bag(synthetic_dataroot, tmp_path_factory):
+    bag = tmp_path_factory.mktemp("eval_cli") / "bag"
+    convert(ConvertConfig(synthetic_dataroot, bag, scenes=[SCENE], keyframes_only=True, progress=False))
+    return bag
+
+
+@pytest.mark.parametrize("case, field", [
+    ("missing bag", "bag"), ("text file", "bag"), ("truncated bag", "bag"),
+    ("record under a file", "--record"), ("record unwritable", "--record"), ("record is a folder", "--record"),
+    ("json under a file", "--json"), ("missing config", "--config"), ("missing checkpoint", "--checkpoint")])
+def test_bad_input_exits_2_with_one_line_before_the_evaluation(case, field, small_bag, tmp_path, capsys,
+                                                              monkeypatch):
+    import shutil
+
+    from occ_ros.bag import evaluate as ev
+
+    monkeypatch.setattr(ev, "read_ground_truth", lambda *a, **k: pytest.fail("the evaluation started"))
+    (tmp_path / "file").write_text("x")
+    keep = tmp_path / "my_results"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("keep me")
+    bag, extra = small_bag, []
+    if case == "text file":
+        bag = tmp_path / "file"
+    elif case == "missing bag":
+        bag = tmp_path / "nothing"
+    elif case == "truncated bag":
+        bag = tmp_path / "cut"
+        shutil.copytree(small_bag, bag)
+        (mcap,) = bag.glob("*.mcap")
+        mcap.write_bytes(mcap.read_bytes()[:1000])
+    else:
+        extra = {"record under a file": ["--record", str(tmp_path / "file" / "rec")],
+                 "record unwritable": ["--record", "/proc/x/rec"],
+                 "record is a folder": ["--record", str(keep)],
+                 "json under a file": ["--json", str(tmp_path / "file" / "m.json")],
+                 "missing config": ["--config", str(tmp_path / "none.yaml")],
+                 "missing checkpoint": ["--checkpoint", str(tmp_path / "none.pt")]}[case]
+    assert ev.main([str(bag), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"occ-bag-eval: {field}: "), err
+    assert (keep / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args", [["--rate", "0"], ["--max-gap", "-1"], ["--lidar-sweeps", "0"]])
+def test_bad_numbers_exit_2(args, small_bag, capsys):
+    from occ_ros.bag import evaluate as ev
+
+    with pytest.raises(SystemExit) as e:
+        ev.main([str(small_bag), *args])
+    assert e.value.code == 2 and args[0] in capsys.readouterr().err

@@ -3,6 +3,7 @@ the converter's /occupancy/gt_grid arrives as occ_ros_msgs/SemanticOccupancyGrid
 a Python package is skipped."""
 
 import os
+import shutil
 import threading
 import time
 
@@ -131,7 +132,7 @@ def test_topics_filter_and_cli_errors(bag, capsys):
         p.close()
     finally:
         rclpy.try_shutdown(context=ctx)
-    assert play.main([str(bag.parent / "missing_bag")]) == 1
+    assert play.main([str(bag.parent / "missing_bag")]) == 2
     assert "missing_bag" in capsys.readouterr().err
 
 
@@ -164,3 +165,191 @@ def test_player_delivers_the_ground_truth_grid_of_a_converted_bag(synthetic_data
     for g in grids:
         np.testing.assert_array_equal(g.labels, occ3d.read_gt(entries[by_stamp[g.stamp_ns]].path).semantics)
         assert (g.frame_id, g.class_set, g.free_label, g.spec.dims) == ("base_link", "occ3d", 17, (200, 200, 16))
+
+
+# ---------------------------------------------------------------------------------------------
+# long gaps, readiness, reliable publishing, counting the outputs, bad input
+
+
+def _write_bag(out, t0, stamps_s, best_effort=False):
+    """A bag of PointCloud2 on PREFIX/gap_cloud at ``t0 + s`` for each ``s`` of ``stamps_s``
+    (header stamp = log time), recorded BEST_EFFORT or RELIABLE."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    t = store.types
+    inf = QosTime(sec=2147483647, nsec=4294967295)
+    qos = Qos(QosHistory.KEEP_LAST, 10, QosReliability.BEST_EFFORT if best_effort else QosReliability.RELIABLE,
+              QosDurability.VOLATILE, inf, inf, QosLiveliness.AUTOMATIC, inf, False)
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection(PREFIX + "/gap_cloud", "sensor_msgs/msg/PointCloud2", typestore=store,
+                             offered_qos_profiles=[qos])
+        for s in stamps_s:
+            ns = t0 + int(round(s * 1e9))
+            hdr = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                                           frame_id="x")
+            msg = t["sensor_msgs/msg/PointCloud2"](header=hdr, height=1, width=0, fields=[], is_bigendian=False,
+                                                   point_step=1, row_step=0, data=np.zeros(0, np.uint8), is_dense=True)
+            w.write(c, ns, store.serialize_cdr(msg, "sensor_msgs/msg/PointCloud2"))
+    return out
+
+
+T0 = 1_700_000_000_000_000_000
+SCENE_STAMPS = [0.0, 0.5, 1.0, 3601.0, 3601.5, 3602.0]  # two "scenes" an hour apart, as the synthetic world's
+
+
+@pytest.fixture(scope="module")
+def gap_bag(tmp_path_factory):
+    return _write_bag(tmp_path_factory.mktemp("gap") / "bag", T0, SCENE_STAMPS)
+
+
+def test_long_gaps_are_skipped_with_a_line_and_clock_keeps_the_bag_time(gap_bag, capsys):
+    from rclpy.qos import QoSProfile
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import PointCloud2
+
+    got, clock = [], []
+
+    def subscribe(sub):
+        sub.create_subscription(PointCloud2, PREFIX + "/gap_cloud", got.append, QoSProfile(depth=100))
+        sub.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec * 10**9 + m.clock.nanosec),
+                                QoSProfile(depth=100))
+
+    result = {}
+
+    def run():
+        result["stats"] = play_to_subscriber(PlayConfig(gap_bag, rate=4.0, wait_for_subscribers=10.0, start_delay=0.3,
+                                                        topics=[PREFIX + "/gap_cloud"]),
+                                             subscribe, lambda: len(got) >= 6, timeout=5.0)[1]
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)  # the old player slept through the hour
+    assert not thread.is_alive(), "the player slept through the 3600 s gap"
+    stats = result["stats"]
+    assert [(t, round(g, 3)) for t, g in stats.gaps_skipped] == [(T0 + 1_000_000_000, 3600.0)]
+    assert stats.wall_s < 20  # 2 x 1 s of bag time at x4, not an hour
+    assert "skipped a 3600.0 s gap at 1.0 s into the bag" in capsys.readouterr().out
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in got] == [T0 + int(s * 1e9) for s in SCENE_STAMPS]
+    assert clock[-1] == T0 + int(3602 * 1e9)  # /clock jumps with the bag
+    assert stats.lidar_stamps == []  # not the LiDAR topic
+
+
+def test_readiness_waits_for_the_named_node_and_reports_a_qos_mismatch(tmp_path):
+    """--wait-for/--wait-for-node: ready only once that node's reliable subscription is matched; a
+    best-effort recording does not match a reliable subscriber unless --reliable."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    from occ_ros.bag.play import NotReadyError
+
+    bag = _write_bag(tmp_path / "be_bag", T0, [0.0, 0.1], best_effort=True)
+    topic = PREFIX + "/gap_cloud"
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    try:
+        player = BagPlayer(PlayConfig(bag, start_delay=0.0, clock=False), context=ctx)
+        with pytest.raises(NotReadyError, match=f"no subscription of fake_node on {topic}"):
+            player.wait_until_subscribed([topic], "fake_node", 0.5)  # nobody there yet
+        sub_node = Node("fake_node", context=ctx)
+        sub_node.create_subscription(PointCloud2, topic, lambda m: None, QoSProfile(depth=10))  # reliable
+        ex.add_node(sub_node)
+        with pytest.raises(NotReadyError, match=r"RELIABLE but the bag offers BEST_EFFORT \(use --reliable\)"):
+            player.wait_until_subscribed([topic], "fake_node", 3.0)
+        player.close()
+        player = BagPlayer(PlayConfig(bag, start_delay=0.0, clock=False, reliable=True), context=ctx)
+        assert player.publishers[topic].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert player.wait_until_subscribed([topic, "/not/in/bag"], "fake_node", 20.0) == [topic]
+        with pytest.raises(NotReadyError, match="of other_node"):
+            player.wait_until_subscribed([topic], "other_node", 0.5)
+        player.close()
+    finally:
+        ex.shutdown()
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_playback_to_a_node_counts_the_predicted_lidar_frames(gap_bag):
+    """run_playback (what occ-launch bag:= runs): waits for the node, plays, and counts an output per
+    LiDAR frame; a node that answers only some frames is counted as such once it goes quiet."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import PointCloud2
+
+    from occ_ros.bag.play import run_playback
+
+    topic, out = PREFIX + "/gap_cloud", PREFIX + "/gap_out"
+    for answer_every, expected in ((1, 6), (2, 3)):
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx)
+        ex = SingleThreadedExecutor(context=ctx)
+        try:
+            node = Node("echo_node", context=ctx)
+            pub = node.create_publisher(PointCloud2, out, QoSProfile(depth=10))
+            seen = []
+
+            def echo(msg, pub=pub, seen=seen, every=answer_every):
+                seen.append(msg)
+                if len(seen) % every == 1 % every:
+                    time.sleep(0.2)  # a model at work
+                    pub.publish(msg)
+
+            node.create_subscription(PointCloud2, topic, echo, QoSProfile(depth=10))
+            ex.add_node(node)
+            threading.Thread(target=ex.spin, daemon=True).start()
+            res = run_playback(PlayConfig(gap_bag, rate=4.0, wait_for=[topic], wait_for_node="echo_node",
+                                          wait_timeout=20.0, expect_outputs=out, lidar_topic=topic, drain_idle=2.0,
+                                          reliable=True), context=ctx)
+        finally:
+            ex.shutdown()
+            rclpy.try_shutdown(context=ctx)
+        assert (res.played, res.predicted) == (6, expected)
+        assert res.stats.lidar_stamps == [T0 + int(s * 1e9) for s in SCENE_STAMPS]
+
+
+def _truncated(bag, tmp_path):
+    dst = tmp_path / "truncated"
+    shutil.copytree(bag, dst)
+    (mcap,) = dst.glob("*.mcap")
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+@pytest.mark.parametrize("case", ["missing", "text file", "folder", "truncated", "truncated file"])
+def test_a_path_that_is_no_bag_exits_2_with_one_line(case, bag, tmp_path, capsys):
+    from occ_ros.bag import play
+
+    path = {"missing": lambda: tmp_path / "missing_bag",
+            "text file": lambda: (tmp_path / "notes.txt", (tmp_path / "notes.txt").write_text("hello"))[0],
+            "folder": lambda: (tmp_path / "empty", (tmp_path / "empty").mkdir())[0],
+            "truncated": lambda: _truncated(bag, tmp_path),
+            "truncated file": lambda: next(_truncated(bag, tmp_path).glob("*.mcap"))}[case]()
+    assert play.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"occ-bag-play: bag: {path}"), err
+
+
+@pytest.mark.parametrize("args", [["--rate", "0"], ["--rate", "x"], ["--max-gap", "-1"], ["--wait-timeout", "0"]])
+def test_bad_numbers_exit_2(args, bag, capsys):
+    from occ_ros.bag import play
+
+    with pytest.raises(SystemExit) as e:
+        play.main([str(bag), *args])
+    assert e.value.code == 2 and args[0] in capsys.readouterr().err
+
+
+def test_a_missing_bag_from_the_command_line_is_one_line_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "occ_ros.bag.play", str(tmp_path / "nope")], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "nope" in p.stderr, p.stderr

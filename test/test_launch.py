@@ -38,9 +38,10 @@ def test_arguments_change_the_plan_and_bad_ones_are_rejected(tmp_path):
     assert dict(node.parameters)["checkpoint"] == str(ckpt) and dict(node.parameters)["use_sim_time"] is True
     assert dict(node.remappings)["/occupancy/voxels"] == "/occ2/voxels"
     assert rviz.executable == "rviz2" and rviz.arguments == ("-d", str(REPO / "config/occupancy.rviz"))
-    assert plan.processes[0].cmd == ("occ-bag-play", "/data/bag1")
+    player = plan.processes[0]
+    assert player.cmd[:2] == ("occ-bag-play", "/data/bag1") and player.ends_launch
     (name, argv), = commands(LaunchPlan((), plan.processes))  # resolved to this environment's console script
-    assert name == "bag_player" and argv[1:] == ["/data/bag1"] and Path(argv[0]).name == "occ-bag-play"
+    assert name == "bag_player" and argv[1:] == list(player.cmd[1:]) and Path(argv[0]).name == "occ-bag-play"
     with pytest.raises(LaunchArgumentError, match="unknown launch argument"):
         describe({"modle": "x"})
     with pytest.raises(LaunchArgumentError, match=r"rviz:='yes'.*\['true', 'false'\]"):
@@ -147,3 +148,77 @@ def test_rviz_config_shows_the_default_topics_in_base_link():
     for cam in NUSCENES_CAMERAS:
         assert topics[pattern.format(camera=cam)]["Class"] == "rviz_default_plugins/Image"
     assert {"Grid", "TF"} <= set(by_class)
+
+
+def _opts(cmd, flag):
+    """The values after ``flag`` in an argv, up to the next ``--`` option."""
+    i = cmd.index(flag) + 1
+    out = []
+    while i < len(cmd) and not cmd[i].startswith("--"):
+        out.append(cmd[i])
+        i += 1
+    return out
+
+
+def test_a_bag_gets_reliable_inputs_sim_time_a_deep_queue_and_a_player_that_waits_for_the_node():
+    plan = describe({"bag": "/data/bag1", "rate": "0.5", "loop": "true", "output_ns": "/occ2"})
+    params = dict(plan.nodes[0].parameters)
+    assert params["input_qos"] == "reliable" and params["use_sim_time"] is True and params["worker_queue_size"] == 32
+    cmd = list(plan.processes[0].cmd)
+    assert _opts(cmd, "--rate") == ["0.5"] and "--loop" in cmd and "--reliable" in cmd
+    cams = PARAMETERS_BY_NAME["camera_names"].default
+    assert _opts(cmd, "--wait-for") == ["/LIDAR_TOP", *(t for c in cams for t in (f"/{c}/image_rect_compressed",
+                                                                                   f"/{c}/camera_info"))]
+    assert _opts(cmd, "--wait-for-node") == ["occupancy_node"]
+    assert _opts(cmd, "--preroll") == [f"/{c}/camera_info" for c in cams]
+    assert _opts(cmd, "--expect-outputs") == ["/occ2/voxels"] and _opts(cmd, "--lidar-topic") == ["/LIDAR_TOP"]
+    # what the user sets wins; without a bag, auto leaves the params file's values alone
+    params = dict(describe({"bag": "/b", "input_qos": "sensor_data", "use_sim_time": "false",
+                            "worker_queue_size": "4"}).nodes[0].parameters)
+    assert (params["input_qos"], params["use_sim_time"], params["worker_queue_size"]) == ("sensor_data", False, 4)
+    params = dict(describe({"input_qos": "reliable"}).nodes[0].parameters)
+    assert params["input_qos"] == "reliable" and "worker_queue_size" not in params and params["use_sim_time"] is False
+    assert "--loop" not in describe({"bag": "/b"}).processes[0].cmd
+
+
+def test_the_player_waits_for_the_topics_of_the_params_file(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"occupancy_node": {"ros__parameters": {
+        "camera_names": ["CAM_A"], "lidar_topic": "/lidar", "compressed_image_topic": "/{camera}/jpeg",
+        "camera_info_topic": "/{camera}/info", "voxels_topic": "/out/voxels", "use_sim_time": False}}}))
+    cmd = list(describe({"bag": "/b", "params_file": str(params)}).processes[0].cmd)
+    assert _opts(cmd, "--wait-for") == ["/lidar", "/CAM_A/jpeg", "/CAM_A/info"]
+    assert _opts(cmd, "--preroll") == ["/CAM_A/info"] and _opts(cmd, "--expect-outputs") == ["/out/voxels"]
+
+
+@pytest.mark.parametrize("args, field", [
+    (["modle:=x"], "unknown launch argument"),
+    (["rviz:=maybe"], "rviz:='maybe'"),
+    (["rate:=0"], "rate:='0'"),
+    (["rate:=fast"], "rate:='fast'"),
+    (["loop:=yes"], "loop:='yes'"),
+    (["input_qos:=fast"], "input_qos:='fast'"),
+    (["worker_queue_size:=0"], "worker_queue_size:='0'"),
+    (["params_file:=/no/such/params.yaml"], "params_file:=/no/such/params.yaml"),
+    (["model:=/no/such/model.yaml"], "model:=/no/such/model.yaml"),
+    (["checkpoint:=/no/such/model.pt"], "checkpoint:=/no/such/model.pt"),
+    (["bag:=/no/such/bag"], "bag:=/no/such/bag"),
+    (["params_file:=BAD"], "params_file:="),
+    (["output_ns:=relative"], "output_ns:='relative'"),
+    (["stray"], "'stray'"),
+])
+def test_bad_launch_arguments_exit_2_with_one_line(args, field, capsys, tmp_path):
+    if args == ["params_file:=BAD"]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("occupancy_node: {ros__parameters: {lidar_topic: 'no topic'}}\n")
+        args = [f"params_file:={bad}", "bag:=" + str(tmp_path)]
+    for dry in ([], ["--dry-run"]):
+        assert main([*dry, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("occ-launch: ") and field in err, err
+
+
+def test_bad_launch_argument_from_the_command_line_is_one_line_without_traceback():
+    p = subprocess.run([sys.executable, "-m", "occ_ros.launch_description", "params_file:=/no/such.yaml"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "params_file:=/no/such.yaml" in p.stderr, p.stderr

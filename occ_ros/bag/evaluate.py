@@ -33,6 +33,12 @@ grid with its stamp (p50/p95 over the matched frames); the effective rate = grid
 wall second of playback. ``--record`` writes an MCAP bag (atomically) with the predictions as
 received, ``/occupancy/grid`` (its definition stored in the file) and ``/occupancy/voxels``, and
 the input bag's ``/occupancy/gt``, ``/occupancy/gt_grid`` (when present), ``/tf`` and ``/tf_static``.
+
+Gaps between messages longer than ``--max-gap`` s of bag time (default 2; synthetic scenes are an
+hour apart) are skipped, not slept through, with a line saying so. Bad input ends the tool with
+one line and exit code 2 before the evaluation starts: a missing path, a file that is not a bag or
+a truncated bag, a missing model config or checkpoint, a ``--record`` or ``--json`` that cannot be
+written (or a ``--record`` path that exists and is not a bag folder), bad numbers.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from occ_core.cli import check_input_file, check_output_dir, check_output_file, positive_float, positive_int, run_cli
 from occ_core.errors import OccDataError
 from occ_core.eval.occupancy import occ3d_miou, select_mask
 from occ_core.eval.rayiou import occ3d_rayiou, select_ray_origins
@@ -56,6 +63,7 @@ from occ_core.eval.report import MetricReport
 from occ_core.fileio import atomic_write_text
 from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D
+from occ_ros.bag.bagio import bag_messages, open_bag, remove_stale_temp_dirs, temp_dir_for
 from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, gt_cloud_to_grid
 from occ_ros.bag.play import BagPlayer, PlayConfig
 from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, SemanticGrid, grid_typestore, msg_to_grid
@@ -105,11 +113,9 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
     Raises:
         OccDataError: no ``/occupancy/gt`` topic, or a keyframe without its map -> base_link ``/tf``.
     """
-    from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    reader = AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_JAZZY))
-    reader.open()
+    reader = open_bag(bag, typestore=get_typestore(Stores.ROS2_JAZZY))
     try:
         topics = {c.topic for c in reader.connections}
         if GT_TOPIC not in topics:
@@ -120,7 +126,7 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
         static: dict[str, np.ndarray] = {}
         lidar_stamps: dict[int, int] = {}
         scene = -1
-        for conn, t_ns, raw in reader.messages(connections=conns):
+        for conn, t_ns, raw in bag_messages(reader, bag, conns):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == "/tf_static":
                 scene += 1
@@ -182,6 +188,7 @@ class EvalConfig:
     worker_queue_size: int = 2
     drain_timeout: float = 120.0
     discovery_timeout: float = 10.0
+    max_gap: float = 2.0
 
 
 @dataclass
@@ -249,29 +256,45 @@ def check_occ3d_geometry(grid: SemanticGrid, where: str) -> None:
             f"rotation {grid.T_frame_from_grid[:3, :3].round(6).tolist()}")
 
 
+def check_record_path(out: Path, field: str = "--record") -> Path:
+    """Make sure the recording can be written at ``out`` (a bag folder to create, or an earlier
+    recording to replace) before the evaluation starts.
+
+    Raises:
+        OccDataError: naming ``field``: an existing path that is not a bag folder (it would be
+            deleted), a bad name, or a parent folder that cannot be created or written.
+    """
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise OccDataError(f"{field}: expected a bag folder path, got {str(out)!r}")
+    if out.exists() and not (out.is_dir() and (out / "metadata.yaml").is_file()):
+        raise OccDataError(f"{field}: {out} exists and is not a bag folder (expected a new path, or an earlier "
+                           f"recording to replace)")
+    check_output_dir(out.parent, field)
+    return out
+
+
 def _write_record(out: Path, bag: Path, grids: list[tuple[int, bytes]], voxels: list[tuple[int, bytes]]) -> None:
     """MCAP bag of the predictions as received (``(stamp ns, CDR)``, log time = stamp) plus the
-    input's :data:`COPIED_TOPICS`, atomically (temporary folder + rename)."""
-    from rosbags.highlevel import AnyReader
+    input's :data:`COPIED_TOPICS`, atomically (temporary folder ``.<out>.tmp-<pid>`` + rename;
+    stale folders of killed runs are removed first)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     store = grid_typestore()
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp_dir = out.parent / f".{out.name}.tmp"
+    out = check_record_path(out)
+    remove_stale_temp_dirs(out, "occ-bag-eval")
+    tmp_dir = temp_dir_for(out)
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     try:
         with Writer(tmp_dir / out.name, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-            reader = AnyReader([Path(bag)], default_typestore=store)
-            reader.open()
+            reader = open_bag(bag, typestore=store)
             try:
                 for c in reader.connections:
                     if c.topic in COPIED_TOPICS:
                         wc = w.add_connection(c.topic, c.msgtype, typestore=store,
                                               offered_qos_profiles=list(getattr(c.ext, "offered_qos_profiles", [])))
-                        for _, t_ns, raw in reader.messages(connections=[c]):
+                        for _, t_ns, raw in bag_messages(reader, bag, [c]):
                             w.write(wc, t_ns, raw)
             finally:
                 reader.close()
@@ -280,9 +303,33 @@ def _write_record(out: Path, bag: Path, grids: list[tuple[int, bytes]], voxels: 
                 conn = w.add_connection(topic, typename, typestore=store)
                 for stamp, raw in msgs:
                     w.write(conn, stamp, raw)
+        if out.exists():
+            shutil.rmtree(out)
         (tmp_dir / out.name).rename(out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def check_inputs_and_outputs(cfg: EvalConfig, model: bool = True) -> None:
+    """What :func:`evaluate` checks before it starts: numbers, the bag, the model files (``model``),
+    the ``--record`` and ``--json`` outputs.
+
+    Raises:
+        OccDataError: naming the field and what was expected.
+    """
+    if not cfg.rate > 0:
+        raise OccDataError(f"--rate: expected a number > 0, got {cfg.rate}")
+    if not cfg.max_gap >= 0:
+        raise OccDataError(f"--max-gap: expected a number >= 0, got {cfg.max_gap}")
+    open_bag(cfg.bag).close()
+    if model:
+        check_input_file(cfg.config, "--config")
+        if cfg.checkpoint is not None:
+            check_input_file(cfg.checkpoint, "--checkpoint")
+    if cfg.record is not None:
+        check_record_path(cfg.record)
+    if cfg.json_out is not None:
+        check_output_file(cfg.json_out, "--json")
 
 
 def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> PlaybackResult:
@@ -292,7 +339,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         predictor: an ``occ_core.frame.Predictor`` (None = ``load_predictor(cfg.config, cfg.checkpoint)``).
 
     Raises:
-        OccDataError: a bag without ground truth, or unreadable.
+        OccDataError: a bag without ground truth, or unreadable; a missing model config or
+            checkpoint; a ``record`` or ``json_out`` that cannot be written (checked first).
     """
     import rclpy
     from occ_ros_msgs.msg import SemanticOccupancyGrid
@@ -305,6 +353,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
 
     from occ_ros.occupancy_node import OccupancyNode
 
+    check_inputs_and_outputs(cfg, predictor is None)
     gt = read_ground_truth(cfg.bag)
     if predictor is None:
         from occ_core.models.predictor import load_predictor
@@ -345,7 +394,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
 
         recorder.create_subscription(SemanticOccupancyGrid, GRID_TOPIC, on_grid, QoSProfile(depth=100), raw=True)
         recorder.create_subscription(PointCloud2, VOXELS_TOPIC, on_voxels, QoSProfile(depth=100), raw=True)
-        player = BagPlayer(PlayConfig(cfg.bag, rate=cfg.rate, wait_for_subscribers=0.0), context=context)
+        player = BagPlayer(PlayConfig(cfg.bag, rate=cfg.rate, wait_for_subscribers=0.0, max_gap=cfg.max_gap,
+                                      prog="occ-bag-eval"), context=context)
         nodes = [node, recorder, player.node]
         executors[0].add_node(node)
         executors[1].add_node(recorder)
@@ -431,25 +481,27 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     d = EvalConfig(Path("."))
     p = argparse.ArgumentParser(prog="occ-bag-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("bag", type=Path, help="bag from occ-nusc2bag (with /occupancy/gt)")
-    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--rate", type=positive_float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--max-gap", type=positive_float, default=2.0, metavar="S",
+                   help="skip gaps between messages longer than S seconds of bag time (default 2)")
     p.add_argument("--config", type=Path, default=d.config, help="model config (default: the shipped fusion model)")
     p.add_argument("--checkpoint", default=str(d.checkpoint), help="model checkpoint ('' = seeded random init)")
     p.add_argument("--mask", choices=("camera", "lidar", "both", "none"), default="camera", help="mIoU mask")
     p.add_argument("--record", type=Path, help="write the predictions (grid, voxels; + GT, TF) into this MCAP bag folder")
     p.add_argument("--json", dest="json_out", type=Path, help="write the summary and reports as JSON")
-    p.add_argument("--lidar-sweeps", type=int, default=1, help="node parameter lidar_sweeps (default 1)")
+    p.add_argument("--lidar-sweeps", type=positive_int, default=1, help="node parameter lidar_sweeps (default 1)")
     a = p.parse_args(argv)
     ckpt = Path(a.checkpoint) if a.checkpoint else None
-    return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps)
+    return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps, max_gap=a.max_gap)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    try:
-        res = evaluate(cfg)
-    except (OccDataError, ValueError) as e:
-        print(f"occ-bag-eval: {e}", file=sys.stderr)
-        return 1
+    return run_cli("occ-bag-eval", lambda: _main(cfg))
+
+
+def _main(cfg: EvalConfig) -> int:
+    res = evaluate(cfg)
     print(res.to_text())
     if cfg.record is not None:
         print(f"occ-bag-eval: predictions recorded in {cfg.record}")

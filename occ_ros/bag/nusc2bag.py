@@ -27,14 +27,23 @@ node's own output type (``/occupancy/grid``) for viewers and consumers of that t
 typestore has the type registered (:func:`~occ_ros.conversions.grid_msg.grid_typestore`), so the
 MCAP file holds its definition and readers need no ``occ_ros_msgs``.
 
-The bag is written to ``.<out>.tmp-<pid>/<out>`` and renamed to ``<out>`` when complete. A missing file is
+The bag is written to ``.<out>.tmp-<pid>/<out>`` and renamed to ``<out>`` when complete; a run
+killed before it could clean up (``kill -9``) leaves its folder behind, and the next run for the same
+``--out`` removes every such folder whose process is gone (:mod:`occ_ros.bag.bagio`). A missing file is
 an :class:`~occ_core.errors.OccDataError` naming it; ``--skip-missing`` skips that message and counts it.
+
+Names from the dataroot's tables become paths and topic names only through
+:mod:`occ_core.paths`: scene names and sample tokens (``<gt>/<scene>/<token>/labels.npz``) must be
+single names, ``sample_data.filename`` a relative path inside the dataroot (no ``..``, nothing
+absolute), the channel a ROS name (it names topics and frames); all are checked before anything is
+written. Bad input (a missing dataroot, an existing or unwritable ``--out``, a bad name) ends
+``occ-nusc2bag`` with one line naming the field and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -45,9 +54,12 @@ import numpy as np
 from tqdm import tqdm
 
 from occ_core.classes import OCC3D_FREE
+from occ_core.cli import check_input_dir, check_output_dir, run_cli
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d
 from occ_core.grid import OCC3D, GridSpec
+from occ_core.paths import safe_component, safe_relative
+from occ_ros.bag.bagio import remove_stale_temp_dirs, temp_dir_for
 from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, grid_to_rosbags_msg, grid_typestore
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
@@ -59,7 +71,7 @@ GT_GRID_TOPIC = "/occupancy/gt_grid"
 GT_FIELDS = (("x", np.float32), ("y", np.float32), ("z", np.float32), ("label", np.uint8),
              ("mask_lidar", np.uint8), ("mask_camera", np.uint8))
 _PF = {np.dtype(np.float32): 7, np.dtype(np.uint8): 2}  # sensor_msgs/PointField datatypes
-
+_ROS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 def _qos(transient_local: bool, depth: int):
@@ -240,21 +252,55 @@ def _sample_data_of_scene(nusc: Any, scene: dict, keyframes_only: bool) -> list[
     return out
 
 
+def check_out(out: Path, field: str = "--out") -> Path:
+    """``out`` if a new bag folder can be created there (checked before the conversion starts).
+
+    Raises:
+        OccDataError: naming ``field``: an existing path, a bad name, or a parent folder that
+            cannot be created or written.
+    """
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise OccDataError(f"{field}: expected a new bag folder path, got {str(out)!r}")
+    if out.exists() or out.is_symlink():
+        raise OccDataError(f"{field}: {out} already exists (the output bag must be a new folder)")
+    check_output_dir(out.parent, field)
+    return out
+
+
+def check_names(scene_name: str, sd: dict, sample_token: str | None) -> str:
+    """Check the names of one record that become paths or topic names (see the module docstring);
+    returns the checked relative file name.
+
+    Raises:
+        OccDataError: naming the table field and the value.
+    """
+    safe_component(scene_name, "scene.name")
+    ch = safe_component(sd.get("channel"), "sample_data.channel")
+    if not _ROS_NAME.match(ch):
+        raise OccDataError(f"sample_data.channel: expected a ROS name (a letter, then letters, digits, '_'), got {ch!r}")
+    if sample_token is not None:
+        safe_component(sample_token, "sample.token")
+    return safe_relative(sd.get("filename"), "sample_data.filename")
+
+
 def convert(cfg: ConvertConfig) -> ConvertResult:
     """Write the bag (see the module docstring); returns what was written.
 
     Raises:
-        OccDataError: unknown scenes, an existing ``out``, or a missing file (without ``skip_missing``).
+        OccDataError: a missing dataroot, unknown scenes, an existing or unwritable ``out``, a
+            name from the tables that cannot become a path or topic, or a missing file (without
+            ``skip_missing``).
     """
     from nuscenes.nuscenes import NuScenes
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    root = Path(cfg.dataroot)
-    out = Path(cfg.out)
-    if out.exists():
-        raise OccDataError(f"{out}: the output bag already exists")
+    root = check_input_dir(cfg.dataroot, "--dataroot")
+    out = check_out(Path(cfg.out))
     if not (root / cfg.version).is_dir():
         raise OccDataError(f"{root / cfg.version}: no nuScenes tables of version {cfg.version}")
+    if cfg.gt is not None:
+        check_input_dir(cfg.gt, "--gt")
     gt_root = cfg.gt if cfg.gt is not None else (root / "gts" if (root / "gts").is_dir() else None)
     nusc = NuScenes(cfg.version, str(root), verbose=False)
     by_name = {s["name"]: s for s in nusc.scene}
@@ -265,7 +311,9 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     T = _Types()
     result = ConvertResult(out)
     records = [(n, sd) for n in names for sd in _sample_data_of_scene(nusc, by_name[n], cfg.keyframes_only)]
-    tmp_dir = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    files = {sd["token"]: check_names(n, sd, sd["sample_token"] if gt_root is not None else None) for n, sd in records}
+    remove_stale_temp_dirs(out, "occ-nusc2bag")
+    tmp_dir = temp_dir_for(out)
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)
@@ -298,7 +346,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
                         tfs.append(T.transform(stamp, BASE_FRAME, c, ccs["translation"], ccs["rotation"]))
                     write("/tf_static", "tf2_msgs/msg/TFMessage", stamp, T.TF(transforms=tfs), static=True)
                     static_written.add(scene_name)
-                path = root / sd["filename"]
+                path = root / files[sd["token"]]
                 if not path.is_file():
                     if not cfg.skip_missing:
                         raise OccDataError(f"{path}: missing {ch} file of sample_data {sd['token']} "
@@ -342,7 +390,8 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
                         result.samples += 1
                         sample = nusc.get("sample", sd["sample_token"])
                         if gt_root is not None:
-                            gpath = gt_root / scene_name / sample["token"] / "labels.npz"
+                            gpath = (Path(gt_root) / safe_component(scene_name, "scene.name")
+                                     / safe_component(sample["token"], "sample.token") / "labels.npz")
                             if not gpath.is_file():
                                 if not cfg.skip_missing:
                                     raise OccDataError(f"{gpath}: missing Occ3D ground truth of sample {sample['token']}")
@@ -367,11 +416,11 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    try:
-        res = convert(cfg)
-    except OccDataError as e:
-        print(f"occ-nusc2bag: {e}", file=sys.stderr)
-        return 1
+    return run_cli("occ-nusc2bag", lambda: _main(cfg))
+
+
+def _main(cfg: ConvertConfig) -> int:
+    res = convert(cfg)
     total = sum(res.counts.values())
     print(f"occ-nusc2bag: wrote {total} messages on {len(res.counts)} topics ({res.samples} keyframes) to {res.out}")
     for topic in sorted(res.counts):
