@@ -1,10 +1,14 @@
-"""File I/O: atomic writes (a result appears complete under its final name, or not at all)
-and YAML reads whose errors name the file."""
+"""File I/O: atomic writes (a result appears complete under its final name, or not at all),
+temporary folders for results built whole (``.<name>.tmp-<pid>``, removed by the next run when
+their process was killed) and YAML reads whose errors name the file."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -80,3 +84,48 @@ def read_yaml(path: str | os.PathLike, what: str) -> object:
         raise OccDataError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise OccDataError(f"{path}: the {what} is not valid YAML ({e})") from None
+
+
+# ------------------------------------------------------------------ temporary folders of whole results
+def temp_dir_for(out: str | os.PathLike) -> Path:
+    """The temporary folder of this process for the result ``out``: ``<parent>/.<name>.tmp-<pid>``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.tmp-{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(out: str | os.PathLike, prog: str | None = None) -> list[Path]:
+    """Remove ``<parent>/.<name>.tmp-<pid>`` folders of ``out`` left by runs that no longer exist
+    (killed before they could clean up); returns what was removed. Folders of live processes
+    (another run writing the same output right now) are kept. With ``prog``, one line per folder
+    goes to stderr."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(f".{out.name}.tmp-") + r"(\d+)$")
+    removed = []
+    for d in sorted(out.parent.iterdir()):
+        m = pattern.match(d.name)
+        if not m or not d.is_dir() or d.is_symlink():
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+        if prog:
+            print(f"{prog}: removed {d}, the temporary folder of an earlier run (pid {pid}) that did not finish",
+                  file=sys.stderr)
+    return removed

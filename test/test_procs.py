@@ -57,11 +57,11 @@ def test_synth_workers_die_with_a_killed_parent(tmp_path):
     finally:
         for pid in _alive_in_group(p.pid):  # never leave orphans behind, whatever happened
             os.kill(pid, signal.SIGKILL)
-    assert list(tmp_path.glob("world.tmp-*")), "the killed run's temporary folder should be there"
+    assert list(tmp_path.glob(".world.tmp-*")), "the killed run's temporary folder should be there"
     # the next run removes the temporary folder of the killed one
     assert synth_cli.main(["--out", str(out), "--scenes", "1", "--samples-per-scene", "1", "--image-size", "32x18",
                            "--no-sweeps", "--workers", "1", "--quiet"]) == 0
-    assert not list(tmp_path.glob("world.tmp-*")) and (out / "v1.0-mini").is_dir()
+    assert not list(tmp_path.glob(".world.tmp-*")) and (out / "v1.0-mini").is_dir()
 
 
 def _child(conn, parent_pid):

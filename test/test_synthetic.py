@@ -287,7 +287,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    stale = tmp_path / "d.tmp-999999999"  # left by a killed run (no such pid)
+    stale = tmp_path / ".d.tmp-999999999"  # left by a killed run (no such pid)
     (stale / "samples").mkdir(parents=True)
     monkeypatch.setattr(ds_mod, "render_camera", failing)
     with pytest.raises(KeyboardInterrupt):

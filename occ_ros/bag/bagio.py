@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from occ_core.errors import OccDataError
+from occ_core.fileio import remove_stale_temp_dirs, temp_dir_for  # noqa: F401 - the bag tools use them from here
 
 
 def open_bag(path: str | os.PathLike, field: str = "bag", typestore: Any = None):
@@ -81,47 +82,6 @@ def header_stamp_ns(raw: bytes | memoryview) -> int | None:
 
 
 # ------------------------------------------------------------------ temporary folders
-def temp_dir_for(out: str | os.PathLike) -> Path:
-    """The temporary folder of this process for the result ``out``: ``<parent>/.<name>.tmp-<pid>``."""
-    out = Path(out)
-    return out.parent / f".{out.name}.tmp-{os.getpid()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_stale_temp_dirs(out: str | os.PathLike, prog: str | None = None) -> list[Path]:
-    """Remove ``<parent>/.<name>.tmp-<pid>`` folders of ``out`` left by runs that no longer exist
-    (killed before they could clean up); returns what was removed. Folders of live processes
-    (another run writing the same output right now) are kept. With ``prog``, one line per folder
-    goes to stderr."""
-    out = Path(out)
-    if not out.parent.is_dir():
-        return []
-    pattern = re.compile(re.escape(f".{out.name}.tmp-") + r"(\d+)$")
-    removed = []
-    for d in sorted(out.parent.iterdir()):
-        m = pattern.match(d.name)
-        if not m or not d.is_dir() or d.is_symlink():
-            continue
-        pid = int(m.group(1))
-        if pid != os.getpid() and _pid_alive(pid):
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-        if prog:
-            print(f"{prog}: removed {d}, the temporary folder of an earlier run (pid {pid}) that did not finish",
-                  file=sys.stderr)
-    return removed
 
 
 __all__ = ["open_bag", "bag_messages", "header_stamp_ns", "temp_dir_for", "remove_stale_temp_dirs"]

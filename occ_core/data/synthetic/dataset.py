@@ -31,7 +31,7 @@ size). Keyframe cameras share the keyframe LiDAR timestamp (nuScenes cameras fir
 Determinism: per-scene ``numpy`` generators seeded from ``(seed, scene)``, tokens from an MD5
 of ``(seed, table, key)``, fixed JPEG quality, zip entries with a fixed date, timestamps from a
 fixed epoch: the same arguments give byte-identical files. The dataset is written to
-``<out>.tmp-<pid>`` and renamed to ``<out>`` at the end, so an interrupted run never leaves a
+``.<out>.tmp-<pid>`` (:func:`occ_core.fileio.temp_dir_for`) and renamed to ``<out>`` at the end, so an interrupted run never leaves a
 folder that loads as complete (the next run deletes temporary folders of runs that died).
 """
 
@@ -60,6 +60,7 @@ from occ_core.data.synthetic.sensors import LidarConfig, lidar_scan, render_came
 from occ_core.data.synthetic.world import CATEGORY_OF, STUFF_CATEGORY, World, build_world
 from occ_core.cli import check_output_dir
 from occ_core.errors import OccDataError
+from occ_core.fileio import remove_stale_temp_dirs, temp_dir_for
 from occ_core.geometry import invert_transform, make_transform, matrix_to_quat_wxyz
 from occ_core.grid import OCC3D, GridSpec
 from occ_core.procs import DieWithParent
@@ -421,20 +422,6 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
                                   "last_annotation_token": rows[-1]["token"]})
 
 
-def _remove_stale_tmp(out: Path) -> None:
-    """Delete ``<out>.tmp-<pid>`` folders left by runs that were killed (their pid is gone)."""
-    for p in out.parent.glob(f"{out.name}.tmp-*"):
-        suffix = p.name.rsplit("-", 1)[-1]
-        if not suffix.isdigit() or not p.is_dir():
-            continue
-        try:
-            os.kill(int(suffix), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:  # a live process of another user
-            pass
-
-
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OccDataError(f"{out}: output path exists and is not a folder")
@@ -463,8 +450,8 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
     out = Path(out).resolve()
     _prepare_out(out, overwrite)
     rig = (rig or load_rig()).scaled(*cfg.image_size)
-    _remove_stale_tmp(out)
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    remove_stale_temp_dirs(out)
+    tmp = temp_dir_for(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
