@@ -123,7 +123,10 @@ def use_shipped_profile(environ: MutableMapping[str, str] | None = None, profile
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m occ_ros.dds_profile``: print the shipped profile's path (for ``export FASTRTPS_DEFAULT_PROFILES_FILE=...``)."""
+    """``python -m occ_ros.dds_profile``: print the shipped profile's path.
+
+    For ``export FASTRTPS_DEFAULT_PROFILES_FILE=$(python -m occ_ros.dds_profile)`` in a shell that starts publishers.
+    """
     path = shipped_profile()
     if not path.is_file():
         print(f"occ_ros.dds_profile: {path} not found", file=sys.stderr)
