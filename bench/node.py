@@ -140,6 +140,9 @@ def run_sensors(root: Path, size: tuple[int, int], out: Path, total: int, output
 
     out.mkdir(exist_ok=True)
     frames, _ = load_keyframes(root, size, out)
+    from occ_ros.dds_profile import use_shipped_profile
+
+    use_shipped_profile()  # a sensor driver started by the launch has it too
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     peer = rclpy.create_node("bench_node_sensors", context=ctx)
@@ -232,6 +235,9 @@ def main(argv=None) -> int:
                     args.rate)
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+    from occ_ros.dds_profile import use_shipped_profile
+
+    print(use_shipped_profile().message, file=sys.stderr)  # as occupancy_node's main() does
     import rclpy
     import torch
     from rclpy.executors import SingleThreadedExecutor

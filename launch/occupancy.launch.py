@@ -13,6 +13,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from occ_ros.dds_profile import use_shipped_profile
 from occ_ros.launch_description import ARGUMENTS, describe
 
 
@@ -32,6 +33,7 @@ def _actions(context, *args, **kwargs):
 
 
 def generate_launch_description():
+    use_shipped_profile()  # the Fast DDS profile for large clouds; the launched processes inherit it
     return LaunchDescription([
         *[DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
                                 **({"choices": list(a.choices)} if a.choices else {})) for a in ARGUMENTS],

@@ -397,6 +397,9 @@ def _main(argv: list[str]) -> int:
         for name, cmd in cmds:
             print(f"{name}: {' '.join(cmd)}")
         return 0
+    from occ_ros.dds_profile import use_shipped_profile
+
+    print(f"occ-launch: {use_shipped_profile().message}", file=sys.stderr)  # the children inherit it
     return run(cmds)
 
 

@@ -63,6 +63,7 @@ from occ_ros.conversions import (ConversionError, camera_info_to_intrinsics, com
                                  occupancy_to_marker_array_cdr, occupancy_to_pointcloud2, pointcloud2_to_array)
 from occ_ros.params import (NODE_NAME, NodeConfig, ParameterError, check_params_file_args, declare_and_read,
                              resolve_share_path)
+from occ_ros.dds_profile import use_shipped_profile
 from occ_ros.input_stats import InputCounts, StampTracker, StampVerdict
 from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
 from occ_ros.sync import ApproximateTimeSync, IncompleteSet, SyncedSet
@@ -597,6 +598,7 @@ def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> i
     except ParameterError as e:
         print(f"occupancy_node: {e}", file=sys.stderr)
         return 2
+    dds = use_shipped_profile()  # large clouds between processes need it (occ_ros.dds_profile)
     try:
         rclpy.init(args=args)
     except Exception as e:  # noqa: BLE001 - rclpy raises RCLError/RuntimeError for bad --ros-args
@@ -605,6 +607,7 @@ def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> i
     node = None
     try:
         node = OccupancyNode(predictor)
+        node.get_logger().info(dds.message)
         rclpy.spin(node)
     except ParameterError as e:
         print(f"occupancy_node: invalid parameters: {e}", file=sys.stderr)

@@ -360,6 +360,9 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
 
         predictor = load_predictor(str(cfg.config), str(cfg.checkpoint) if cfg.checkpoint else None, device="cpu")
     store = grid_typestore()
+    from occ_ros.dds_profile import use_shipped_profile
+
+    use_shipped_profile()  # no effect once this process has a DDS participant (e.g. under pytest)
     context = rclpy.Context()
     rclpy.init(context=context)
     received: dict[int, tuple[float, bytes]] = {}  # grids: stamp -> (arrival, CDR)

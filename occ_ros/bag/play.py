@@ -460,7 +460,10 @@ def parse_args(argv: list[str] | None) -> PlayConfig:
 def _main(cfg: PlayConfig) -> int:
     import rclpy
 
+    from occ_ros.dds_profile import use_shipped_profile
+
     open_bag(cfg.bag).close()  # a bad path or a file that is not a bag: one line, before rclpy starts
+    use_shipped_profile()  # the player publishes ~600 kB clouds to another process
     rclpy.init()
     try:
         res = run_playback(cfg)
