@@ -306,7 +306,8 @@ def main(argv=None) -> int:
         uncounted = total - lidar_counts.received - lidar_counts.lost
         print(f"soak at {args.rate:g} Hz, input_qos {args.input_qos}: {total} clouds sent; node received "
               f"{lidar_counts.received} ({100.0 * (total - lidar_counts.received) / total:.1f} % lost in transport), "
-              f"counted lost {lidar_counts.lost}, uncounted {uncounted} (a trailing loss cannot be seen); "
+              f"counted lost {lidar_counts.lost} from stamps, {lidar_counts.transport_lost} by Fast DDS, uncounted "
+              f"{uncounted} by stamps, {total - lidar_counts.received - lidar_counts.transport_lost} by Fast DDS; "
               f"dropped at the worker {worker_dropped}, at sync {counters.incomplete_frames}")
     vox = np.array([tm.voxels for tm in timings])
     print(f"occupied voxels per frame (voxel cloud points = marker cubes): median {int(np.median(vox)) if vox.size else 0}, "

@@ -12,6 +12,9 @@ means k - 1 messages never arrived. :class:`StampTracker` keeps, per input:
 * ``malformed``: messages that did not convert (counted by the caller with :meth:`malformed`);
 * ``out_of_order``: stamps equal to or older than the last accepted one (duplicates, reordering);
   the caller drops those messages;
+* ``transport_lost``: messages the middleware itself reports lost (rmw's ``message_lost``
+  event: Fast DDS sees the gaps in its own sequence numbers, the first message included), told
+  by the caller with :meth:`transport_lost`; a second opinion beside ``lost``;
 * ``pauses``: gaps longer than ``pause_s`` (a paused or skipped recording, a sensor restart):
   not counted as loss; ``resets``: stamps that jumped back by more than ``pause_s`` (a bag
   played again, a restarted clock): the sequence starts afresh and the message is accepted.
@@ -46,18 +49,21 @@ class InputCounts:
     out_of_order: int
     pauses: int
     resets: int
+    transport_lost: int
     period_s: float | None
 
     @property
     def loss_fraction(self) -> float:
-        """(lost + malformed + out_of_order) / expected; 0 when nothing was expected yet."""
-        bad = self.lost + self.malformed + self.out_of_order
-        return bad / self.expected if self.expected > 0 else 0.0
+        """(max(lost, transport_lost) + malformed + out_of_order) / expected (the larger of the two
+        loss counts: each can miss what the other sees); 0 when nothing was expected yet."""
+        bad = max(self.lost, self.transport_lost) + self.malformed + self.out_of_order
+        return bad / max(self.expected, self.received) if self.expected > 0 else 0.0
 
     def minus(self, earlier: "InputCounts") -> "InputCounts":
         """The counts since ``earlier`` (an older snapshot of the same input)."""
         return InputCounts(*(getattr(self, f) - getattr(earlier, f) for f in
-                             ("received", "expected", "lost", "malformed", "out_of_order", "pauses", "resets")),
+                             ("received", "expected", "lost", "malformed", "out_of_order", "pauses", "resets",
+                              "transport_lost")),
                            period_s=self.period_s)
 
 
@@ -78,6 +84,7 @@ class StampTracker:
         self._received = self._accepted = self._lost = self._malformed = 0
         self._out_of_order = self._pauses = self._resets = 0
         self._unstamped = 0
+        self._transport_lost = 0
         self._unstamped_pending = 0  # unreadable messages since the last accepted one
 
     def period_ns(self) -> int | None:
@@ -131,6 +138,11 @@ class StampTracker:
             self._unstamped += 1
             self._unstamped_pending += 1
 
+    def transport_lost(self, count: int) -> None:
+        """Add ``count`` messages the middleware reports lost (rmw ``message_lost`` event)."""
+        with self._lock:
+            self._transport_lost += int(count)
+
     def malformed(self) -> None:
         """Count a message that arrived but did not convert (after :meth:`observe`, or alone)."""
         with self._lock:
@@ -140,7 +152,7 @@ class StampTracker:
         with self._lock:
             period = self._period_locked()
             return InputCounts(self._received, self._accepted + self._lost + self._unstamped, self._lost, self._malformed,
-                               self._out_of_order, self._pauses, self._resets,
+                               self._out_of_order, self._pauses, self._resets, self._transport_lost,
                                None if period is None else period * 1e-9)
 
 

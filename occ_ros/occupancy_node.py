@@ -26,7 +26,8 @@ in messages and in bytes (``sync_queue_max_mb``).
 
 Every loss is visible on /diagnostics: a pipeline status (frames published, dropped at sync,
 for lack of calibration, at the worker; predictor errors) and one status per input (received,
-expected and lost from gaps in the stamp sequence, malformed, out of order; see
+expected and lost from gaps in the stamp sequence, lost as the middleware reports it, malformed,
+out of order; see
 :mod:`occ_ros.input_stats`), WARN/ERROR when the loss between two reports passes
 ``loss_warn_fraction`` / ``loss_error_fraction``.
 
@@ -271,7 +272,13 @@ class OccupancyNode(Node):
                 return
             handler(msg)
 
-        return self.create_subscription(msg_type, topic, on_raw, qos, raw=True)
+        events = None
+        if stats_key is not None:
+            from rclpy.event_handler import SubscriptionEventCallbacks
+
+            tracker = self._stats[stats_key]
+            events = SubscriptionEventCallbacks(message_lost=lambda info: tracker.transport_lost(info.total_count_change))
+        return self.create_subscription(msg_type, topic, on_raw, qos, raw=True, event_callbacks=events)
 
     def _check_tf_frames(self) -> None:
         """Once, TF_CHECK_DELAY_S after start: name the camera frames TF cannot place in base_frame
@@ -530,6 +537,7 @@ class OccupancyNode(Node):
         status.message = (f"{window.received} received, {window.lost} lost, {window.malformed} malformed, "
                           f"{window.out_of_order} out of order since the last report")
         values = {"received": total.received, "expected": total.expected, "lost": total.lost,
+                  "transport_lost": total.transport_lost,
                   "malformed": total.malformed, "out_of_order": total.out_of_order, "pauses": total.pauses,
                   "resets": total.resets, "loss_fraction": f"{total.loss_fraction:.4f}",
                   "period_s": "" if total.period_s is None else f"{total.period_s:.4f}"}
@@ -557,7 +565,7 @@ class OccupancyNode(Node):
         values["worker_dropped"] = ws.dropped
         values["worker_queued"] = ws.queued
         for name, n in counts.items():
-            for key in ("received", "expected", "lost", "malformed", "out_of_order"):
+            for key in ("received", "expected", "lost", "transport_lost", "malformed", "out_of_order"):
                 values[f"{name}_{key}"] = getattr(n, key)
         if totals.size:
             values["latency_ms_p50"] = f"{np.percentile(totals, 50):.1f}"

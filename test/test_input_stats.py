@@ -50,3 +50,15 @@ def test_unreadable_messages_fill_their_gap():
     assert (c.received, c.malformed, c.lost, c.expected) == (7, 1, 0, 7)
     since = c.minus(tr.counts())
     assert since.received == 0 and since.lost == 0
+
+
+def test_the_middlewares_loss_count_is_a_second_opinion():
+    """A loss before the period is known is invisible in the stamps; rmw's message_lost count sees it."""
+    tr = StampTracker()
+    tr.observe(0)
+    tr.transport_lost(1)  # message 1 lost in transport, reported by the middleware
+    for t in (200, 300, 400):
+        tr.observe(t * MS)
+    c = tr.counts()
+    assert (c.lost, c.transport_lost) == (0, 1)
+    assert abs(c.loss_fraction - 1 / 4) < 1e-9
