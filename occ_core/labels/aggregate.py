@@ -85,8 +85,9 @@ def split_scene(scene: SceneData, cfg: LabelConfig) -> SplitScene:
     """Static/dynamic split, object accumulation and sweep semantics for a whole scene.
 
     - A point is dynamic when it lies in a box enlarged by ``box_scale`` (length, width,
-      upwards) and at least ``ground_clearance`` above the box's bottom, and (keyframes with
-      lidarseg) its label is a thing class or unknown. Dynamic points go to their instance's
+      upwards) and at least ``ground_clearance`` above the box's bottom; with lidarseg
+      (keyframes), a point labelled as a thing (Occ3D 0-10) is dynamic down to the box's
+      bottom, and one labelled as stuff never is. Dynamic points go to their instance's
       cloud in box coordinates (thinned to ``object_cell``), labelled with the box category.
     - Static points stay in the scene frame. Sweep points take the label of the nearest static
       keyframe point of the scene within ``nn_cap`` (255 beyond it).
@@ -101,8 +102,11 @@ def split_scene(scene: SceneData, cfg: LabelConfig) -> SplitScene:
         if cfg.use_boxes and len(sw.boxes):
             which = points_in_boxes(sw.points, sw.boxes, cfg.box_scale, cfg.ground_clearance)
             dyn = which >= 0
-            if sw.is_key_frame:
-                dyn &= THING[lab] | (lab == IGNORE_LABEL)
+            if sw.is_key_frame and (lab != IGNORE_LABEL).any():
+                # labelled points: things in the box down to its bottom, stuff never
+                full = points_in_boxes(sw.points, sw.boxes, cfg.box_scale, 0.0)
+                dyn = (dyn & (THING[lab] | (lab == IGNORE_LABEL))) | ((full >= 0) & THING[lab])
+                which = np.where(which >= 0, which, full)
             st = ~dyn
             if dyn.any():
                 w = which[dyn]

@@ -2,7 +2,7 @@
 
     occ-label --dataroot DIR --out DIR [--version V] [--scenes NAME ...]
               [--grid occ3d|surroundocc|openoccupancy] [--window K] [--densify none]
-              [--workers N] [--shard i/n] [--overwrite] [--no-boxes] [--no-carve] [--no-sweeps]
+              [--workers N] [--shard i/n] [--overwrite] [--no-boxes] [--carve auto|on|off] [--no-sweeps]
               [--vertical ego|occ3d-real] [--quiet]
 
 Writes ``<out>/<scene_name>/<sample_token>/labels.npz`` (``semantics`` uint8, 17 = free;
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from occ_core.cli import check_input_dir, check_output_dir, nonnegative_int, positive_int, run_cli
 from occ_core.errors import OccDataError
 from occ_core.grid import GRIDS
-from occ_core.labels.config import DENSIFY_MODES, VERTICAL_SHIFTS, LabelConfig
+from occ_core.labels.config import CARVE_MODES, DENSIFY_MODES, VERTICAL_SHIFTS, LabelConfig
 from occ_core.paths import safe_component
 
 PROG = "occ-label"
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/n", help="keep scenes i, i+n, ... (0-based)")
     p.add_argument("--overwrite", action="store_true", help="recompute keyframes whose labels exist")
     p.add_argument("--no-boxes", action="store_true", help="ignore annotation boxes (carving removes trails)")
-    p.add_argument("--no-carve", action="store_true", help="no free-space carving")
+    p.add_argument("--carve", choices=CARVE_MODES, default="auto",
+                   help="free-space carving; auto: only when no boxes are used (default)")
     p.add_argument("--no-sweeps", action="store_true", help="aggregate keyframes only")
     p.add_argument("--vertical", choices=tuple(VERTICAL_SHIFTS), default="ego",
                    help="ego: road at ego z = 0 (Occ3D z-index 2); occ3d-real: road at z-index 0 as published Occ3D")
@@ -128,7 +129,7 @@ def _main(a: argparse.Namespace) -> int:
     dataroot = check_input_dir(a.dataroot, "--dataroot")
     out = check_output_dir(a.out, "--out")
     cfg = LabelConfig(grid=GRIDS[a.grid], window=a.window, use_sweeps=not a.no_sweeps, use_boxes=not a.no_boxes,
-                      carve=not a.no_carve, z_shift=VERTICAL_SHIFTS[a.vertical], densify=a.densify)
+                      carve=a.carve, z_shift=VERTICAL_SHIFTS[a.vertical], densify=a.densify)
     nusc = _load_nusc(dataroot, a.version)
     names = sorted(s["name"] for s in nusc.scene)
     if a.scenes:

@@ -26,6 +26,7 @@ from occ_core.grid import OCC3D, GridSpec
 VERTICAL_SHIFTS: dict[str, float] = {"ego": 0.0, "occ3d-real": -0.8}
 DENSIFY_MODES = ("none", "poisson")
 UNLABELLED_MODES = ("auto", "drop", "others")
+CARVE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class LabelConfig:
             not only the keyframes.
         use_boxes: split points by annotation boxes and move object points box-to-box;
             False treats every point as static (carving then removes the trails).
-        carve: free-space carving (see :func:`occ_core.labels.visibility.carve`).
+        carve: free-space carving (:func:`occ_core.labels.visibility.carve`): ``on``, ``off``
+            or ``auto`` (on only when no boxes are used: with boxes it removes more thin static
+            structure, such as vegetation, than trails; see BENCHMARKS.md).
         ego_box: ((xmin, ymin, zmin), (xmax, ymax, zmax)) metres in base_link: LiDAR points
             inside belong to the ego vehicle and are dropped (lidarseg's ``vehicle.ego`` too).
         box_scale: boxes are enlarged by this factor in length and width (SurroundOcc: 1.1)
@@ -62,7 +65,9 @@ class LabelConfig:
             rays pass through it at least ``carve_min_passes`` times and more than
             ``carve_ratio`` times as often as points end in it, and the current keyframe's
             own scan has no point in it; rays stop counting ``carve_margin`` metres before
-            their end point (grazing rays would otherwise carve the ground they end on).
+            their end point (grazing rays would otherwise carve the surface they end on).
+        carve_now_min: a static voxel that at least this many rays of the current scan cross
+            (returns they stand for) is free now and carved, whatever other scans saw.
         ground_fill: metres; ground holes are closed from the nearest ground column within
             this distance (:func:`occ_core.labels.aggregate.fill_ground`; 0: off).
         ray_cell: metres; a scan's returns in one cell of this size share one ray (weighted by
@@ -76,7 +81,7 @@ class LabelConfig:
     window: int = 10
     use_sweeps: bool = True
     use_boxes: bool = True
-    carve: bool = True
+    carve: str = "auto"
     ego_box: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-1.2, -1.1, -0.5), (3.9, 1.1, 2.1))
     box_scale: float = 1.1
     ground_clearance: float = 0.1
@@ -89,7 +94,8 @@ class LabelConfig:
     ground_fill: float = 6.0
     carve_ratio: float = 4.0
     carve_min_passes: int = 8
-    carve_margin: float = 1.0
+    carve_margin: float = 0.6
+    carve_now_min: float = 2.0
     camera_ray_step: float = 0.008
     z_shift: float = 0.0
     densify: str = "none"
@@ -102,6 +108,8 @@ class LabelConfig:
         if self.densify == "poisson":
             raise OccDataError("densify: 'poisson' needs Open3D, which is not installed in this environment; "
                                "use 'none'")
+        if self.carve not in CARVE_MODES:
+            raise OccDataError(f"carve: expected one of {CARVE_MODES}, got {self.carve!r}")
         if self.unlabelled not in UNLABELLED_MODES:
             raise OccDataError(f"unlabelled: expected one of {UNLABELLED_MODES}, got {self.unlabelled!r}")
         if self.ray_sweep_stride < 1:

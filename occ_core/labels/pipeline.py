@@ -27,7 +27,8 @@ from occ_core.geometry import invert_transform
 from occ_core.labels.aggregate import SplitScene, fill_ground, majority_vote, place_objects, split_scene
 from occ_core.labels.config import LabelConfig
 from occ_core.labels.scene import SceneData, load_scene
-from occ_core.labels.visibility import camera_mask, camera_rays, carve, end_counts, lidar_mask, pass_counts
+from occ_core.labels.visibility import (camera_mask, camera_rays, carve, end_counts, lidar_mask, lowest_occupied,
+                                        pass_counts)
 
 
 @dataclass
@@ -104,6 +105,7 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
     T = invert_transform(key.T_scene_from_ego)  # scene -> this keyframe's base_link
     scans = window_scans(scene, k, cfg.window)
     unknown = _unknown_label(cfg, scene.has_lidarseg)
+    do_carve = cfg.carve == "on" or (cfg.carve == "auto" and not (cfg.use_boxes and split.objects))
     lo = np.asarray(grid.range_min) - 0.5
     hi = np.asarray(grid.range_max) + 0.5
 
@@ -153,12 +155,18 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
         S, E, W = np.concatenate(starts), np.concatenate(ends), np.concatenate(weights)
         n_rays = len(S)
         crossed, crossed_early = pass_counts(S, E, grid, W, margin=cfg.carve_margin)
-        if cfg.carve:
+        if do_carve:
+            j = ray_scans.index(cur)  # the current scan's rays: free now
+            a = sum(len(x) for x in starts[:j])
+            b = a + len(starts[j])
+            _, now = pass_counts(S[a:b], E[a:b], grid, W[a:b], margin=cfg.carve_margin)
             hits = end_counts(np.concatenate(static_ends), grid)
             own = end_counts(_to_ego(key.points[split.static[cur]], T, cfg.z_shift), grid) > 0
             objects = end_counts(obj_pts, grid) > 0 if len(obj_pts) else np.zeros(grid.num_voxels, bool)
             occupied = sem != OCC3D_FREE
-            cut = carve(occupied, crossed_early, hits, own | objects, cfg.carve_ratio, cfg.carve_min_passes)
+            protected = own | objects | lowest_occupied(occupied.reshape(grid.dims)).reshape(-1)
+            cut = carve(occupied, crossed_early, hits, protected, cfg.carve_ratio, cfg.carve_min_passes, now,
+                        cfg.carve_now_min)
             sem[cut] = OCC3D_FREE
             carved = int(cut.sum())
     else:

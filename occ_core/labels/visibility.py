@@ -156,21 +156,41 @@ def end_counts(points: np.ndarray, grid: GridSpec, weights: np.ndarray | None = 
 
 
 def carve(occupied: np.ndarray, passes: np.ndarray, ends: np.ndarray, protected: np.ndarray, ratio: float,
-          min_passes: float) -> np.ndarray:
+          min_passes: float, passes_now: np.ndarray | None = None, now_min: float = 2.0) -> np.ndarray:
     """Free-space carving: which occupied voxels become free.
 
     Args:
         occupied: (V,) bool, voxels holding aggregated (static) points.
         passes: (V,) rays crossing each voxel before their end (:func:`pass_counts`).
         ends: (V,) rays ending in each voxel (:func:`end_counts`), over the same rays.
-        protected: (V,) bool, voxels never carved (those the current scan hits: they are
-            occupied now, whatever other times saw).
+        protected: (V,) bool, voxels never carved: those the current scan hits (they are
+            occupied now, whatever other times saw), placed objects, the ground
+            (:func:`lowest_occupied`).
         ratio, min_passes: carve where ``passes >= min_passes`` and ``passes > ratio * ends``.
+        passes_now: (V,) rays of the current scan crossing each voxel: a voxel the current
+            scan sees through at least ``now_min`` times is free now, whatever other times saw.
 
     Returns:
         (V,) bool, the voxels to clear.
     """
-    return occupied & ~protected & (passes >= min_passes) & (passes > ratio * ends)
+    free = (passes >= min_passes) & (passes > ratio * ends)
+    if passes_now is not None:
+        free |= passes_now >= now_min
+    return occupied & ~protected & free
+
+
+def lowest_occupied(occupied: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) bool: the lowest occupied voxel of each column (the ground, where there is one).
+
+    Carving leaves these alone: rays that graze the ground cross its voxels just before they
+    end on it, far more often than they end in any one of them.
+    """
+    occ = np.asarray(occupied, bool)
+    first = np.argmax(occ, axis=2)
+    out = np.zeros_like(occ)
+    i, j = np.nonzero(occ.any(2))
+    out[i, j, first[i, j]] = True
+    return out
 
 
 def lidar_mask(passes: np.ndarray, occupied: np.ndarray) -> np.ndarray:
