@@ -50,6 +50,7 @@ setup(
             "occ-nusc2bag = occ_ros.bag.nusc2bag:main",
             "occ-bag-play = occ_ros.bag.play:main",
             "occ-bag-eval = occ_ros.bag.evaluate:main",
+            "occ-label = occ_core.labels.cli:main",
         ],
     },
 )

@@ -1,0 +1,12 @@
+"""Occupancy label generation from LiDAR (no ROS): the occupancy-for-nuscenes, SurroundOcc and
+Occ3D pipelines as plain functions over dataclasses.
+
+Stages, in order: :mod:`.scene` (sweep loading, ego-body removal), :mod:`.aggregate`
+(static/dynamic split by boxes, per-instance accumulation in box coordinates, 1-NN semantics,
+majority vote), :mod:`.visibility` (ray traversal, free-space carving, ``mask_lidar``,
+``mask_camera``); :mod:`.pipeline` runs them per keyframe, :mod:`.cli` is ``occ-label``.
+"""
+
+from occ_core.labels.config import LabelConfig
+
+__all__ = ["LabelConfig"]
