@@ -106,6 +106,13 @@ def _probe_writable(folder: Path, field: str, target: Path) -> None:
     os.unlink(tmp)
 
 
+def _make_dir(folder: Path, field: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OccDataError(f"{field}: cannot create the folder {folder} ({e.strerror or e})") from None
+
+
 def check_output_dir(path: str | os.PathLike, field: str, create: bool = True) -> Path:
     """Make sure results can be written under the folder ``path`` (created with its parents when
     ``create``) before the long work starts.
@@ -117,13 +124,9 @@ def check_output_dir(path: str | os.PathLike, field: str, create: bool = True) -
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise OccDataError(f"{field}: {p} exists and is not a folder")
-    if not p.exists():
-        if not create:
-            raise OccDataError(f"{field}: {p} does not exist")
-        try:
-            p.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OccDataError(f"{field}: cannot create the folder {p} ({e.strerror or e})") from None
+    if not p.exists() and not create:
+        raise OccDataError(f"{field}: {p} does not exist")
+    _make_dir(p, field)
     _probe_writable(p, field, p)
     return p
 
@@ -144,10 +147,7 @@ def check_output_file(path: str | os.PathLike, field: str) -> Path:
     parent = p.parent
     if parent.exists() and not parent.is_dir():
         raise OccDataError(f"{field}: {parent} is not a folder, so {p} cannot be written")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OccDataError(f"{field}: cannot create the folder {parent} ({e.strerror or e})") from None
+    _make_dir(parent, field)
     _probe_writable(parent, field, p)
     return p
 

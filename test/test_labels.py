@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pytest
 
 from occ_core.classes import IGNORE_LABEL, OCC3D_FREE, OCC3D_INDEX
 from occ_core.grid import GridSpec

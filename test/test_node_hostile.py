@@ -17,7 +17,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from test_node_dds import keyframe, spinning_node, topic_overrides  # noqa: E402,F401 - keyframe is a fixture
 from test_node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, jpeg_bomb,  # noqa: E402
-                               lidar_msg, png_bomb, ros_time, truncated_jpeg, wait_for)
+                               lidar_msg, png_bomb, truncated_jpeg, wait_for)
 
 PREFIX = "/t_node_hostile"
 S = 10**9

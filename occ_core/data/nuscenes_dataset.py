@@ -122,8 +122,7 @@ def check_dataroot(dataroot: str | Path, field: str = "--dataroot") -> Path:
 def label_path(dataroot: str | Path, scene: str, token: str, folder: str = "gts") -> Path:
     """``<dataroot>/<folder>/<scene>/<token>/labels.npz`` (Occ3D ``gts``, ``openocc_v2``), the scene
     name and token checked as single file names."""
-    return (Path(dataroot) / folder / safe_component(scene, "scene.name") / safe_component(token, "sample.token")
-            / "labels.npz")
+    return occ3d.sample_path(Path(dataroot) / folder, scene, token)
 
 
 def data_path(dataroot: Path, sd: dict) -> Path:

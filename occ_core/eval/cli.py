@@ -111,14 +111,9 @@ class Frame:
     pred_flow: np.ndarray | None
 
 
-def prediction_path(cfg: EvalConfig, token: str) -> Path:
-    """``<pred>/<token>.npz``, the token checked as one file name (no separators, no ``..``)."""
-    return cfg.pred / f"{safe_component(token, 'sample token')}.npz"
-
-
 def load_frame(cfg: EvalConfig, entry: GtEntry, need_mask: bool) -> Frame:
     """Read and check one GT file and its prediction; OccDataError names the bad file."""
-    pred_path = prediction_path(cfg, entry.token)
+    pred_path = occ3d.prediction_path(cfg.pred, entry.token)
     need_flow = "mave" in cfg.metrics
     if cfg.fmt == "occ3d":
         g = occ3d.read_gt(entry.path)
@@ -135,8 +130,8 @@ def check_all(cfg: EvalConfig, entries: list[GtEntry], need_mask: bool) -> list[
     """Read every frame; one line per bad token (missing or malformed GT or prediction)."""
     bad = []
     for e in tqdm(entries, desc="checking predictions", disable=not cfg.progress):
-        if not prediction_path(cfg, e.token).is_file():
-            bad.append(f"{e.token} (scene {e.scene}): missing prediction {prediction_path(cfg, e.token)}")
+        if not occ3d.prediction_path(cfg.pred, e.token).is_file():
+            bad.append(f"{e.token} (scene {e.scene}): missing prediction {occ3d.prediction_path(cfg.pred, e.token)}")
             continue
         try:
             load_frame(cfg, e, need_mask)

@@ -69,6 +69,17 @@ def write_gt(path: str | os.PathLike, sample: Occ3DSample) -> None:
                     mask_camera=np.asarray(sample.mask_camera).astype(np.uint8))
 
 
+def sample_path(root: str | os.PathLike, scene: str, token: str) -> Path:
+    """``<root>/<scene>/<token>/labels.npz``, the Occ3D ``gts/`` layout (``root`` = the ``gts``
+    folder, or ``occ-label``'s ``--out``); scene name and token checked as single file names."""
+    return Path(root) / safe_component(scene, "scene.name") / safe_component(token, "sample.token") / "labels.npz"
+
+
+def prediction_path(folder: str | os.PathLike, token: str) -> Path:
+    """``<folder>/<token>.npz``, a prediction file; the token checked as a single file name."""
+    return Path(folder) / f"{safe_component(token, 'sample.token')}.npz"
+
+
 def read_prediction(path: str | os.PathLike, shape: tuple[int, int, int] = SHAPE, free: int = OCC3D_FREE) -> np.ndarray:
     """Read a prediction ``<token>.npz``: (X, Y, Z) uint8 labels in ``0..free``.
 

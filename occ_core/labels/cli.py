@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ from tqdm import tqdm
 
 from occ_core.cli import check_input_dir, check_output_dir, nonnegative_int, positive_int, run_cli
 from occ_core.errors import OccDataError
+from occ_core.formats.occ3d import sample_path
 from occ_core.grid import GRIDS
 from occ_core.labels.config import CARVE_MODES, DENSIFY_MODES, VERTICAL_SHIFTS, LabelConfig
-from occ_core.paths import safe_component
 
 PROG = "occ-label"
 GRID_CHOICES = ("occ3d", "surroundocc", "openoccupancy")
@@ -80,10 +79,6 @@ class SceneResult:
     seconds: float
 
 
-def _out_path(out: Path, scene: str, token: str) -> Path:
-    return out / safe_component(scene, "scene.name") / safe_component(token, "sample.token") / "labels.npz"
-
-
 def _scene_job(args: tuple) -> SceneResult:
     from occ_core.formats.occ3d import Occ3DSample, write_gt
     from occ_core.labels.pipeline import label_keyframe, prepare_scene
@@ -97,7 +92,7 @@ def _scene_job(args: tuple) -> SceneResult:
         if token not in todo:
             continue
         lab = label_keyframe(prep, k, cfg)
-        write_gt(_out_path(out, scene, token), Occ3DSample(lab.semantics, lab.mask_lidar, lab.mask_camera))
+        write_gt(sample_path(out, scene, token), Occ3DSample(lab.semantics, lab.mask_lidar, lab.mask_camera))
         written += 1
         if _COUNTER is not None:
             with _COUNTER.get_lock():
@@ -146,7 +141,7 @@ def _main(a: argparse.Namespace) -> int:
         while tok:
             tokens.append(tok)
             tok = nusc.get("sample", tok)["next"]
-        todo = {t for t in tokens if a.overwrite or not _out_path(out, name, t).is_file()}
+        todo = {t for t in tokens if a.overwrite or not sample_path(out, name, t).is_file()}
         total += len(tokens)
         skipped += len(tokens) - len(todo)
         if todo:

@@ -46,7 +46,6 @@ from occ_core.errors import OccDataError
 from occ_core.formats import occ3d, openocc
 from occ_core.formats.convert import occ3d_to_openocc
 from occ_core.frame import OccupancyPrediction
-from occ_core.paths import safe_component
 
 FORMATS: tuple[str, ...] = ("occ3d", "openocc")
 
@@ -91,11 +90,6 @@ def write_openocc(path: Path, pred: OccupancyPrediction) -> int:
     return others
 
 
-def prediction_path(out: Path, token: str) -> Path:
-    """``<out>/<token>.npz``, the token (from the dataroot's tables) checked as one file name."""
-    return out / f"{safe_component(token, 'sample.token')}.npz"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``occ-predict``; returns the exit status (0 ok, 2 bad input: one line)."""
     try:
@@ -130,7 +124,7 @@ def _run(args) -> int:
     ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
     written = others = 0
     for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
-        path = prediction_path(args.out, token)
+        path = occ3d.prediction_path(args.out, token)
         if path.exists() and not args.overwrite:
             continue
         pred = predictor.predict(ds.load_frame(token))

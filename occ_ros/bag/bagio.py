@@ -17,10 +17,7 @@ from CDR bytes, and temporary folders that a killed run does not leave behind fo
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import struct
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
