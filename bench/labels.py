@@ -11,7 +11,7 @@ the labels with the world's analytic Occ3D ground truth inside the analytic ``ma
 - seconds per keyframe per core: one process, scene loading and split included.
 
     .venv/bin/python bench/labels.py [--scenes 2] [--samples 20] [--seed 7] [--keep DIR]
-        [--variants keyframes,sweeps,boxes_nofill,default,carving]
+        [--variants keyframes,sweeps,boxes_nofill,default,poisson,carving]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "sweeps": ("+ sweeps (no boxes, no carving)", dict(use_boxes=False, carve="off")),
     "boxes_nofill": ("+ dynamic alignment (boxes), no ground fill", dict(ground_fill=0.0)),
     "default": ("+ ground fill = **default settings**", {}),
+    "poisson": ("default + Poisson densification", dict(densify="poisson")),
     "carving": ("without boxes: carving only", dict(use_boxes=False, carve="on")),
 }
 

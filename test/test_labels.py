@@ -201,3 +201,58 @@ def test_fill_ground_closes_holes_only_where_observed_and_empty():
     assert (out[30:34, 30:34, 2] == OCC3D_FREE).all()
     assert (out[40:42, 40:42, 2] == OCC3D_FREE).all()
     assert (out[:, :, 3:] == sem[:, :, 3:]).all()
+
+
+def test_area_weighted_ground_vote_follows_coverage_not_hit_count():
+    """A 1 m voxel: road covers x in [0, 0.7), sidewalk [0.7, 1); a curb face at x = 0.7 and the
+    sidewalk's near strip collect many returns. Raw votes pick sidewalk, area votes pick road."""
+    from occ_core.labels.aggregate import area_weighted_ground
+
+    SIDEWALK = OCC3D_INDEX["sidewalk"]
+    grid = GridSpec.from_range("g", (0, 0, -0.5, 1, 1, 0.5), 1.0)
+    road = _plane({"x": (0.0, 0.7), "y": (0.0, 1.0), "z": 0.0}, step=0.1)  # 70 points, one per 0.1 m square
+    curb = np.repeat(_plane({"x": 0.7, "y": (0.0, 1.0), "z": (0.0, 0.15)}, step=0.05), 3, axis=0)  # dense hits
+    side = _plane({"x": (0.7, 1.0), "y": (0.0, 1.0), "z": 0.15}, step=0.1)
+    pts = np.concatenate([road, curb, side])
+    lab = np.array([ROAD] * len(road) + [SIDEWALK] * (len(curb) + len(side)), np.uint8)
+    assert majority_vote(pts, lab, grid, None)[0, 0, 0] == SIDEWALK
+    p2, l2 = area_weighted_ground(pts, lab, 0.1)
+    assert majority_vote(p2, l2, grid, None)[0, 0, 0] == ROAD
+    assert len(p2) == 70 + 10 + 30  # road squares, the curb's line of squares, sidewalk squares
+    car = np.array([[0.5, 0.5, 0.3]] * 4)  # other classes are left out
+    p3, l3 = area_weighted_ground(np.concatenate([pts, car]), np.r_[lab, [CAR] * 4].astype(np.uint8), 0.1)
+    assert len(p3) == len(p2) and not (l3 == CAR).any()
+
+
+def test_object_owns_the_voxels_it_shares_with_the_ground():
+    """The road layer under the moving car: road returns outnumber the few car returns low on
+    the car, yet the voxels that hold car points are the car's."""
+    scene = _moving_box_scene()
+    lab = _label(scene, _CFG)
+    ctr = GRID.all_voxel_centers()
+    # the car's near face (y = 3) touches the road layer z in [-0.2, 0.2) (index 2 of GRID: z from -1)
+    face = (np.abs(ctr[..., 0]) < 1.8) & (np.abs(ctr[..., 1] - 3.0) < 0.2) & (np.abs(ctr[..., 2]) < 0.2)
+    assert face.any() and (lab.semantics[face] == CAR).all()
+
+
+def test_poisson_closes_a_hole_and_keeps_things_in_their_boxes():
+    from occ_core.labels.densify import poisson_vertices
+
+    # a wall (x = 5) with a 1.2 m hole, seen from the origin; Poisson closes the hole
+    wall = _plane({"x": 5.0, "y": (-4.0, 4.0), "z": (0.0, 2.8)}, step=0.1)
+    hole = (np.abs(wall[:, 1]) < 0.6) & (np.abs(wall[:, 2] - 1.4) < 0.6)
+    pts = wall[~hole]
+    lab = np.full(len(pts), MANMADE, np.uint8)
+    verts, vlab = poisson_vertices(pts, lab, np.array([0.0, 0.0, 1.5]), depth=7, min_density=0.1, max_gap=0.8)
+    assert len(verts) and (vlab == MANMADE).all()
+    in_hole = (np.abs(verts[:, 0] - 5.0) < 0.2) & (np.abs(verts[:, 1]) < 0.4) & (np.abs(verts[:, 2] - 1.4) < 0.4)
+    assert in_hole.any()
+    # max_gap drops vertices far from every point: none lie more than 0.8 m from the wall's points
+    from scipy.spatial import cKDTree
+    assert cKDTree(pts).query(verts)[0].max() <= 0.8 + 1e-9
+    # the label pipeline with densify: car surface vertices stay inside the car's box (no trail)
+    scene = _moving_box_scene()
+    cfg = replace(_CFG, densify="poisson", poisson_depth=8)
+    sem = _label(scene, cfg).semantics
+    outside, inside = _car_voxels_outside(sem, 0.0)
+    assert outside == 0 and inside > 0

@@ -11,9 +11,10 @@ from occ_core.formats import occ3d
 from occ_core.labels.cli import main
 
 # Measured on the fixture (2 scenes x 3 keyframes, seed 0, default settings) on 2026-11-30:
-# IoU 81.67 %, mIoU 46.97 % inside the analytic mask_camera (windows of 3 keyframes only).
-IOU_FLOOR = 0.78
-MIOU_FLOOR = 0.42
+# IoU 83.66 %, mIoU 63.35 % inside the analytic mask_camera (windows of 3 keyframes only; the
+# camera mask holds raised ground since the synthetic GT counts the voxels of camera hits).
+IOU_FLOOR = 0.80
+MIOU_FLOOR = 0.58
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,6 @@ def test_pool_and_shards_write_the_same_files(synthetic_dataroot, labelled, tmp_
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--densify", "poisson"], "densify: 'poisson' needs Open3D"),
     (["--scenes", "scene-9999"], "--scenes: ['scene-9999'] not in the scene table"),
 ])
 def test_bad_input_is_one_line_and_exit_2(synthetic_dataroot, tmp_path, capsys, extra, message):

@@ -373,6 +373,32 @@ def test_visibility_masks_stop_at_the_first_hit():
     assert not np.any(cv[x < 0])
 
 
+def test_camera_visibility_includes_raised_ground_voxels():
+    """Ground raised above its voxels' centres (a sidewalk at the curb height, 0.15 m, in the
+    layer [-0.2, 0.2)) is seen from above at a grazing angle: the ray towards a far voxel's
+    centre (z = 0) meets the raised surface of the nearer columns first, yet the voxel holding
+    the first hit of a pixel is visible."""
+    from occ_core.data.synthetic.groundtruth import camera_visibility
+
+    grid = GridSpec.from_range("t", (-20.0, -20.0, -1.0, 20.0, 20.0, 5.4), 0.4)
+    # a camera 1.5 m above the ground looking along +x (optical z = ego x, y = -ego z)
+    T_ego_from_cam = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1]], float)
+    T_cam_from_ego = np.linalg.inv(T_ego_from_cam)
+    K = np.array([[1000.0, 0, 100], [0, 1000.0, 200], [0, 0, 1]])  # rows < 0.3 m of ground apart at 19 m
+    H, W = 400, 200
+    # depth map of the plane z = 0.15 (ego): ray through pixel (u, v) hits it at t = (1.5 - 0.15) / down
+    v = np.arange(H)[:, None] + 0.5
+    down = (v - K[1, 2]) / K[1, 1]  # optical y per unit z-depth (image rows below the centre look down)
+    depth = np.where(down > 0, (1.5 - 0.15) / np.maximum(down, 1e-9), 0.0)
+    depth = np.where(depth < 120, depth, 0.0).astype(np.float32) * np.ones((1, W), np.float32)
+    vis = camera_visibility([depth], [K], [T_cam_from_ego], grid)
+    ix = np.nonzero((grid.all_voxel_centers()[:, 0, 0, 0] > 12) & (grid.all_voxel_centers()[:, 0, 0, 0] < 19))[0]
+    iy = np.argmin(np.abs(grid.all_voxel_centers()[0, :, 0, 1]))
+    layer = int(np.floor((0.15 - grid.range_min[2]) / grid.voxel_size[2]))  # holds the surface
+    assert np.all(vis[ix, iy, layer])  # far ground voxels are seen (the test fails without the hits)
+    assert not np.any(vis[ix, iy, layer - 1])  # the layer below the surface is not
+
+
 def test_camera_sweeps(tmp_path):
     out = tmp_path / "cs"
     generate(SynthConfig(scenes=1, samples_per_scene=2, image_size=(48, 27), sweeps=False, camera_sweeps=True), out,

@@ -192,6 +192,34 @@ GROUND_CLASSES = (OCC3D_INDEX["driveable_surface"], OCC3D_INDEX["other_flat"], O
                   OCC3D_INDEX["terrain"])
 
 
+def area_weighted_ground(points: np.ndarray, labels: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ground-class points, thinned to one per class and ``cell`` x ``cell`` square of the
+    ground plane.
+
+    A majority vote over raw points weighs each ground class by how often the LiDAR hit it, not
+    by how much of the voxel it covers: the face of a curb, which the sensor sees head on, and
+    the near side of a voxel collect most of the returns. A vote over these points counts the
+    squares each class covers, so a voxel takes the ground class that covers most of its
+    footprint. (Whether a voxel is ground at all is still the raw vote's call: see
+    :func:`occ_core.labels.pipeline.label_keyframe`.)
+
+    Args:
+        points: (N, 3) metres; labels: (N,) uint8 Occ3D classes (255 unknown).
+        cell: metres (> 0).
+
+    Returns:
+        ``(points (M, 3), labels (M,))`` of the ground classes only.
+    """
+    ground = np.isin(labels, GROUND_CLASSES)
+    if not ground.any():
+        return np.zeros((0, 3)), np.zeros(0, np.uint8)
+    g = np.floor(np.asarray(points, np.float64)[ground, :2] / cell).astype(np.int64)
+    key = np.stack([g[:, 0], g[:, 1], labels[ground].astype(np.int64)], 1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    gi = np.nonzero(ground)[0][np.sort(first)]
+    return points[gi], labels[gi]
+
+
 def fill_ground(semantics: np.ndarray, observed: np.ndarray, radius: float, grid: GridSpec) -> np.ndarray:
     """Close the holes of the ground layer (a cheap densification for the ground only).
 

@@ -1,7 +1,7 @@
 """``occ-label``: Occ3D-style occupancy labels from the LiDAR of a nuScenes-format dataroot.
 
     occ-label --dataroot DIR --out DIR [--version V] [--scenes NAME ...]
-              [--grid occ3d|surroundocc|openoccupancy] [--window K] [--densify none]
+              [--grid occ3d|surroundocc|openoccupancy] [--window K] [--densify none|poisson]
               [--workers N] [--shard i/n] [--overwrite] [--no-boxes] [--carve auto|on|off] [--no-sweeps]
               [--vertical ego|occ3d-real] [--quiet]
 
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", nargs="+", default=None, help="scene names (default: all)")
     p.add_argument("--grid", choices=GRID_CHOICES, default="occ3d")
     p.add_argument("--window", type=nonnegative_int, default=10, help="keyframes aggregated on each side (default 10)")
-    p.add_argument("--densify", choices=DENSIFY_MODES, default="none")
+    p.add_argument("--densify", choices=DENSIFY_MODES, default="none",
+                   help="poisson: close holes with Poisson surface reconstruction (SurroundOcc; Open3D, ~5x slower)")
     p.add_argument("--workers", type=positive_int, default=1, help="processes, one scene each at a time")
     p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/n", help="keep scenes i, i+n, ... (0-based)")
     p.add_argument("--overwrite", action="store_true", help="recompute keyframes whose labels exist")

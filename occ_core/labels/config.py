@@ -70,11 +70,24 @@ class LabelConfig:
             (returns they stand for) is free now and carved, whatever other scans saw.
         ground_fill: metres; ground holes are closed from the nearest ground column within
             this distance (:func:`occ_core.labels.aggregate.fill_ground`; 0: off).
+        ground_vote_cell: metres; ground points are thinned to one per class and square of
+            this size before the vote, so a ground voxel takes the class covering most of its
+            footprint (:func:`occ_core.labels.aggregate.area_weighted_ground`; 0: one vote per
+            point).
         ray_cell: metres; a scan's returns in one cell of this size share one ray (weighted by
             their count) for ``mask_lidar`` and carving.
         camera_ray_step: radians between the camera rays cast for ``mask_camera``.
         z_shift: metres added to z before voxelisation (see the module docstring).
-        densify: ``none`` (``poisson`` needs Open3D, which this project does not pin yet).
+        densify: ``none``, or ``poisson``: Poisson surface reconstruction of the aggregated
+            cloud (:mod:`occ_core.labels.densify`, SurroundOcc's parameters below); its
+            vertices, labelled by their nearest point, fill voxels the points left free.
+        poisson_depth, poisson_min_density: octree depth, and the density quantile below
+            which mesh vertices are dropped (SurroundOcc: 10 and 0.1).
+        poisson_cell: metres; the cloud is thinned to one point per cell of this size before
+            meshing (0: not thinned, as SurroundOcc).
+        poisson_max_gap: metres; vertices farther than this from every aggregated point are
+            dropped too (surface the solver closed across empty space; 0: keep them all,
+            as SurroundOcc does).
     """
 
     grid: GridSpec = OCC3D
@@ -92,6 +105,7 @@ class LabelConfig:
     ray_sweep_stride: int = 4
     ray_cell: float = 0.4
     ground_fill: float = 6.0
+    ground_vote_cell: float = 0.1
     carve_ratio: float = 4.0
     carve_min_passes: int = 8
     carve_margin: float = 0.6
@@ -99,15 +113,22 @@ class LabelConfig:
     camera_ray_step: float = 0.008
     z_shift: float = 0.0
     densify: str = "none"
+    poisson_depth: int = 10
+    poisson_min_density: float = 0.1
+    poisson_max_gap: float = 0.4
+    poisson_cell: float = 0.0
 
     def __post_init__(self) -> None:
         if self.window < 0:
             raise OccDataError(f"window: expected an integer >= 0, got {self.window!r}")
         if self.densify not in DENSIFY_MODES:
             raise OccDataError(f"densify: expected one of {DENSIFY_MODES}, got {self.densify!r}")
-        if self.densify == "poisson":
-            raise OccDataError("densify: 'poisson' needs Open3D, which is not installed in this environment; "
-                               "use 'none'")
+        if not 1 <= self.poisson_depth <= 16:
+            raise OccDataError(f"poisson_depth: expected an integer in 1..16, got {self.poisson_depth!r}")
+        if not 0 <= self.poisson_min_density < 1:
+            raise OccDataError(f"poisson_min_density: expected a quantile in [0, 1), got {self.poisson_min_density!r}")
+        if not self.poisson_max_gap >= 0:
+            raise OccDataError(f"poisson_max_gap: expected metres >= 0, got {self.poisson_max_gap!r}")
         if self.carve not in CARVE_MODES:
             raise OccDataError(f"carve: expected one of {CARVE_MODES}, got {self.carve!r}")
         if self.unlabelled not in UNLABELLED_MODES:

@@ -6,7 +6,11 @@ Per keyframe (:func:`label_keyframe`), in its base_link:
 
 1. static points of the scans within ``window`` keyframes on each side;
 2. object clouds placed at the keyframe's boxes;
-3. majority vote per voxel (:func:`~occ_core.labels.aggregate.majority_vote`);
+3. majority vote per voxel (:func:`~occ_core.labels.aggregate.majority_vote`; ground points
+   weighted by the area they cover, and a voxel an object shares with the ground is the
+   object's, as the wheels' voxels are); with
+   ``densify='poisson'``, the Poisson surface's vertices (:mod:`occ_core.labels.densify`) fill
+   voxels the points left free;
 4. LiDAR rays (one per scan and end cell, weighted by the returns they stand for) from every
    ``ray_sweep_stride``-th scan: ``mask_lidar`` and free-space carving of static voxels;
 5. ground holes closed (:func:`~occ_core.labels.aggregate.fill_ground`);
@@ -24,8 +28,10 @@ import numpy as np
 
 from occ_core.classes import IGNORE_LABEL, OCC3D_FREE, OCC3D_INDEX
 from occ_core.geometry import invert_transform
-from occ_core.labels.aggregate import SplitScene, fill_ground, majority_vote, place_objects, split_scene
+from occ_core.labels.aggregate import GROUND_CLASSES, THING, SplitScene, area_weighted_ground, fill_ground, majority_vote, place_objects, split_scene
+from occ_core.labels.boxes import points_in_boxes
 from occ_core.labels.config import LabelConfig
+from occ_core.labels.densify import poisson_vertices
 from occ_core.labels.scene import SceneData, load_scene
 from occ_core.labels.visibility import (camera_mask, camera_rays, carve, end_counts, lidar_mask, lowest_occupied,
                                         pass_counts)
@@ -87,6 +93,13 @@ def _to_ego(points: np.ndarray, T_ego_from_scene: np.ndarray, z_shift: float) ->
     return out
 
 
+def _z_shift_transform(z_shift: float) -> np.ndarray:
+    """(4, 4) translation by ``z_shift`` metres along z (the vertical convention, see config)."""
+    T = np.eye(4)
+    T[2, 3] = z_shift
+    return T
+
+
 def window_scans(scene: SceneData, k: int, window: int) -> list[int]:
     """Indices into ``scene.sweeps`` of the scans from keyframe ``k - window`` to ``k + window``
     (clipped to the scene), sweeps between them included when the scene holds them."""
@@ -134,6 +147,29 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
     all_pts = np.concatenate([static_pts, obj_pts])
     all_lab = np.concatenate([static_lab, obj_lab])
     sem = majority_vote(all_pts, all_lab, grid, unknown).reshape(-1)
+    if cfg.ground_vote_cell > 0:  # which ground class: by the area each covers
+        g_pts, g_lab = area_weighted_ground(all_pts, all_lab, cfg.ground_vote_cell)
+        by_area = majority_vote(g_pts, g_lab, grid, None).reshape(-1)
+        take = np.isin(sem, GROUND_CLASSES) & np.isin(by_area, GROUND_CLASSES)
+        sem[take] = by_area[take]
+    if len(obj_pts):  # an object standing on the ground owns the voxels it shares with it
+        on_ground = majority_vote(obj_pts, obj_lab, grid, None).reshape(-1)
+        take = (on_ground != OCC3D_FREE) & np.isin(sem, GROUND_CLASSES)
+        sem[take] = on_ground[take]
+    if cfg.densify == "poisson":
+        origin = _to_ego(key.origin[None], T, cfg.z_shift)[0]
+        verts, vlab = poisson_vertices(all_pts, all_lab, origin, cfg.poisson_depth, cfg.poisson_min_density,
+                                       cfg.poisson_max_gap, cell=cfg.poisson_cell)
+        keep = ~np.isin(vlab, GROUND_CLASSES)  # the ground is closed by fill_ground (step 5)
+        thing = THING[vlab] & keep  # object surface stays inside a current box
+        if thing.any():
+            ego_boxes = key.boxes.transformed(T) if len(key.boxes) else key.boxes
+            if cfg.z_shift:
+                ego_boxes = ego_boxes.transformed(_z_shift_transform(cfg.z_shift))
+            keep[np.nonzero(thing)[0][points_in_boxes(verts[thing], ego_boxes) < 0]] = False
+        dense = majority_vote(verts[keep], vlab[keep], grid, unknown).reshape(-1)
+        fill = (sem == OCC3D_FREE) & (dense != OCC3D_FREE)
+        sem[fill] = dense[fill]
 
     # 4. LiDAR rays: one per scan and end cell, weighted by the returns it stands for
     ray_scans = [i for j, i in enumerate(scans) if scene.sweeps[i].is_key_frame or j % cfg.ray_sweep_stride == 0]

@@ -207,11 +207,21 @@ def camera_visibility(depths: list[np.ndarray], Ks: list[np.ndarray], T_cam_from
     A voxel is visible in a camera when its centre projects inside the image, in front of the
     camera, and that pixel's first hit (``depths``: (H, W) z-depth maps, 0 = no hit within
     ``max_range``) is not nearer than the point where the ray to the centre enters the voxel.
+    The voxels holding a pixel's first hit are visible too (as :func:`lidar_visibility` does
+    with the returns): the ray towards the centre of a ground voxel whose surface lies above
+    that centre (sidewalks and terrain, raised by the curb) meets the neighbouring ground first.
     """
     ctr = _centers(grid)
     vis = np.zeros(len(ctr), bool)
     for depth, K, T in zip(depths, Ks, T_cam_from_ego):
         H, W = depth.shape
+        vv, uu = np.nonzero(depth > 0)
+        if len(vv):  # first hits through the pixel centres, back to base_link
+            dz = depth[vv, uu].astype(np.float64)
+            cam = np.stack([(uu + 0.5 - K[0, 2]) / K[0, 0] * dz, (vv + 0.5 - K[1, 2]) / K[1, 1] * dz, dz], 1)
+            T_inv = np.linalg.inv(T)
+            idx, inside = grid.points_to_voxels(cam @ T_inv[:3, :3].T + T_inv[:3, 3])
+            vis[grid.flat_index(idx[inside])] = True
         p = ctr @ T[:3, :3].T + T[:3, 3]
         front = p[:, 2] > 0.1
         z = np.where(front, p[:, 2], 1.0)
