@@ -4,7 +4,11 @@ Frames used throughout :mod:`occ_core.labels`:
 
 - ``scene``: the nuScenes global (``map``) frame shifted by the scene's first ego position
   (:attr:`SceneData.offset`), so that float32 keeps millimetres far from the map origin;
-- ``base_link`` of a keyframe: its LiDAR's ego pose, the frame of the output grid;
+- ``base_link`` of a keyframe: its LiDAR's ego pose, the frame of the output grid (``frame``
+  ``ego``, the default);
+- ``LIDAR_TOP`` of a keyframe: the frame of the output grid with ``frame`` ``lidar`` (SurroundOcc
+  and OpenOccupancy publish their labels in the LiDAR frame, yawed 90° against base_link in
+  nuScenes);
 - ``box``: an annotation box's own frame (origin at its centre, x along its length,
   y along its width, z up).
 
@@ -27,6 +31,7 @@ VERTICAL_SHIFTS: dict[str, float] = {"ego": 0.0, "occ3d-real": -0.8}
 DENSIFY_MODES = ("none", "poisson")
 UNLABELLED_MODES = ("auto", "drop", "others")
 CARVE_MODES = ("auto", "on", "off")
+FRAMES = ("ego", "lidar")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ class LabelConfig:
         camera_ray_step: radians between the camera rays cast for ``mask_camera``.
         z_shift: metres added to z before voxelisation (see the module docstring).
         densify: ``none`` (``poisson`` needs Open3D, which this project does not pin yet).
+        frame: the output grid's frame: ``ego`` (the keyframe's base_link) or ``lidar`` (its
+            LIDAR_TOP; needs ``z_shift`` 0).
+        flow: also compute per-voxel flow (OpenOcc v2): each object voxel gets its box's
+            velocity rotated into the output frame (:func:`occ_core.labels.aggregate.voxel_flow`).
     """
 
     grid: GridSpec = OCC3D
@@ -99,6 +108,8 @@ class LabelConfig:
     camera_ray_step: float = 0.008
     z_shift: float = 0.0
     densify: str = "none"
+    frame: str = "ego"
+    flow: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 0:
@@ -110,6 +121,10 @@ class LabelConfig:
                                "use 'none'")
         if self.carve not in CARVE_MODES:
             raise OccDataError(f"carve: expected one of {CARVE_MODES}, got {self.carve!r}")
+        if self.frame not in FRAMES:
+            raise OccDataError(f"frame: expected one of {FRAMES}, got {self.frame!r}")
+        if self.frame == "lidar" and self.z_shift:
+            raise OccDataError(f"z_shift: labels in the LiDAR frame take no vertical shift, got {self.z_shift!r}")
         if self.unlabelled not in UNLABELLED_MODES:
             raise OccDataError(f"unlabelled: expected one of {UNLABELLED_MODES}, got {self.unlabelled!r}")
         if self.ray_sweep_stride < 1:
