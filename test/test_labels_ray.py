@@ -88,3 +88,16 @@ def test_a_task_error_is_one_line_and_exit_2_and_ray_stops(synthetic_dataroot, t
     assert rc == 2 and err == [f"occ-label: {victim}: sample_data.filename: expected N x 5 float32 values, "
                                f"got {victim.stat().st_size // 4} values"]
     assert watch_ray and _ray_children() == []
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "--ray-address 127.0.0.1:1: nothing answers at 127.0.0.1:1"),
+    ("ray://127.0.0.1:1", "--ray-address ray://127.0.0.1:1: nothing answers at 127.0.0.1:1"),
+    ("head-without-port", "--ray-address: expected local, auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_an_unreachable_cluster_is_one_line_and_exit_2_at_once(synthetic_dataroot, tmp_path, capsys, address,
+                                                                message):
+    rc = main(["--dataroot", str(synthetic_dataroot), "--out", str(tmp_path / "o"), "--quiet",
+               "--ray-address", address])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"occ-label: {message}")

@@ -36,8 +36,8 @@ class Boxes:
 
     @classmethod
     def empty(cls) -> "Boxes":
-        return cls(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, np.uint8), np.zeros(0, np.int64),
-                   np.zeros((0, 3)))
+        return cls(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, np.uint8),
+                   np.zeros(0, np.int64), np.zeros((0, 3)))
 
     def __len__(self) -> int:
         return len(self.center)

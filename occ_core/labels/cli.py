@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes, one scene each at a time (with --ray-address local: the local Ray CPUs)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="run the scenes as Ray tasks: 'local' starts a local Ray instance with --workers CPUs; "
-                        "else a cluster address (e.g. auto, ray://head:10001); dataroot and out on a shared file system")
+                        "else a cluster address (e.g. auto, ray://head:10001); --dataroot and --out must be "
+                        "on a file system all nodes share")
     p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/n", help="keep scenes i, i+n, ... (0-based)")
     p.add_argument("--overwrite", action="store_true", help="recompute keyframes whose labels exist")
     p.add_argument("--no-boxes", action="store_true", help="ignore annotation boxes (carving removes trails)")
@@ -197,6 +198,10 @@ def _main(a: argparse.Namespace) -> int:
     global _NUSC
     dataroot = check_input_dir(a.dataroot, "--dataroot")
     out = check_output_dir(a.out, "--out")
+    if a.ray_address is not None:
+        from occ_core.labels.ray_runner import check_reachable
+
+        check_reachable(a.ray_address)  # before the tables load: Ray alone retries for minutes
     fmt = FORMATS[a.format]
     grid = grid_for(fmt.name, GRIDS[a.grid] if a.grid else None)
     if fmt.frame == "lidar" and a.vertical != "ego":

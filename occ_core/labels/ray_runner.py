@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -65,7 +66,28 @@ def _get(ref):
         raise
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``host:port`` or ``ray://host:port`` address (Ray
+    itself retries an unreachable GCS for minutes); ``local`` and ``auto`` are not probed.
+
+    Raises:
+        OccDataError: a malformed address or one nothing answers at within ``timeout`` seconds.
+    """
+    if address in ("local", "auto"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise OccDataError(f"--ray-address: expected local, auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise OccDataError(f"--ray-address {address}: nothing answers at {host}:{port} "
+                           f"({e.strerror or e}); is the Ray head running?") from None
+
+
 def _init(address: str, num_cpus: int) -> None:
+    check_reachable(address)
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     saved = os.environ.get("PYTHONPATH")
     if address == "local":
