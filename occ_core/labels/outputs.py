@@ -1,20 +1,15 @@
 """Output formats of ``occ-label`` (``--format``): where each keyframe's labels go, on which grid
 and in which frame, and how they are written (with the writers of :mod:`occ_core.formats`).
 
-==============  =====================================================  ==========  ==========  =====
-format          file per keyframe (under ``--out``)                    grid        frame       flow
-==============  =====================================================  ==========  ==========  =====
-``occ3d``       ``<scene_name>/<sample_token>/labels.npz``: Occ3D      any         base_link   no
-                ``semantics`` (17 free), ``mask_lidar``, ``mask_camera``
-``openocc``     ``<scene_name>/<sample_token>/labels.npz``: OpenOcc    openocc     base_link   yes
-                v2 ``semantics`` (16 free), ``flow`` (200, 200, 16, 2)  (= occ3d)
-                float32, plus ``mask_lidar``, ``mask_camera``
-``surroundocc`` ``samples/<LiDAR file name>.npy`` (e.g.                surroundocc LIDAR_TOP  no
-                ``n008-...__LIDAR_TOP__<t>.pcd.bin.npy``): sparse
-                (N, 4) ``[x, y, z, c]``
-``openoccupancy`` ``scene_<scene_token>/occupancy/<lidar_token>.npy``:  openoccupancy LIDAR_TOP no
-                sparse (N, 4) ``[z, y, x, c]``
-==============  =====================================================  ==========  ==========  =====
+- ``occ3d``: ``<scene_name>/<sample_token>/labels.npz`` with Occ3D ``semantics`` (17 free),
+  ``mask_lidar``, ``mask_camera``; any grid (``--grid``), base_link.
+- ``openocc``: ``<scene_name>/<sample_token>/labels.npz`` with OpenOcc v2 ``semantics`` (16 free)
+  and ``flow`` (200, 200, 16, 2) float32 m/s, plus ``mask_lidar``, ``mask_camera``; the openocc
+  grid (= occ3d), base_link.
+- ``surroundocc``: ``samples/<LiDAR file name>.npy`` (``n008-...__LIDAR_TOP__<t>.pcd.bin.npy``),
+  sparse (N, 4) ``[x, y, z, c]``; the surroundocc grid, LIDAR_TOP.
+- ``openoccupancy``: ``scene_<scene_token>/occupancy/<lidar_token>.npy``, sparse (N, 4)
+  ``[z, y, x, c]``; the openoccupancy grid, LIDAR_TOP.
 
 Frames: Occ3D and OpenOcc v2 grids lie in the keyframe's ego frame (base_link); SurroundOcc and
 OpenOccupancy publish voxel indices in the keyframe's LiDAR frame (LIDAR_TOP, which nuScenes
