@@ -99,6 +99,64 @@ def test_moving_box_leaves_no_trail_with_carving_only():
     assert (wall_layer == MANMADE).mean() > 0.9
 
 
+def _yaw(deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _moved(scene: SceneData, R: np.ndarray, ego_step: np.ndarray) -> SceneData:
+    """The scene turned by ``R`` as a whole (points, boxes and their velocities, poses), with
+    scan i's ego pose (and LiDAR) moved by ``i * ego_step`` (scene frame, after turning): the
+    world stays, only the ego drives."""
+    G = np.eye(4)
+    G[:3, :3] = R
+    sweeps = []
+    for i, sw in enumerate(scene.sweeps):
+        T = G @ sw.T_scene_from_ego
+        T[:3, 3] += i * ego_step
+        sweeps.append(Sweep(sw.token, sw.timestamp_us, sw.is_key_frame, sw.sample_token,
+                            (sw.points @ R.T).astype(np.float32), sw.label, R @ sw.origin + i * ego_step, T,
+                            sw.boxes.transformed(G)))
+    return SceneData(scene.name, scene.offset, sweeps, scene.keyframes, scene.has_lidarseg)
+
+
+def test_flow_is_the_box_velocity_on_its_voxels_in_the_ego_frame_and_zero_elsewhere():
+    """The car drives 3 m per 0.5 s scan (6 m/s) along its own x. The scene is turned by 30 deg
+    (the ego too, so the car drives along the ego's x) and the ego drives 1 m per scan: the flow
+    is the car's own velocity in base_link, (6, 0), without the ego's motion subtracted."""
+    base = _moving_box_scene()
+    for sw in base.sweeps:
+        sw.boxes.velocity = np.array([[6.0, 0.0, 0.0]])
+    scene = _moved(base, _yaw(30.0), _yaw(30.0) @ np.array([1.0, 0.0, 0.0]))
+    cfg = replace(_CFG, use_boxes=True, carve="off", flow=True)
+    lab = _label(scene, cfg)
+    car = lab.semantics == CAR
+    assert car.sum() >= 40 and lab.flow.shape == (*GRID.dims, 2) and lab.flow.dtype == np.float32
+    np.testing.assert_allclose(lab.flow[car], np.broadcast_to([6.0, 0.0], (car.sum(), 2)), atol=1e-4)
+    assert not lab.flow[~car].any()
+    # unknown velocities (a single annotation) give zero flow, never NaN
+    for sw in scene.sweeps:
+        sw.boxes.velocity = np.full((1, 3), np.nan)
+    assert not _label(scene, cfg).flow.any()
+    assert _label(scene, replace(cfg, flow=False)).flow is None
+
+
+def test_labels_in_the_lidar_frame_are_the_ego_labels_turned():
+    """LIDAR_TOP yawed 90 deg against base_link (as in nuScenes) at the ego's origin: the LiDAR-frame
+    grid is the ego grid turned, voxel for voxel (x_lidar = y_ego, y_lidar = -x_ego)."""
+    scene = _moving_box_scene()
+    T_ego_from_lidar = np.eye(4)
+    T_ego_from_lidar[:3, :3] = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    for sw in scene.sweeps:
+        sw.T_ego_from_lidar = T_ego_from_lidar
+    cfg = replace(_CFG, use_boxes=True, carve="off")
+    ego = _label(scene, cfg).semantics
+    lidar = _label(scene, replace(cfg, frame="lidar")).semantics
+    assert (ego == CAR).sum() >= 40
+    # lidar voxel (i, j) has centre (c_i, c_j) -> ego (-c_j, c_i) = ego voxel (X - 1 - j, i)
+    np.testing.assert_array_equal(lidar, np.transpose(ego[::-1], (1, 0, 2)))
+
+
 def test_boxes_catch_points_in_enlarged_box_only():
     boxes = Boxes(np.array([[0.0, 0.0, 1.0]]), np.array([[2.0, 4.0, 2.0]]), np.eye(3)[None], np.array([CAR], np.uint8),
                   np.array([0]))

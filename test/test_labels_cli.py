@@ -1,14 +1,22 @@
 """occ-label on the tiny synthetic world: accuracy against the analytic ground truth, resume,
-the process pool, and bad input."""
+the process pool, the OpenOcc v2 / SurroundOcc / OpenOccupancy outputs, and bad input.
+(The Ray path: test_labels_ray.py.)"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from occ_core.classes import IGNORE_LABEL, OCC3D_FREE, OCC3D_INDEX, OPENOCC_FREE, OPENOCC_INDEX
 from occ_core.eval.occupancy import occ3d_miou
-from occ_core.formats import occ3d
+from occ_core.formats import occ3d, openocc
+from occ_core.formats.convert import occ3d_to_openocc, occ3d_to_ssc
+from occ_core.formats.sparse import read_sparse
+from occ_core.grid import OPENOCCUPANCY
 from occ_core.labels.cli import main
+from occ_core.labels.outputs import write_keyframe
 
 # Measured on the fixture (2 scenes x 3 keyframes, seed 0, default settings) on 2026-11-30:
 # IoU 83.66 %, mIoU 63.35 % inside the analytic mask_camera (windows of 3 keyframes only; the
@@ -93,8 +101,78 @@ def test_pool_and_shards_write_the_same_files(synthetic_dataroot, labelled, tmp_
             np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_openocc_output_has_the_labels_and_the_flow_of_the_moving_objects(synthetic_dataroot, labelled, tmp_path):
+    """--format openocc: the Occ3D labels in OpenOcc classes, and flow on the moving objects'
+    voxels close to the synthetic world's analytic OpenOcc v2 flow (object velocity in base_link)."""
+    out = tmp_path / "openocc"
+    assert main(["--dataroot", str(synthetic_dataroot), "--out", str(out), "--quiet", "--format", "openocc",
+                 "--scenes", "scene-0001"]) == 0
+    files = sorted(out.glob("*/*/labels.npz"))
+    assert len(files) == 3
+    moving = 0
+    for f in files:
+        lab = openocc.read(f)  # semantics 0-16 and flow (200, 200, 16, 2) float32, checked
+        ref = occ3d.read_gt(labelled / f.relative_to(out))
+        np.testing.assert_array_equal(lab.semantics, occ3d_to_openocc(ref.semantics, others_to=OPENOCC_FREE))
+        np.testing.assert_array_equal(lab.mask_camera, ref.mask_camera)
+        speed = np.linalg.norm(lab.flow, axis=-1)
+        assert (lab.semantics[speed > 0] < OPENOCC_INDEX["traffic_cone"]).all()  # the 8 dynamic classes only
+        gt = openocc.read(synthetic_dataroot / "openocc_v2" / f.relative_to(out))
+        both = (speed > 0) & (np.linalg.norm(gt.flow, axis=-1) > 0)
+        assert both.sum() > 0.9 * (speed > 0).sum()  # our moving voxels are the world's moving voxels
+        err = np.linalg.norm(lab.flow[both] - gt.flow[both], axis=-1)
+        assert err.mean() < 0.5, err.mean()  # m/s, objects at ~6-7 m/s
+        moving += int(both.sum())
+    assert moving > 300
+
+
+def test_surroundocc_output_is_sparse_in_the_lidar_frame(synthetic_dataroot, tmp_path):
+    """--format surroundocc: samples/<LiDAR file name>.npy per keyframe, (N, 4) [x, y, z, c],
+    in the LiDAR frame: near the LiDAR the road lies 1.84 m below it (z-index 6 of [-5, 3] at
+    0.5 m), where base_link would put it at z-index 10."""
+    import json
+
+    out = tmp_path / "surroundocc"
+    assert main(["--dataroot", str(synthetic_dataroot), "--out", str(out), "--quiet", "--format", "surroundocc",
+                 "--scenes", "scene-0001", "--window", "1", "--no-sweeps"]) == 0
+    table = json.loads((synthetic_dataroot / "v1.0-mini" / "sample_data.json").read_text())
+    scene = json.loads((synthetic_dataroot / "v1.0-mini" / "scene.json").read_text())
+    first = next(s for s in scene if s["name"] == "scene-0001")["first_sample_token"]
+    samples = {r["token"]: r for r in json.loads((synthetic_dataroot / "v1.0-mini" / "sample.json").read_text())}
+    tokens, tok = [], first
+    while tok:
+        tokens.append(tok)
+        tok = samples[tok]["next"]
+    names = {Path(r["filename"]).name + ".npy" for r in table
+             if r["is_key_frame"] and r["sample_token"] in tokens and "LIDAR_TOP" in r["filename"]}
+    assert {p.name for p in (out / "samples").iterdir()} == names and len(names) == 3
+    for f in (out / "samples").iterdir():
+        raw = np.load(f)
+        assert raw.ndim == 2 and raw.shape[1] == 4 and len(raw) > 1000
+        dense = read_sparse(f, "surroundocc")
+        near = dense[80:120, 80:120]  # within 10 m of the LiDAR (it is tilted ~1.4 deg: far road drifts)
+        road_z = np.nonzero(near == OCC3D_INDEX["driveable_surface"])[2]
+        assert len(road_z) > 100 and np.bincount(road_z).argmax() == 6
+
+
+def test_openoccupancy_writer_round_trips_with_others_as_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    sem = np.full(OPENOCCUPANCY.dims, OCC3D_FREE, np.uint8)
+    idx = tuple(rng.integers(0, OPENOCCUPANCY.dims, (500, 3)).T)
+    sem[idx] = rng.integers(0, 17, 500)  # 0 = others
+    path = tmp_path / "scene_t" / "occupancy" / "lidar.npy"
+    write_keyframe("openoccupancy", path, sem, sem != OCC3D_FREE, sem != OCC3D_FREE)
+    raw = np.load(path)
+    assert raw.shape[1] == 4 and len(raw) == (sem != OCC3D_FREE).sum()
+    back = read_sparse(path, "openoccupancy")
+    np.testing.assert_array_equal(back, occ3d_to_ssc(sem, others_to=IGNORE_LABEL))
+    assert (back[sem == 0] == IGNORE_LABEL).all()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--scenes", "scene-9999"], "--scenes: ['scene-9999'] not in the scene table"),
+    (["--format", "openocc", "--grid", "surroundocc"], "--grid surroundocc: --format openocc is defined on the openocc"),
+    (["--format", "surroundocc", "--vertical", "occ3d-real"], "--vertical occ3d-real: --format surroundocc labels lie"),
 ])
 def test_bad_input_is_one_line_and_exit_2(synthetic_dataroot, tmp_path, capsys, extra, message):
     rc = main(["--dataroot", str(synthetic_dataroot), "--out", str(tmp_path / "o"), "--quiet", *extra])

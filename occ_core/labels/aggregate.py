@@ -135,13 +135,15 @@ def split_scene(scene: SceneData, cfg: LabelConfig) -> SplitScene:
     return SplitScene(static, labels, objects)
 
 
-def place_objects(objects: dict[int, ObjectCloud], boxes: Boxes, cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Object clouds at the given boxes (one frame): points (M, 3) float64 and labels (M,) uint8.
+def place_objects(objects: dict[int, ObjectCloud], boxes: Boxes,
+                  cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object clouds at the given boxes (one frame): points (M, 3) float64, labels (M,) uint8
+    and the index (M,) int64 into ``boxes`` of the box each point was placed in.
 
     Each instance's cloud is moved rigidly into its box and cropped to the enlarged box
     (a cloud gathered while the box was larger stays inside the current one).
     """
-    pts, labs = [], []
+    pts, labs, which = [], [], []
     lo, hi = box_extent(boxes, cfg.box_scale, cfg.ground_clearance)
     for b in range(len(boxes)):
         obj = objects.get(int(boxes.instance[b]))
@@ -151,9 +153,46 @@ def place_objects(objects: dict[int, ObjectCloud], boxes: Boxes, cfg: LabelConfi
         p = p[((p >= lo[b]) & (p <= hi[b])).all(1)]
         pts.append(from_box_frame(p, boxes, np.full(len(p), b)))
         labs.append(np.full(len(p), obj.label, np.uint8))
+        which.append(np.full(len(p), b, np.int64))
     if not pts:
-        return np.zeros((0, 3)), np.zeros(0, np.uint8)
-    return np.concatenate(pts), np.concatenate(labs)
+        return np.zeros((0, 3)), np.zeros(0, np.uint8), np.zeros(0, np.int64)
+    return np.concatenate(pts), np.concatenate(labs), np.concatenate(which)
+
+
+def voxel_flow(points: np.ndarray, box_index: np.ndarray, velocity: np.ndarray, semantics: np.ndarray,
+               grid: GridSpec) -> np.ndarray:
+    """Per-voxel flow (OpenOcc v2): the velocity of the object a voxel belongs to, 0 elsewhere.
+
+    A voxel belongs to the box most of the placed object points inside it came from (ties: the
+    lower box index) when its final label is a thing (Occ3D 0-10); every other voxel (free,
+    stuff, or a thing voxel holding no object point) gets 0. Unknown velocities (NaN) count
+    as 0.
+
+    Args:
+        points: (M, 3) placed object points, metres in the grid's frame.
+        box_index: (M,) int64 index of each point's box (:func:`place_objects`).
+        velocity: (B, >=2) m/s of each box in the grid's frame; x and y are used.
+        semantics: (X, Y, Z) uint8 Occ3D labels on ``grid``.
+
+    Returns:
+        (X, Y, Z, 2) float32 ``(vx, vy)`` m/s.
+    """
+    flow = np.zeros((grid.num_voxels, 2), np.float32)
+    n_boxes = len(velocity)
+    if len(points) and n_boxes:
+        idx, inside = grid.points_to_voxels(points)
+        flat = grid.flat_index(idx[inside])
+        b = np.asarray(box_index, np.int64)[inside]
+        keys, counts = np.unique(flat * n_boxes + b, return_counts=True)
+        vox, box = keys // n_boxes, keys % n_boxes
+        order = np.lexsort((box, -counts, vox))  # per voxel: most points, then the lower box index
+        vox, box = vox[order], box[order]
+        first = np.r_[True, vox[1:] != vox[:-1]]
+        vox, box = vox[first], box[first]
+        keep = THING[np.asarray(semantics).reshape(-1)[vox]]
+        vel = np.nan_to_num(np.asarray(velocity, np.float64)[box[keep], :2], nan=0.0)
+        flow[vox[keep]] = vel
+    return flow.reshape(*grid.dims, 2)
 
 
 def majority_vote(points: np.ndarray, labels: np.ndarray, grid: GridSpec, unknown: int | None) -> np.ndarray:

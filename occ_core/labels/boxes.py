@@ -23,6 +23,8 @@ class Boxes:
         label: (B,) uint8 Occ3D class of the box's category.
         instance: (B,) int64 instance id (the same object has the same id in every frame of
             a scene).
+        velocity: (B, 3) float64 m/s in this frame (NaN where unknown), or None when no
+            velocities are known at all.
     """
 
     center: np.ndarray
@@ -30,22 +32,27 @@ class Boxes:
     rotation: np.ndarray
     label: np.ndarray
     instance: np.ndarray
+    velocity: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> "Boxes":
-        return cls(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, np.uint8), np.zeros(0, np.int64))
+        return cls(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, np.uint8),
+                   np.zeros(0, np.int64), np.zeros((0, 3)))
 
     def __len__(self) -> int:
         return len(self.center)
 
     def transformed(self, T: np.ndarray) -> "Boxes":
-        """The same boxes in another frame: ``T`` (4, 4) maps this frame to the new one."""
+        """The same boxes in another frame: ``T`` (4, 4) maps this frame to the new one (velocities
+        are rotated only: ``T`` is a fixed change of frame, not a moving one)."""
         T = np.asarray(T, np.float64)
+        vel = None if self.velocity is None else self.velocity @ T[:3, :3].T
         return Boxes(self.center @ T[:3, :3].T + T[:3, 3], self.wlh.copy(), T[:3, :3] @ self.rotation,
-                     self.label.copy(), self.instance.copy())
+                     self.label.copy(), self.instance.copy(), vel)
 
     def take(self, idx) -> "Boxes":
-        return Boxes(self.center[idx], self.wlh[idx], self.rotation[idx], self.label[idx], self.instance[idx])
+        vel = None if self.velocity is None else self.velocity[idx]
+        return Boxes(self.center[idx], self.wlh[idx], self.rotation[idx], self.label[idx], self.instance[idx], vel)
 
 
 def to_box_frame(points: np.ndarray, boxes: Boxes, which: np.ndarray) -> np.ndarray:

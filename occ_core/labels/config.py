@@ -4,7 +4,11 @@ Frames used throughout :mod:`occ_core.labels`:
 
 - ``scene``: the nuScenes global (``map``) frame shifted by the scene's first ego position
   (:attr:`SceneData.offset`), so that float32 keeps millimetres far from the map origin;
-- ``base_link`` of a keyframe: its LiDAR's ego pose, the frame of the output grid;
+- ``base_link`` of a keyframe: its LiDAR's ego pose, the frame of the output grid (``frame``
+  ``ego``, the default);
+- ``LIDAR_TOP`` of a keyframe: the frame of the output grid with ``frame`` ``lidar`` (SurroundOcc
+  and OpenOccupancy publish their labels in the LiDAR frame, yawed 90° against base_link in
+  nuScenes);
 - ``box``: an annotation box's own frame (origin at its centre, x along its length,
   y along its width, z up).
 
@@ -27,6 +31,7 @@ VERTICAL_SHIFTS: dict[str, float] = {"ego": 0.0, "occ3d-real": -0.8}
 DENSIFY_MODES = ("none", "poisson")
 UNLABELLED_MODES = ("auto", "drop", "others")
 CARVE_MODES = ("auto", "on", "off")
+FRAMES = ("ego", "lidar")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ class LabelConfig:
         poisson_max_gap: metres; vertices farther than this from every aggregated point are
             dropped too (surface the solver closed across empty space; 0: keep them all,
             as SurroundOcc does).
+        frame: the output grid's frame: ``ego`` (the keyframe's base_link) or ``lidar`` (its
+            LIDAR_TOP; needs ``z_shift`` 0).
+        flow: also compute per-voxel flow (OpenOcc v2): each object voxel gets its box's
+            velocity rotated into the output frame (:func:`occ_core.labels.aggregate.voxel_flow`).
     """
 
     grid: GridSpec = OCC3D
@@ -117,6 +126,8 @@ class LabelConfig:
     poisson_min_density: float = 0.1
     poisson_max_gap: float = 0.4
     poisson_cell: float = 0.0
+    frame: str = "ego"
+    flow: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 0:
@@ -131,6 +142,10 @@ class LabelConfig:
             raise OccDataError(f"poisson_max_gap: expected metres >= 0, got {self.poisson_max_gap!r}")
         if self.carve not in CARVE_MODES:
             raise OccDataError(f"carve: expected one of {CARVE_MODES}, got {self.carve!r}")
+        if self.frame not in FRAMES:
+            raise OccDataError(f"frame: expected one of {FRAMES}, got {self.frame!r}")
+        if self.frame == "lidar" and self.z_shift:
+            raise OccDataError(f"z_shift: labels in the LiDAR frame take no vertical shift, got {self.z_shift!r}")
         if self.unlabelled not in UNLABELLED_MODES:
             raise OccDataError(f"unlabelled: expected one of {UNLABELLED_MODES}, got {self.unlabelled!r}")
         if self.ray_sweep_stride < 1:

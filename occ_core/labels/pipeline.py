@@ -14,7 +14,12 @@ Per keyframe (:func:`label_keyframe`), in its base_link:
 4. LiDAR rays (one per scan and end cell, weighted by the returns they stand for) from every
    ``ray_sweep_stride``-th scan: ``mask_lidar`` and free-space carving of static voxels;
 5. ground holes closed (:func:`~occ_core.labels.aggregate.fill_ground`);
-6. camera rays to the first occupied voxel: ``mask_camera``.
+6. camera rays to the first occupied voxel: ``mask_camera``;
+7. with ``cfg.flow``: per-voxel flow from the boxes' velocities
+   (:func:`~occ_core.labels.aggregate.voxel_flow`).
+
+With ``cfg.frame == "lidar"`` every stage runs in the keyframe's LIDAR_TOP frame instead of its
+base_link.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import numpy as np
 
 from occ_core.classes import IGNORE_LABEL, OCC3D_FREE, OCC3D_INDEX
 from occ_core.geometry import invert_transform
-from occ_core.labels.aggregate import GROUND_CLASSES, THING, SplitScene, area_weighted_ground, fill_ground, majority_vote, place_objects, split_scene
+from occ_core.errors import OccDataError
+from occ_core.labels.aggregate import (GROUND_CLASSES, THING, SplitScene, area_weighted_ground, fill_ground,
+                                      majority_vote, place_objects, split_scene, voxel_flow)
 from occ_core.labels.boxes import points_in_boxes
 from occ_core.labels.config import LabelConfig
 from occ_core.labels.densify import poisson_vertices
@@ -39,13 +46,16 @@ from occ_core.labels.visibility import (camera_mask, camera_rays, carve, end_cou
 
 @dataclass
 class KeyframeLabels:
-    """Labels of one keyframe on ``cfg.grid``, [x, y, z] in its base_link.
+    """Labels of one keyframe on ``cfg.grid``, [x, y, z] in its base_link (LIDAR_TOP with
+    ``cfg.frame == "lidar"``).
 
     Attributes:
         sample_token: the keyframe's sample.
         semantics: (X, Y, Z) uint8 Occ3D classes, 17 = free.
         mask_lidar: (X, Y, Z) bool, voxels a LiDAR ray crossed or ended in.
         mask_camera: (X, Y, Z) bool, voxels a camera ray reaches.
+        flow: (X, Y, Z, 2) float32 ``(vx, vy)`` m/s of the object each voxel belongs to, in the
+            grid's frame (0 elsewhere), or None unless ``cfg.flow``.
         points: aggregated points voted (static + objects, inside the grid).
         rays: LiDAR rays cast.
         carved: voxels freed by carving.
@@ -60,6 +70,7 @@ class KeyframeLabels:
     rays: int
     carved: int
     seconds: float
+    flow: np.ndarray | None = None
 
 
 @dataclass
@@ -86,8 +97,9 @@ def _unknown_label(cfg: LabelConfig, has_lidarseg: bool) -> int | None:
     return None if mode == "drop" else OCC3D_INDEX["others"]
 
 
-def _to_ego(points: np.ndarray, T_ego_from_scene: np.ndarray, z_shift: float) -> np.ndarray:
-    out = np.asarray(points, np.float64) @ T_ego_from_scene[:3, :3].T + T_ego_from_scene[:3, 3]
+def _to_out(points: np.ndarray, T_out_from_scene: np.ndarray, z_shift: float) -> np.ndarray:
+    """(N, 3) scene-frame points -> the output frame (base_link or LIDAR_TOP), z shifted."""
+    out = np.asarray(points, np.float64) @ T_out_from_scene[:3, :3].T + T_out_from_scene[:3, 3]
     if z_shift:
         out[:, 2] += z_shift
     return out
@@ -115,7 +127,13 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
     scene, split, grid = prep.scene, prep.split, cfg.grid
     cur = scene.keyframes[k]
     key = scene.sweeps[cur]
-    T = invert_transform(key.T_scene_from_ego)  # scene -> this keyframe's base_link
+    T_out_from_ego = np.eye(4)
+    if cfg.frame == "lidar":
+        if key.T_ego_from_lidar is None:
+            raise OccDataError(f"scene {scene.name}: keyframe {key.sample_token} has no LiDAR extrinsics, "
+                               "so labels cannot be made in its LiDAR frame")
+        T_out_from_ego = invert_transform(key.T_ego_from_lidar)
+    T = T_out_from_ego @ invert_transform(key.T_scene_from_ego)  # scene -> the output frame of this keyframe
     scans = window_scans(scene, k, cfg.window)
     unknown = _unknown_label(cfg, scene.has_lidarseg)
     do_carve = cfg.carve == "on" or (cfg.carve == "auto" and not (cfg.use_boxes and split.objects))
@@ -133,16 +151,16 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
             p, lab = sw.points[st][keep], lab[keep]
         else:
             p = sw.points[st]
-        p = _to_ego(p, T, cfg.z_shift)
+        p = _to_out(p, T, cfg.z_shift)
         near = ((p >= lo) & (p < hi)).all(1)
         pts.append(p[near])
         labs.append(lab[near])
     static_pts = np.concatenate(pts) if pts else np.zeros((0, 3))
     static_lab = np.concatenate(labs) if labs else np.zeros(0, np.uint8)
-    obj_pts, obj_lab = np.zeros((0, 3)), np.zeros(0, np.uint8)
+    obj_pts, obj_lab, obj_box = np.zeros((0, 3)), np.zeros(0, np.uint8), np.zeros(0, np.int64)
     if cfg.use_boxes and len(key.boxes):
-        obj_pts, obj_lab = place_objects(split.objects, key.boxes, cfg)
-        obj_pts = _to_ego(obj_pts, T, cfg.z_shift)
+        obj_pts, obj_lab, obj_box = place_objects(split.objects, key.boxes, cfg)
+        obj_pts = _to_out(obj_pts, T, cfg.z_shift)
     # 3. majority vote
     all_pts = np.concatenate([static_pts, obj_pts])
     all_lab = np.concatenate([static_lab, obj_lab])
@@ -157,7 +175,7 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
         take = (on_ground != OCC3D_FREE) & np.isin(sem, GROUND_CLASSES)
         sem[take] = on_ground[take]
     if cfg.densify == "poisson":
-        origin = _to_ego(key.origin[None], T, cfg.z_shift)[0]
+        origin = _to_out(key.origin[None], T, cfg.z_shift)[0]
         verts, vlab = poisson_vertices(all_pts, all_lab, origin, cfg.poisson_depth, cfg.poisson_min_density,
                                        cfg.poisson_max_gap, cell=cfg.poisson_cell)
         keep = ~np.isin(vlab, GROUND_CLASSES)  # the ground is closed by fill_ground (step 5)
@@ -176,11 +194,11 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
     starts, ends, weights, static_ends = [], [], [], []
     for i in ray_scans:
         sw = scene.sweeps[i]
-        p = _to_ego(sw.points, T, cfg.z_shift)
+        p = _to_out(sw.points, T, cfg.z_shift)
         cell = np.floor(p / cfg.ray_cell).astype(np.int64)
         ckey = (cell[:, 0] * 1_000_003 + cell[:, 1]) * 1_000_003 + cell[:, 2]  # distinct within +-4e5 cells
         _, first, count = np.unique(ckey, return_index=True, return_counts=True)
-        o = _to_ego(sw.origin[None], T, cfg.z_shift)[0]
+        o = _to_out(sw.origin[None], T, cfg.z_shift)[0]
         starts.append(np.broadcast_to(o, (len(first), 3)))
         ends.append(p[first])
         weights.append(count.astype(np.float64))
@@ -197,7 +215,7 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
             b = a + len(starts[j])
             _, now = pass_counts(S[a:b], E[a:b], grid, W[a:b], margin=cfg.carve_margin)
             hits = end_counts(np.concatenate(static_ends), grid)
-            own = end_counts(_to_ego(key.points[split.static[cur]], T, cfg.z_shift), grid) > 0
+            own = end_counts(_to_out(key.points[split.static[cur]], T, cfg.z_shift), grid) > 0
             objects = end_counts(obj_pts, grid) > 0 if len(obj_pts) else np.zeros(grid.num_voxels, bool)
             occupied = sem != OCC3D_FREE
             protected = own | objects | lowest_occupied(occupied.reshape(grid.dims)).reshape(-1)
@@ -215,7 +233,7 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
     # 6. cameras
     origins, dirs = [], []
     for cam in key.cameras:
-        o, d = camera_rays(cam.K, cam.T_base_from_cam, cam.width, cam.height, cfg.camera_ray_step)
+        o, d = camera_rays(cam.K, T_out_from_ego @ cam.T_base_from_cam, cam.width, cam.height, cfg.camera_ray_step)
         if cfg.z_shift:
             o = o.copy()
             o[:, 2] += cfg.z_shift
@@ -225,8 +243,17 @@ def label_keyframe(prep: PreparedScene, k: int, cfg: LabelConfig) -> KeyframeLab
         m_camera = camera_mask(sem != OCC3D_FREE, np.concatenate(origins), np.concatenate(dirs), grid)
     else:
         m_camera = np.zeros(grid.dims, bool)
+
+    # 7. flow: box velocities (scene frame) rotated into the output frame; ego motion is not
+    # subtracted (OpenOcc v2: static voxels have zero flow)
+    flow = None
+    if cfg.flow:
+        vel = key.boxes.velocity
+        if vel is None:
+            vel = np.full((len(key.boxes), 3), np.nan)
+        flow = voxel_flow(obj_pts, obj_box, vel @ T[:3, :3].T, sem, grid)
     return KeyframeLabels(key.sample_token, sem, m_lidar.reshape(grid.dims), m_camera, len(all_pts), n_rays, carved,
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, flow)
 
 
 def label_scene(nusc, dataroot: str | Path, scene_name: str, cfg: LabelConfig,

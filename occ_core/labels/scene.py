@@ -53,6 +53,8 @@ class Sweep:
         T_scene_from_ego: (4, 4) float64 the ego pose (base_link -> scene).
         boxes: annotation boxes in the scene frame at this scan's time.
         cameras: the keyframe's cameras (empty for sweeps).
+        T_ego_from_lidar: (4, 4) float64 the LiDAR's extrinsics (LiDAR frame -> base_link), or
+            None where unknown (needed for labels in the LiDAR frame only).
     """
 
     token: str
@@ -65,6 +67,7 @@ class Sweep:
     T_scene_from_ego: np.ndarray
     boxes: Boxes
     cameras: list[CameraCalib] = field(default_factory=list)
+    T_ego_from_lidar: np.ndarray | None = None
 
 
 @dataclass
@@ -127,12 +130,26 @@ def read_lidar_file(path: Path, field_name: str = "sample_data.filename") -> np.
 class _Annotations:
     """Boxes per sample, with the devkit's interpolation for sweeps (``NuScenes.get_boxes``):
     a box whose instance is annotated in the previous sample too is interpolated between the
-    two (centre linearly, rotation by slerp) at the sweep's time; others keep the current box."""
+    two (centre linearly, rotation by slerp) at the sweep's time; others keep the current box.
+
+    Velocities (global frame, m/s) are the devkit's ``NuScenes.box_velocity`` of the sample's
+    annotation: the centre difference between the instance's previous and next annotations
+    over their time difference (one-sided at the ends of a track; NaN for a single annotation
+    or neighbours more than 1.5 s away, 3 s for the centred difference). A sweep's box carries
+    the velocity of its sample's annotation."""
 
     def __init__(self, nusc):
         self.nusc = nusc
         self.instance_ids: dict[str, int] = {}
         self._cache: dict[str, list[dict]] = {}
+        self._velocity: dict[str, np.ndarray] = {}
+
+    def velocity(self, ann: dict) -> np.ndarray:
+        """(3,) float64 global-frame velocity of a sample_annotation (NaN where unknown)."""
+        tok = ann["token"]
+        if tok not in self._velocity:
+            self._velocity[tok] = np.asarray(self.nusc.box_velocity(tok), np.float64)
+        return self._velocity[tok]
 
     def _anns(self, sample_token: str) -> list[dict]:
         if sample_token not in self._cache:
@@ -161,7 +178,7 @@ class _Annotations:
             t1 = sample["timestamp"]
             t = max(t0, min(t1, sd["timestamp"]))
             amount = (t - t0) / (t1 - t0) if t1 > t0 else 1.0
-        centers, sizes, rots, labels, ids = [], [], [], [], []
+        centers, sizes, rots, labels, ids, vels = [], [], [], [], [], []
         for a in cur:
             label = self._label(a)
             if label == IGNORE_LABEL:
@@ -178,10 +195,11 @@ class _Annotations:
             rots.append(R)
             labels.append(label)
             ids.append(self.instance_ids.setdefault(a["instance_token"], len(self.instance_ids)))
+            vels.append(self.velocity(a))
         if not centers:
             return Boxes.empty()
         return Boxes(np.asarray(centers), np.asarray(sizes, np.float64), np.asarray(rots), np.asarray(labels, np.uint8),
-                     np.asarray(ids, np.int64))
+                     np.asarray(ids, np.int64), np.asarray(vels, np.float64))
 
 
 def scene_lidar_records(nusc, scene_name: str) -> tuple[dict, list[dict]]:
@@ -292,5 +310,5 @@ def load_scene(nusc, dataroot: str | Path, scene_name: str, cfg: LabelConfig) ->
             cams = _cameras(nusc, nusc.get("sample", sample_token), E)
             keyframes.append(len(sweeps))
         sweeps.append(Sweep(sd["token"], int(sd["timestamp"]), bool(sd["is_key_frame"]), sample_token, pts,
-                            label[keep], T_scene_from_lidar[:3, 3].copy(), T_scene_from_ego, boxes, cams))
+                            label[keep], T_scene_from_lidar[:3, 3].copy(), T_scene_from_ego, boxes, cams, C))
     return SceneData(scene_name, offset if offset is not None else np.zeros(3), sweeps, keyframes, has_seg, removed)
