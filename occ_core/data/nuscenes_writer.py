@@ -19,7 +19,8 @@ Layout written by :func:`write_lidar_dataroot` (``<version>`` defaults to ``v1.0
     lidarseg/<version>/<sd_token>_lidarseg.bin         uint8 (N,) nuScenes-lidarseg class per point
 
 Every frame is a keyframe (a sample with one LIDAR_TOP sample_data); there are no sweeps, no
-cameras and no map (the ``map`` table is empty). Values a LiDAR-only recording does not have
+cameras and no map raster (the one ``map`` record, which the devkit needs, has an empty
+``filename``). Values a LiDAR-only recording does not have
 are written as explicitly unknown: ring ``-1`` when the points have 4 columns, an empty
 ``visibility_token`` and no attributes on annotations. ``num_lidar_pts`` counts the frame's
 points inside each box (nuscenes-devkit's ``points_in_box``).
@@ -274,6 +275,8 @@ def write_lidar_dataroot(out: str | Path, frames: Sequence[LidarKeyframe], scene
     log_tok, scene_tok = tok("log"), tok("scene")
     tab.rows["log"].append({"token": log_tok, "logfile": log_name, "vehicle": "unknown", "location": location,
                             "date_captured": ""})
+    # the devkit indexes maps by log and needs one record; there is no raster (empty filename)
+    tab.rows["map"].append({"token": tok("map"), "log_tokens": [log_tok], "category": "semantic_prior", "filename": ""})
     calib: dict[bytes, str] = {}
     sample_toks = [tok("sample", k) for k in range(len(frames))]
     sd_rows, anns = [], {}
