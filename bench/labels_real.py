@@ -211,7 +211,7 @@ def main() -> int:
     if a.render is not None:
         for key, path in (("ego, pose z recorded", a.render),
                           ("ego, pose z pitch", a.render.with_name(a.render.stem + "_pitch_z" + a.render.suffix))):
-            size = render(results[key]["sem"], path, f"real keyframe {a.render_frame}, {key}")
+            size = render(results[key]["sem"], path, f"real kf {a.render_frame}, {key.replace('pose z ', 'z ')}")
             print(f"\nrender: {path} ({size / 1024:.0f} KB)")
     return 0
 
