@@ -30,18 +30,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from occ_core.classes import OCC3D_INDEX, OPENOCC_DYNAMIC_CLASSES  # noqa: E402
 from occ_core.data.synthetic import SynthConfig, generate  # noqa: E402
 from occ_core.eval.occupancy import occ3d_miou  # noqa: E402
 from occ_core.formats import occ3d  # noqa: E402
 from occ_core.geometry import invert_transform  # noqa: E402
 from occ_core.labels import LabelConfig  # noqa: E402
-from occ_core.labels.boxes import Boxes, points_in_boxes  # noqa: E402
+from occ_core.labels.measures import trail_counts  # noqa: E402
 from occ_core.labels.pipeline import label_keyframe, prepare_scene  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-DYNAMIC = np.zeros(256, bool)
-DYNAMIC[[OCC3D_INDEX[n] for n in OPENOCC_DYNAMIC_CLASSES]] = True
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "keyframes": ("keyframes only (no sweeps, no boxes, no carving)", dict(use_sweeps=False, use_boxes=False, carve="off")),
@@ -51,17 +47,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "poisson": ("default + Poisson densification", dict(densify="poisson")),
     "carving": ("without boxes: carving only", dict(use_boxes=False, carve="on")),
 }
-
-
-def trail_counts(sem: np.ndarray, boxes: Boxes, grid) -> tuple[int, int]:
-    """(dynamic-class voxels outside every box grown by half a voxel diagonal, all dynamic-class voxels)."""
-    dyn = np.argwhere(DYNAMIC[sem])
-    if len(dyn) == 0:
-        return 0, 0
-    grow = 0.5 * float(np.linalg.norm(grid.voxel_size))
-    grown = Boxes(boxes.center, boxes.wlh + 2 * grow, boxes.rotation, boxes.label, boxes.instance)
-    inside = points_in_boxes(grid.voxel_centers(dyn), grown) >= 0
-    return int((~inside).sum()), len(dyn)
 
 
 def run_variant(nusc, root: Path, cfg: LabelConfig) -> dict:

@@ -95,6 +95,38 @@ LIDARSEG_TO_OCC3D = np.array(
 )
 NUSCENES_LIDARSEG_INDEX: dict[str, int] = {n: i for i, n in enumerate(NUSCENES_LIDARSEG_CLASSES)}
 
+#: Occ3D class -> one representative nuScenes-lidarseg class (the inverse of LIDARSEG_TO_OCC3D
+#: on these 17 names: ``LIDARSEG_TO_OCC3D[OCC3D_TO_LIDARSEG[c]] == c`` for c in 0..16). Used to
+#: write lidarseg files and annotation categories for data labelled in Occ3D classes only (the
+#: synthetic world; SurroundOcc-style per-point labels). ``others`` becomes ``static.other``;
+#: the finer lidarseg class (bendy or rigid bus, adult or child) is not recoverable.
+OCC3D_TO_LIDARSEG_NAME: dict[str, str] = {
+    "others": "static.other",
+    "barrier": "movable_object.barrier",
+    "bicycle": "vehicle.bicycle",
+    "bus": "vehicle.bus.rigid",
+    "car": "vehicle.car",
+    "construction_vehicle": "vehicle.construction",
+    "motorcycle": "vehicle.motorcycle",
+    "pedestrian": "human.pedestrian.adult",
+    "traffic_cone": "movable_object.trafficcone",
+    "trailer": "vehicle.trailer",
+    "truck": "vehicle.truck",
+    "driveable_surface": "flat.driveable_surface",
+    "other_flat": "flat.other",
+    "sidewalk": "flat.sidewalk",
+    "terrain": "flat.terrain",
+    "manmade": "static.manmade",
+    "vegetation": "static.vegetation",
+}
+#: Occ3D index (0-17) -> nuScenes-lidarseg index of :data:`OCC3D_TO_LIDARSEG_NAME`; ``free``
+#: (17) is no point class and maps to ``noise`` (0, ignored).
+OCC3D_TO_LIDARSEG = np.array(
+    [NUSCENES_LIDARSEG_INDEX[OCC3D_TO_LIDARSEG_NAME[n]] if n in OCC3D_TO_LIDARSEG_NAME else NUSCENES_LIDARSEG_INDEX["noise"]
+     for n in OCC3D_CLASSES],
+    dtype=np.uint8,
+)
+
 #: The 10 nuScenes detection classes and their Occ3D index (same names).
 DETECTION_CLASSES: tuple[str, ...] = (
     "car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle",

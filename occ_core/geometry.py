@@ -72,3 +72,21 @@ def quat_wxyz_to_xyzw(q_wxyz) -> np.ndarray:
     """nuScenes ``w, x, y, z`` order -> ROS ``x, y, z, w`` order."""
     q = np.asarray(q_wxyz, dtype=np.float64)
     return np.array([q[1], q[2], q[3], q[0]])
+
+
+def heights_from_pitch(T_global_from_ego: np.ndarray) -> np.ndarray:
+    """Ego heights (n,) along a trajectory, from its pitch: ``z[0] = 0`` and each step climbs
+    its horizontal length times the slope of the mean forward axis of its two poses.
+
+    nuScenes ego poses keep ``z = 0`` while their rotation pitches with the road, so scans
+    aggregated along a slope drift apart vertically (about 0.05 m per metre at 3 degrees);
+    these heights put them back on one road surface.
+
+    Args:
+        T_global_from_ego: (n, 4, 4) ego poses in time order.
+    """
+    T = np.asarray(T_global_from_ego, np.float64)
+    fwd = T[:, :3, 0]
+    f = (fwd[1:] + fwd[:-1]) / 2
+    step = np.hypot(*(T[1:, :2, 3] - T[:-1, :2, 3]).T)
+    return np.concatenate([[0.0], np.cumsum(step * f[:, 2] / np.maximum(np.hypot(f[:, 0], f[:, 1]), 1e-9))])

@@ -30,19 +30,18 @@ size). Keyframe cameras share the keyframe LiDAR timestamp (nuScenes cameras fir
 
 Determinism: per-scene ``numpy`` generators seeded from ``(seed, scene)``, tokens from an MD5
 of ``(seed, table, key)``, fixed JPEG quality, zip entries with a fixed date, timestamps from a
-fixed epoch: the same arguments give byte-identical files. The dataset is written to
-``.<out>.tmp-<pid>`` (:func:`occ_core.fileio.temp_dir_for`) and renamed to ``<out>`` at the end, so an interrupted run never leaves a
-folder that loads as complete (the next run deletes temporary folders of runs that died).
+fixed epoch: the same arguments give byte-identical files. The tables are written through
+:mod:`occ_core.data.nuscenes_writer`, the dataset to ``.<out>.tmp-<pid>`` and renamed to ``<out>``
+at the end (:func:`~occ_core.data.nuscenes_writer.staged_dataroot`), so an interrupted run never
+leaves a folder that loads as complete (the next run deletes temporary folders of runs that died).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -52,15 +51,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from occ_core.classes import (NUSCENES_LIDARSEG_CLASSES, NUSCENES_LIDARSEG_INDEX, OCC3D_CLASSES,
-                              OCC3D_TO_OPENOCC)
+from occ_core.classes import OCC3D_TO_LIDARSEG, OCC3D_TO_OPENOCC
 from occ_core.data.synthetic.geometry import DRIVEABLE
 from occ_core.data.synthetic.groundtruth import camera_visibility, label_voxels, lidar_visibility
 from occ_core.data.synthetic.sensors import LidarConfig, lidar_scan, render_camera
-from occ_core.data.synthetic.world import CATEGORY_OF, STUFF_CATEGORY, World, build_world
-from occ_core.cli import check_output_dir
+from occ_core.data.synthetic.world import CATEGORY_OF, World, build_world
+from occ_core.data.nuscenes_writer import NuScenesTables, link, make_token, rounded, staged_dataroot
 from occ_core.errors import OccDataError
-from occ_core.fileio import remove_stale_temp_dirs, temp_dir_for
 from occ_core.geometry import invert_transform, make_transform, matrix_to_quat_wxyz
 from occ_core.grid import OCC3D, GridSpec
 from occ_core.procs import DieWithParent
@@ -73,17 +70,7 @@ CAMERA_DT = 1.0 / 12.0
 EPOCH_US = 1_533_000_000_000_000  # a fixed start time (2018-07-31), never the wall clock
 JPEG_QUALITY = 92
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
-ATTRIBUTES = ("vehicle.moving", "vehicle.stopped", "vehicle.parked", "cycle.with_rider", "cycle.without_rider",
-              "pedestrian.sitting_lying_down", "pedestrian.standing", "pedestrian.moving")
-VISIBILITY = (("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100"))
 ANNOTATION_RADIUS = 50.0
-
-#: Occ3D class -> nuScenes-lidarseg index of the category this generator uses for it.
-OCC3D_TO_LIDARSEG = np.zeros(len(OCC3D_CLASSES), np.uint8)
-for _name, _cat in CATEGORY_OF.items():
-    OCC3D_TO_LIDARSEG[OCC3D_CLASSES.index(_name)] = NUSCENES_LIDARSEG_INDEX[_cat]
-for _occ, _cat in STUFF_CATEGORY.items():
-    OCC3D_TO_LIDARSEG[_occ] = NUSCENES_LIDARSEG_INDEX[_cat]
 
 
 @dataclass(frozen=True)
@@ -134,11 +121,6 @@ class SynthResult:
     times: StageTimes
 
 
-def make_token(seed: int, *parts) -> str:
-    """32 hex characters, a hash of the seed and the parts (table, keys)."""
-    return hashlib.md5("/".join([str(seed), *map(str, parts)]).encode()).hexdigest()
-
-
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """``np.savez_compressed`` with fixed zip entry dates, so equal arrays give equal bytes."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -166,35 +148,9 @@ def _yaw_quat(yaw: float) -> list[float]:
     return [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))]
 
 
-def _rows(x: np.ndarray, nd: int = 6) -> list[float]:
-    return [round(float(v), nd) for v in x]
-
-
 def _ego_T(pos: np.ndarray, yaw: float) -> np.ndarray:
     c, s = np.cos(yaw), np.sin(yaw)
     return make_transform(pos, np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]))
-
-
-class _Tables:
-    def __init__(self):
-        self.t: dict[str, list[dict]] = {n: [] for n in (
-            "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
-            "scene", "sample", "sample_data", "sample_annotation", "map", "lidarseg", "panoptic")}
-
-
-def _static_tables(tab: _Tables, seed: int) -> None:
-    for i, name in enumerate(NUSCENES_LIDARSEG_CLASSES):
-        tab.t["category"].append({"token": make_token(seed, "category", name), "name": name,
-                                  "description": f"synthetic {name}", "index": i})
-    for name in ATTRIBUTES:
-        tab.t["attribute"].append({"token": make_token(seed, "attribute", name), "name": name,
-                                   "description": f"synthetic {name}"})
-    for tok, level in VISIBILITY:
-        tab.t["visibility"].append({"token": tok, "level": level,
-                                    "description": f"visibility of whole object is between {level[1:].replace('-', ' and ')} %"})
-    for ch in ("LIDAR_TOP", *CAMERAS):
-        tab.t["sensor"].append({"token": make_token(seed, "sensor", ch), "channel": ch,
-                                "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
 
 
 def _visibility_token(frac: float) -> str:
@@ -217,13 +173,13 @@ def _init_worker(counter) -> None:
 
 def _scene_job(args: tuple) -> tuple[dict[str, list[dict]], StageTimes]:
     cfg, si, rig, tmp = args
-    tab = _Tables()
+    tab = NuScenesTables()
     times = StageTimes()
     _scene(cfg, si, rig, tmp, tab, times)
-    return tab.t, times
+    return tab.rows, times
 
 
-def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: StageTimes) -> None:
+def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: NuScenesTables, times: StageTimes) -> None:
     """Generate scene ``si``: write its files under ``tmp`` and append its table rows to ``tab``."""
     seed = cfg.seed
     W, H = cfg.image_size
@@ -239,9 +195,9 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
     log_tok = make_token(seed, "log", si)
     map_tok = make_token(seed, "map", si)
     scene_tok = make_token(seed, "scene", si)
-    tab.t["log"].append({"token": log_tok, "logfile": log_name, "vehicle": "synth-ego", "date_captured": "2018-07-31",
+    tab.rows["log"].append({"token": log_tok, "logfile": log_name, "vehicle": "synth-ego", "date_captured": "2018-07-31",
                          "location": "synthetic-city"})
-    tab.t["map"].append({"token": map_tok, "log_tokens": [log_tok], "category": "semantic_prior",
+    tab.rows["map"].append({"token": map_tok, "log_tokens": [log_tok], "category": "semantic_prior",
                          "filename": f"maps/{map_tok}.png"})
     mask = np.ascontiguousarray(((world.ground.raster == DRIVEABLE) * 255).astype(np.uint8)[::-1])  # north up
     (tmp / "maps").mkdir(parents=True, exist_ok=True)
@@ -253,11 +209,11 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
             T, K = rig.lidar.T_base_from_lidar, []
         else:
             cam = rig.camera(ch)
-            T, K = cam.T_base_from_cam, [_rows(r) for r in cam.K]
+            T, K = cam.T_base_from_cam, [rounded(r) for r in cam.K]
         calib[ch] = make_token(seed, "calibrated_sensor", si, ch)
-        tab.t["calibrated_sensor"].append({"token": calib[ch], "sensor_token": make_token(seed, "sensor", ch),
-                                           "translation": _rows(T[:3, 3]),
-                                           "rotation": _rows(matrix_to_quat_wxyz(T[:3, :3]), 9), "camera_intrinsic": K})
+        tab.rows["calibrated_sensor"].append({"token": calib[ch], "sensor_token": make_token(seed, "sensor", ch),
+                                           "translation": rounded(T[:3, 3]),
+                                           "rotation": rounded(matrix_to_quat_wxyz(T[:3, :3]), 9), "camera_intrinsic": K})
 
     # timeline: microseconds from the scene start -> channels captured then
     n = cfg.samples_per_scene
@@ -274,10 +230,10 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
     sample_tok = [make_token(seed, "sample", si, k) for k in range(n)]
     scene_t0 = EPOCH_US + si * 3_600_000_000
     for k in range(n):
-        tab.t["sample"].append({"token": sample_tok[k], "timestamp": scene_t0 + round(k * KEYFRAME_DT * 1e6),
+        tab.rows["sample"].append({"token": sample_tok[k], "timestamp": scene_t0 + round(k * KEYFRAME_DT * 1e6),
                                 "prev": sample_tok[k - 1] if k > 0 else "", "next": sample_tok[k + 1] if k + 1 < n else "",
                                 "scene_token": scene_tok})
-    tab.t["scene"].append({"token": scene_tok, "log_token": log_tok, "nbr_samples": n,
+    tab.rows["scene"].append({"token": scene_tok, "log_token": log_tok, "nbr_samples": n,
                            "first_sample_token": sample_tok[0], "last_sample_token": sample_tok[-1], "name": scene_name,
                            "description": f"synthetic street scene, seed {seed}, ego {world.ego_speed:.1f} m/s"})
 
@@ -299,8 +255,8 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
         cam_frames = {}
         for ch in events[t_us]:
             ego_tok = make_token(seed, "ego_pose", si, ch, t_us)
-            tab.t["ego_pose"].append({"token": ego_tok, "timestamp": ts, "rotation": _rows(_yaw_quat(yaw), 9),
-                                      "translation": _rows(pos)})
+            tab.rows["ego_pose"].append({"token": ego_tok, "timestamp": ts, "rotation": rounded(_yaw_quat(yaw), 9),
+                                      "translation": rounded(pos)})
             sd_tok = make_token(seed, "sample_data", si, ch, t_us)
             stem = f"{log_name}__{ch}__{ts}"
             if ch == "LIDAR_TOP":
@@ -316,11 +272,11 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
                     lfn = f"lidarseg/{VERSION}/{sd_tok}_lidarseg.bin"
                     (tmp / "lidarseg" / VERSION).mkdir(parents=True, exist_ok=True)
                     (tmp / lfn).write_bytes(seg.astype(np.uint8).tobytes())
-                    tab.t["lidarseg"].append({"token": sd_tok, "sample_data_token": sd_tok, "filename": lfn})
+                    tab.rows["lidarseg"].append({"token": sd_tok, "sample_data_token": sd_tok, "filename": lfn})
                     pfn = f"panoptic/{VERSION}/{sd_tok}_panoptic.npz"
                     (tmp / "panoptic" / VERSION).mkdir(parents=True, exist_ok=True)
                     save_npz(tmp / pfn, data=(seg.astype(np.uint16) * 1000 + scan.inst.astype(np.uint16)))
-                    tab.t["panoptic"].append({"token": sd_tok, "sample_data_token": sd_tok, "filename": pfn})
+                    tab.rows["panoptic"].append({"token": sd_tok, "sample_data_token": sd_tok, "filename": pfn})
                     key_scan = scan
                 times.write += time.perf_counter() - t1
                 hw = (0, 0)
@@ -401,39 +357,18 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: _Tables, times: 
                    "instance_token": make_token(seed, "instance", si, oi),
                    "visibility_token": _visibility_token(float(seen.mean())),
                    "attribute_tokens": [make_token(seed, "attribute", attr)] if attr else [],
-                   "translation": _rows(c), "size": _rows([w_, l_, h_]), "rotation": _rows(_yaw_quat(yw), 9),
+                   "translation": rounded(c), "size": rounded([w_, l_, h_]), "rotation": rounded(_yaw_quat(yw), 9),
                    "prev": "", "next": "", "num_lidar_pts": int(npts[oi]), "num_radar_pts": 0}
             ann_by_obj.setdefault(int(oi), []).append(rec)
         times.groundtruth += time.perf_counter() - t1
 
     for ch, rows in sd_rows.items():
-        for a, b in zip(rows[:-1], rows[1:]):
-            a["next"], b["prev"] = b["token"], a["token"]
-        tab.t["sample_data"].extend(rows)
+        link(rows)
+        tab.rows["sample_data"].extend(rows)
     for oi in sorted(ann_by_obj):
-        rows = ann_by_obj[oi]
-        for a, b in zip(rows[:-1], rows[1:]):
-            a["next"], b["prev"] = b["token"], a["token"]
-        tab.t["sample_annotation"].extend(rows)
         name = world.objects.name[oi]
-        tab.t["instance"].append({"token": make_token(seed, "instance", si, oi),
-                                  "category_token": make_token(seed, "category", CATEGORY_OF[name]),
-                                  "nbr_annotations": len(rows), "first_annotation_token": rows[0]["token"],
-                                  "last_annotation_token": rows[-1]["token"]})
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OccDataError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OccDataError(f"{out}: output folder is not empty (pass --overwrite to replace it)")
-        if not (out / VERSION).is_dir():
-            # --overwrite deletes the folder: only ever do that to a dataset
-            raise OccDataError(f"{out}: refusing to overwrite a non-empty folder that holds no {VERSION}/ dataset")
-    # the dataset is built beside <out> and renamed: the parent must take new entries (a real
-    # write probe, as os.access says yes to root on read-only file systems such as /sys)
-    check_output_dir(out.parent, "--out")
+        tab.add_instance(make_token(seed, "instance", si, oi), make_token(seed, "category", CATEGORY_OF[name]),
+                         ann_by_obj[oi])
 
 
 def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
@@ -448,18 +383,12 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
     ``overwrite`` or an unwritable location.
     """
     out = Path(out).resolve()
-    _prepare_out(out, overwrite)
     rig = (rig or load_rig()).scaled(*cfg.image_size)
-    remove_stale_temp_dirs(out)
-    tmp = temp_dir_for(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     times = StageTimes()
-    tab = _Tables()
+    tab = NuScenesTables()
     n_workers = max(1, min(cfg.scenes, workers if workers is not None else (os.cpu_count() or 1)))
-    try:
-        _static_tables(tab, cfg.seed)
+    with staged_dataroot(out, overwrite, VERSION) as tmp:
+        tab.add_shared(cfg.seed, {"LIDAR_TOP": "lidar", **{ch: "camera" for ch in CAMERAS}}, "synthetic")
         n = cfg.samples_per_scene
         per_scene = n * 7 + (n - 1) * ((9 if cfg.sweeps else 0) + (6 * 5 if cfg.camera_sweeps else 0))
         ctx = mp.get_context("fork")
@@ -484,26 +413,14 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
         _init_worker(None)
         for part, st in results:  # in scene order, whatever the worker count
             for name, rows in part.items():
-                tab.t[name].extend(rows)
+                tab.rows[name].extend(rows)
             for f in ("world", "lidar", "cameras", "groundtruth", "write"):
                 setattr(times, f, getattr(times, f) + getattr(st, f))
         t1 = time.perf_counter()
-        (tmp / VERSION).mkdir(exist_ok=True)
-        for name, rows in tab.t.items():
-            (tmp / VERSION / f"{name}.json").write_text(json.dumps(rows, indent=1))
-        names = [r["name"] for r in tab.t["scene"]]
+        tab.write(tmp / VERSION)
+        names = [r["name"] for r in tab.rows["scene"]]
         n_val = 0 if len(names) < 2 else max(1, round(0.2 * len(names)))
         splits = {"train": names[: len(names) - n_val], "val": names[len(names) - n_val:]}
         (tmp / "splits.json").write_text(json.dumps(splits, indent=1))
         times.write += time.perf_counter() - t1
-        if out.exists():
-            old = out.parent / f"{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return SynthResult(out, names, len(tab.t["sample"]), len(tab.t["sample_data"]), len(tab.t["sample_annotation"]), times)
+    return SynthResult(out, names, len(tab.rows["sample"]), len(tab.rows["sample_data"]), len(tab.rows["sample_annotation"]), times)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from occ_core.classes import OCC3D_INDEX
+from occ_core.classes import OCC3D_INDEX, OCC3D_TO_LIDARSEG_NAME
 from occ_core.data.synthetic.geometry import CURB_HEIGHT, Ground, Solids
 
 LANE = 3.5
@@ -46,22 +46,7 @@ SIZES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] 
     "barrier": ((2.53, 0.50, 0.98), (0.2, 0.05, 0.05)),
 }
 #: detection class -> nuScenes category (lidarseg class name) used for annotations and lidarseg.
-CATEGORY_OF: dict[str, str] = {
-    "car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.rigid",
-    "trailer": "vehicle.trailer", "construction_vehicle": "vehicle.construction",
-    "pedestrian": "human.pedestrian.adult", "motorcycle": "vehicle.motorcycle",
-    "bicycle": "vehicle.bicycle", "traffic_cone": "movable_object.trafficcone",
-    "barrier": "movable_object.barrier",
-}
-#: Occ3D stuff class -> nuScenes lidarseg class name.
-STUFF_CATEGORY: dict[int, str] = {
-    OCC3D_INDEX["driveable_surface"]: "flat.driveable_surface",
-    OCC3D_INDEX["other_flat"]: "flat.other",
-    OCC3D_INDEX["sidewalk"]: "flat.sidewalk",
-    OCC3D_INDEX["terrain"]: "flat.terrain",
-    OCC3D_INDEX["manmade"]: "static.manmade",
-    OCC3D_INDEX["vegetation"]: "static.vegetation",
-}
+CATEGORY_OF: dict[str, str] = {n: OCC3D_TO_LIDARSEG_NAME[n] for n in SIZES}
 
 C = OCC3D_INDEX
 
