@@ -3,7 +3,8 @@
     occ-label --dataroot DIR --out DIR [--version V] [--scenes NAME ...]
               [--format occ3d|openocc|surroundocc|openoccupancy] [--grid occ3d|surroundocc|openoccupancy]
               [--window K] [--densify none|poisson] [--workers N] [--ray-address ADDR] [--shard i/n] [--overwrite]
-              [--no-boxes] [--carve auto|on|off] [--no-sweeps] [--vertical ego|occ3d-real] [--quiet]
+              [--no-boxes] [--carve auto|on|off] [--no-sweeps] [--vertical ego|occ3d-real]
+              [--pose-z recorded|pitch] [--quiet]
 
 Writes ``<out>/<scene_name>/<sample_token>/labels.npz`` (``semantics`` uint8, 17 = free;
 ``mask_lidar``, ``mask_camera`` uint8 0/1), the layout and keys of Occ3D's ``gts/``, one file per
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from occ_core.cli import check_input_dir, check_output_dir, nonnegative_int, positive_int, run_cli
 from occ_core.errors import OccDataError
 from occ_core.grid import GRIDS
-from occ_core.labels.config import CARVE_MODES, DENSIFY_MODES, VERTICAL_SHIFTS, LabelConfig
+from occ_core.labels.config import CARVE_MODES, DENSIFY_MODES, POSE_Z_MODES, VERTICAL_SHIFTS, LabelConfig
 from occ_core.labels.outputs import FORMATS, check_dataroot_for, grid_for, keyframe_path
 
 PROG = "occ-label"
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sweeps", action="store_true", help="aggregate keyframes only")
     p.add_argument("--vertical", choices=tuple(VERTICAL_SHIFTS), default="ego",
                    help="ego: road at ego z = 0 (Occ3D z-index 2); occ3d-real: road at z-index 0 as published Occ3D")
+    p.add_argument("--pose-z", choices=POSE_Z_MODES, default="recorded",
+                   help="ego pose z: as recorded, or rebuilt from the pitch (nuScenes keeps z = 0 on slopes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -209,8 +212,8 @@ def _main(a: argparse.Namespace) -> int:
         raise OccDataError(f"--vertical {a.vertical}: --format {fmt.name} labels lie in the LiDAR frame, "
                            "which takes no vertical shift")
     cfg = LabelConfig(grid=grid, window=a.window, use_sweeps=not a.no_sweeps, use_boxes=not a.no_boxes,
-                      carve=a.carve, z_shift=VERTICAL_SHIFTS[a.vertical], densify=a.densify, frame=fmt.frame,
-                      flow=fmt.flow)
+                      carve=a.carve, z_shift=VERTICAL_SHIFTS[a.vertical], densify=a.densify, pose_z=a.pose_z,
+                      frame=fmt.frame, flow=fmt.flow)
     version = resolve_version(dataroot, a.version)
     nusc = load_tables(dataroot, version)
     check_dataroot_for(fmt.name, bool(getattr(nusc, "lidarseg", None)), dataroot)

@@ -31,6 +31,8 @@ VERTICAL_SHIFTS: dict[str, float] = {"ego": 0.0, "occ3d-real": -0.8}
 DENSIFY_MODES = ("none", "poisson")
 UNLABELLED_MODES = ("auto", "drop", "others")
 CARVE_MODES = ("auto", "on", "off")
+#: ``pose_z``: the ego poses' z as recorded, or rebuilt from their pitch.
+POSE_Z_MODES = ("recorded", "pitch")
 FRAMES = ("ego", "lidar")
 
 
@@ -83,6 +85,9 @@ class LabelConfig:
             their count) for ``mask_lidar`` and carving.
         camera_ray_step: radians between the camera rays cast for ``mask_camera``.
         z_shift: metres added to z before voxelisation (see the module docstring).
+        pose_z: ``recorded`` uses the ego poses as they are; ``pitch`` rebuilds their z from
+            their pitch (nuScenes keeps z = 0 on slopes, devkit issue 721, so scans aggregated
+            along a slope stack the road in several layers; see BENCHMARKS.md, real data).
         densify: ``none``, or ``poisson``: Poisson surface reconstruction of the aggregated
             cloud (:mod:`occ_core.labels.densify`, SurroundOcc's parameters below); its
             vertices, labelled by their nearest point, fill voxels the points left free.
@@ -121,6 +126,7 @@ class LabelConfig:
     carve_now_min: float = 2.0
     camera_ray_step: float = 0.008
     z_shift: float = 0.0
+    pose_z: str = "recorded"
     densify: str = "none"
     poisson_depth: int = 10
     poisson_min_density: float = 0.1
@@ -140,6 +146,8 @@ class LabelConfig:
             raise OccDataError(f"poisson_min_density: expected a quantile in [0, 1), got {self.poisson_min_density!r}")
         if not self.poisson_max_gap >= 0:
             raise OccDataError(f"poisson_max_gap: expected metres >= 0, got {self.poisson_max_gap!r}")
+        if self.pose_z not in POSE_Z_MODES:
+            raise OccDataError(f"pose_z: expected one of {POSE_Z_MODES}, got {self.pose_z!r}")
         if self.carve not in CARVE_MODES:
             raise OccDataError(f"carve: expected one of {CARVE_MODES}, got {self.carve!r}")
         if self.frame not in FRAMES:

@@ -17,7 +17,7 @@ import numpy as np
 
 from occ_core.classes import IGNORE_LABEL, LIDARSEG_TO_OCC3D, NUSCENES_LIDARSEG_INDEX, category_to_occ3d
 from occ_core.errors import OccDataError
-from occ_core.geometry import invert_transform, make_transform, quat_wxyz_to_matrix
+from occ_core.geometry import heights_from_pitch, invert_transform, make_transform, quat_wxyz_to_matrix
 from occ_core.labels.boxes import Boxes
 from occ_core.labels.config import LabelConfig
 from occ_core.paths import checked_join
@@ -253,7 +253,10 @@ def load_scene(nusc, dataroot: str | Path, scene_name: str, cfg: LabelConfig) ->
     Args:
         nusc: a loaded ``nuscenes.nuscenes.NuScenes``.
         dataroot: its folder (sample_data file names are joined to it, checked).
-        cfg: ego box, ``min_distance``, and whether sweeps are needed (``use_sweeps``).
+        cfg: ego box, ``min_distance``, whether sweeps are needed (``use_sweeps``), and
+            ``pose_z``: with ``pitch`` every ego pose's z is replaced by the height climbed
+            along the scene's trajectory (:func:`occ_core.geometry.heights_from_pitch`; boxes
+            move with the scans they were annotated on).
 
     Raises:
         OccDataError: a missing scene, an unreadable or malformed LiDAR or lidarseg file.
@@ -267,10 +270,15 @@ def load_scene(nusc, dataroot: str | Path, scene_name: str, cfg: LabelConfig) ->
     keyframes: list[int] = []
     removed = 0
     has_seg = bool(seg_files)
-    for sd in records:
-        if not sd["is_key_frame"] and not cfg.use_sweeps:
-            continue
-        E, C = _pose(nusc, sd)
+    records = [sd for sd in records if sd["is_key_frame"] or cfg.use_sweeps]
+    poses = [_pose(nusc, sd) for sd in records]
+    dz = np.zeros(len(records))
+    if cfg.pose_z == "pitch" and records:
+        E_all = np.array([E for E, _ in poses])
+        dz = heights_from_pitch(E_all) + E_all[0, 2, 3] - E_all[:, 2, 3]
+    for sd, (E_rec, C), dz_i in zip(records, poses, dz):
+        E = E_rec.copy()
+        E[2, 3] += dz_i
         if offset is None:
             offset = E[:3, 3].copy()
         path = checked_join(dataroot, sd["filename"], field="sample_data.filename")
@@ -302,12 +310,13 @@ def load_scene(nusc, dataroot: str | Path, scene_name: str, cfg: LabelConfig) ->
         pts = (xyz[keep] @ T_scene_from_lidar[:3, :3].T + T_scene_from_lidar[:3, 3]).astype(np.float32)
         shift = np.eye(4)
         shift[:3, 3] = -offset
+        shift[2, 3] += dz_i  # boxes were annotated on scans placed with the recorded poses
         boxes = anns.boxes(sd).transformed(shift)
         cams = []
         sample_token = ""
         if sd["is_key_frame"]:
             sample_token = sd["sample_token"]
-            cams = _cameras(nusc, nusc.get("sample", sample_token), E)
+            cams = _cameras(nusc, nusc.get("sample", sample_token), E_rec)
             keyframes.append(len(sweeps))
         sweeps.append(Sweep(sd["token"], int(sd["timestamp"]), bool(sd["is_key_frame"]), sample_token, pts,
                             label[keep], T_scene_from_lidar[:3, 3].copy(), T_scene_from_ego, boxes, cams, C))
