@@ -190,3 +190,23 @@ def test_raycast_numba_equals_reference(seed, p_occ):
     assert torch.equal(via.voxel, ref.voxel) and torch.equal(via.distance, ref.distance)
     empty = raycast(occ, o[:0], d[:0], ANISO, backend="numba")
     assert empty.hit.shape == (0,) and empty.voxel.shape == (0, 3)
+
+
+def test_raycast_numba_equals_reference_through_edges_and_corners():
+    """Rays from voxel centres along every (+-1, +-1, +-1) pattern of a unit grid pass exactly
+    through edges and corners: the tied axes step together, the touched voxels are skipped."""
+    grid = GridSpec("unit6", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (6, 6, 6))
+    rng = np.random.default_rng(4)
+    occ = torch.tensor(rng.random(grid.dims) < 0.25)
+    dirs = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
+    centres = grid.voxel_centers(rng.integers(0, 6, (40, 3)))
+    o = torch.tensor(np.repeat(centres, len(dirs), 0))
+    d = torch.tensor(np.tile(dirs, (len(centres), 1)), dtype=torch.float64)
+    ref = raycast_torch(occ, o, d, grid)
+    ker = raycast_numba(occ, o, d, grid)
+    assert torch.equal(ref.hit, ker.hit) and torch.equal(ref.voxel, ker.voxel)
+    # (0.5, 0.5, 0.5) along (1, 1, 0): (1, 0, 0) and (0, 1, 0) are only touched, (1, 1, 0) is hit.
+    occ1 = torch.zeros(grid.dims, dtype=torch.bool)
+    occ1[1, 0, 0] = occ1[0, 1, 0] = occ1[1, 1, 0] = True
+    one = raycast_numba(occ1, _t([0.5, 0.5, 0.5]), _t([1.0, 1.0, 0.0]), grid)
+    assert one.voxel.tolist() == [[1, 1, 0]]
