@@ -1,4 +1,4 @@
-"""Benchmark of the ops (occ_core.ops): torch references on the CPU, Triton kernels on a GPU.
+"""Benchmark of the ops (occ_core.ops): torch references and numba kernels on the CPU, Triton kernels on a GPU.
 
 Run from the repository root: ``.venv/bin/python bench/ops.py [--repeats N] [--threads T]``.
 
@@ -13,11 +13,17 @@ machine inflate the wall time, the minimum least):
   nuScenes rig (704 x 256 input, stride 16, depth 1..59 m), into the Occ3D grid 200 x 200 x 16;
   forward, and forward + backward; the plan (prepare_bev_pool) separately;
 * raycast: 112,320 rays (8 origins x 14,040 SparseOcc LiDAR rays) through a synthetic Occ3D
-  frame (ground, walls, 60 boxes).
+  frame (ground, walls, 60 boxes); torch reference and numba kernel on the CPU;
+* ray_traverse lidar: the 347,200 LiDAR returns above as segments from the sensor (0, 0, 1.84)
+  through the Occ3D grid, return counts as weights, margin 0.3 m (occ-label's mask_lidar and
+  carving counts); camera: the raycast rays as 200 m segments stopped at the first occupied
+  voxel of the frame (occ-label's mask_camera); torch reference and numba kernel on the CPU.
 
 The floor of each case is the minimum bytes it must move (inputs read once, outputs written
 once; listed per case) over the memory bandwidth measured here with a large torch copy.
-Triton kernels are timed only where a CUDA device exists.
+Triton kernels are timed only where a CUDA device exists. The ray cases also give rays per
+second (median wall). The numba kernels are compiled (or loaded from numba's cache) in the
+warm-up call.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from occ_core.grid import OCC3D, GridSpec  # noqa: E402
-from occ_core.ops import bev_pool, dynamic_voxelize, hard_voxelize, prepare_bev_pool, raycast  # noqa: E402
+from occ_core.ops import bev_pool, dynamic_voxelize, hard_voxelize, prepare_bev_pool, ray_traverse, raycast  # noqa: E402
 from occ_core.rig import load_rig  # noqa: E402
 from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
@@ -129,6 +135,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    ap.add_argument("--cases", default="", help="comma-separated case-name prefixes to run (default: all), e.g. ray")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,6 +153,10 @@ def main(argv=None) -> int:
     dirs = lidar_ray_dirs()
     origins = torch.cat([torch.tensor(rng.uniform(-20, 20, (8, 2))), torch.full((8, 1), 1.84, dtype=torch.float64)], 1)
     O, Dr = origins.repeat_interleave(len(dirs), 0), dirs.repeat(8, 1)
+    seg_end = pts[:, :3].double()
+    seg_start = torch.tensor([[0.0, 0.0, 1.84]], dtype=torch.float64).expand_as(seg_end).contiguous()
+    seg_w = torch.tensor(rng.integers(1, 4, len(seg_end)), dtype=torch.float64)
+    cam_end = O + Dr / Dr.norm(dim=1, keepdim=True) * 200.0
 
     # Bytes each case must move at least.
     plan_cpu = prepare_bev_pool(frustum, OCC3D)
@@ -164,14 +175,24 @@ def main(argv=None) -> int:
         "bev_pool forward": fwd_bytes,
         "bev_pool forward+backward": fwd_bytes + out_bytes + depth.numel() * 8 + feat.numel() * 8 + plan_bytes,
         "raycast": R * 6 * 4 + occ.numel() + R * 29,
+        "ray_traverse lidar": len(seg_end) * 7 * 8 + 2 * OCC3D.num_voxels * 8,
+        "ray_traverse camera": R * 6 * 8 + occ.numel() + 2 * OCC3D.num_voxels * 8,
     }
+    n_rays = {"raycast": R, "ray_traverse lidar": len(seg_end), "ray_traverse camera": R}
+    numba_cases = ("raycast", "ray_traverse lidar", "ray_traverse camera")
+    prefixes = [c.strip() for c in args.cases.split(",") if c.strip()]
+    chosen = [n for n in floors if not prefixes or any(n.startswith(c) for c in prefixes)]
+    if not chosen:
+        ap.error(f"--cases {args.cases!r} matches none of {list(floors)}")
 
     rows = []
-    with tqdm(total=len(devices) * len(floors), desc="bench ops", unit="case") as bar:
+    total = len(devices) * len(chosen) + sum(n in chosen for n in numba_cases)
+    with tqdm(total=total, desc="bench ops", unit="case") as bar:
         for dev in devices:
             be = "torch" if dev.type == "cpu" else "triton"
             p, fr, dp, ft, oc = pts.to(dev), frustum.to(dev), depth.to(dev), feat.to(dev), occ.to(dev)
             o, d = O.to(dev), Dr.to(dev)
+            ss, se, sw, ce = seg_start.to(dev), seg_end.to(dev), seg_w.to(dev), cam_end.to(dev)
             plan = prepare_bev_pool(fr, OCC3D)
             dpg, ftg = dp.clone().requires_grad_(), ft.clone().requires_grad_()
 
@@ -184,32 +205,40 @@ def main(argv=None) -> int:
                 "bev_pool plan": lambda: prepare_bev_pool(fr, OCC3D),
                 "bev_pool forward": lambda: bev_pool(dp, ft, plan, backend=be),
                 "bev_pool forward+backward": fwd_bwd,
-                "raycast": lambda: raycast(oc, o, d, OCC3D, backend=be),
+                "raycast": lambda b: raycast(oc, o, d, OCC3D, backend=b),
+                "ray_traverse lidar": lambda b: ray_traverse(ss, se, OCC3D, sw, margin=0.3, backend=b),
+                "ray_traverse camera": lambda b: ray_traverse(o, ce, OCC3D, blocked=oc, backend=b),
             }
             bw = copy_bandwidth(dev)
             for name, fn in cases.items():
-                ms, best, cpu_ms = timed(fn, dev, args.repeats)
-                floor = floors[name] / bw * 1e3
-                rows.append((name, f"{dev.type} ({'Triton kernel' if be == 'triton' else 'torch reference'})", ms, best,
-                             cpu_ms if dev.type == "cpu" else float("nan"), floors[name], floor, bw))
-                bar.update()
+                if name not in chosen:
+                    continue
+                for b in [be] + (["numba"] if dev.type == "cpu" and name in numba_cases else []):
+                    ms, best, cpu_ms = timed(lambda: fn(b) if name in n_rays else fn(), dev, args.repeats)
+                    floor = floors[name] / bw * 1e3
+                    kind = {"triton": "Triton kernel", "numba": "numba kernel", "torch": "torch reference"}[b]
+                    rays_s = n_rays[name] / (ms / 1e3) if name in n_rays else float("nan")
+                    rows.append((name, f"{dev.type} ({kind})", ms, best, cpu_ms if dev.type == "cpu" else float("nan"),
+                                 floors[name], floor, bw, rays_s))
+                    bar.update()
 
     print()
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
           + (f", GPU {torch.cuda.get_device_name()}" if has_cuda else ""))
     print(f"sizes: {N} points ({Cp} columns) -> {dyn.features.shape[0]} voxels (dynamic), {hard.voxels.shape[0]} (hard); "
-          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays")
+          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays; {len(seg_end)} LiDAR segments")
     print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if not has_cuda:
         print("no CUDA device: kernel timings wait for a GPU machine")
     print()
-    print("| case | device | median wall (ms) | min wall (ms) | median CPU (ms) | bytes moved (MB) | bandwidth (GB/s) "
-          "| floor (ms) | min wall / floor |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, dev, ms, best, cpu_ms, nbytes, floor, bw in rows:
-        print(f"| {name} | {dev} | {ms:.1f} | {best:.1f} | {cpu_ms:.1f} | {nbytes / 1e6:.1f} | {bw / 1e9:.1f} | {floor:.2f} "
-              f"| {best / floor:.0f} |")
+    print("| case | device | median wall (ms) | min wall (ms) | median CPU (ms) | rays/s (M) | bytes moved (MB) "
+          "| bandwidth (GB/s) | floor (ms) | min wall / floor |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, dev, ms, best, cpu_ms, nbytes, floor, bw, rays_s in rows:
+        rs = "" if math.isnan(rays_s) else f"{rays_s / 1e6:.2f}"
+        print(f"| {name} | {dev} | {ms:.1f} | {best:.1f} | {cpu_ms:.1f} | {rs} | {nbytes / 1e6:.1f} | {bw / 1e9:.1f} "
+              f"| {floor:.2f} | {best / floor:.0f} |")
     return 0
 
 

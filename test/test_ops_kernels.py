@@ -30,10 +30,11 @@ GRID = GridSpec("vox", (-2.0, -1.0, -0.5), (0.5, 0.25, 0.5), (8, 8, 3))
 
 
 def test_import_ops_does_not_import_triton():
-    code = "import sys, occ_core.ops, occ_core.ops.voxelize, occ_core.ops.bev_pool; print('triton' in sys.modules)"
+    code = ("import sys, occ_core.ops, occ_core.ops.voxelize, occ_core.ops.bev_pool, occ_core.ops.ray_traverse; "
+            "print('triton' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_backend_switch(monkeypatch):

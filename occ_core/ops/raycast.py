@@ -1,7 +1,10 @@
 """First-hit ray casting through an occupancy grid (Amanatides-Woo DDA).
 
 Used by the RayIoU metric (SparseOcc: first occupied voxel along each LiDAR-like ray, distance
-at the *exit* of that voxel) and by visibility masks.
+at the *exit* of that voxel). Backends: the torch reference, a numba CPU kernel
+(:mod:`occ_core.ops.numba.raycast_kernel`) and a Triton kernel, all from one float64 start
+state (:func:`ray_setup`). The label generator's masks use the same DDA as a traversal that
+counts every voxel crossed (:mod:`occ_core.ops.ray_traverse`).
 
 Conventions:
 
@@ -264,15 +267,22 @@ def raycast(occupied: torch.Tensor, origins: torch.Tensor, directions: torch.Ten
         grid: the :class:`~occ_core.grid.GridSpec` of ``occupied``.
         max_distance: metres (float, or (R,) tensor per ray); None for unlimited. Voxels entered
             at ``t < max_distance`` count.
-        backend: ``"auto"``, ``"torch"`` or ``"triton"``; None reads ``$OCC_OPS_BACKEND``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``; None reads
+            ``$OCC_OPS_BACKEND``. All backends step crossing times in float32 and visit the same
+            voxels (on CPU, ``"auto"`` runs the numba kernel when numba is installed).
 
     Returns:
         :class:`RayHits` on ``occupied``'s device (rays are moved there).
     """
     _check_inputs(occupied, origins, directions, grid)
     origins, directions = origins.to(occupied.device), directions.to(occupied.device)
-    if resolve_backend(backend, occupied.device) == "triton":
+    choice = resolve_backend(backend, occupied.device, has_numba=True)
+    if choice == "triton":
         from occ_core.ops.triton.raycast_kernel import raycast_triton
 
         return raycast_triton(occupied, origins, directions, grid, max_distance)
+    if choice == "numba":
+        from occ_core.ops.numba.raycast_kernel import raycast_numba
+
+        return raycast_numba(occupied, origins, directions, grid, max_distance)
     return raycast_torch(occupied, origins, directions, grid, max_distance)
