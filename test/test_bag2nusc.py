@@ -309,10 +309,19 @@ def _err(capsys) -> list[str]:
     return capsys.readouterr().err.strip().splitlines()
 
 
-def test_missing_bag_is_one_line_and_exit_2(tmp_path, capsys):
+def test_missing_or_unreadable_bag_is_one_line_and_exit_2(tmp_path, capsys):
     assert bag2nusc.main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = _err(capsys)
     assert len(err) == 1 and err[0].startswith("occ-bag2nusc: bag: ") and "does not exist" in err[0]
+    (tmp_path / "notabag").mkdir()
+    assert bag2nusc.main([str(tmp_path / "notabag"), "--out", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert len(err) == 1 and "is a folder without metadata.yaml" in err[0]
+    (tmp_path / "cut.mcap").write_bytes(b"\x89MCAP0\r\n" + b"\0" * 40)  # a truncated MCAP file
+    assert bag2nusc.main([str(tmp_path / "cut.mcap"), "--out", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert len(err) == 1 and "cannot be read as a rosbag2 bag" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_topic_lists_the_bag_topics(bag, tmp_path, capsys):

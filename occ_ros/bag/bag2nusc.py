@@ -70,7 +70,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from occ_core.cli import check_output_dir, positive_float, run_cli
+from occ_core.cli import check_output_dir, positive_float, positive_int, run_cli
 from occ_core.errors import OccDataError
 from occ_core.fileio import remove_stale_temp_dirs, temp_dir_for
 from occ_core.geometry import make_transform, matrix_to_quat_wxyz
@@ -692,8 +692,16 @@ def _write(cfg: BagToNuscConfig, scene: str, tmp: Path, msgs: dict[str, list[_Me
 
 
 # ------------------------------------------------------------------ command line
+def jpeg_quality(text: str) -> int:
+    """argparse type: an integer 1..100."""
+    value = positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..100, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> BagToNuscConfig:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1].replace("``", ""))
     p.add_argument("bag", type=Path, help="rosbag2 folder (or .mcap/.db3 file)")
     p.add_argument("--out", required=True, type=Path, help="dataroot folder to write (new or empty; see --overwrite)")
     p.add_argument("--version", default="v1.0-mini", help="table folder name (default v1.0-mini)")
@@ -709,7 +717,7 @@ def parse_args(argv: list[str] | None) -> BagToNuscConfig:
     p.add_argument("--base-frame", default=BASE_FRAME, help=f"ego frame (default {BASE_FRAME})")
     p.add_argument("--pose-tolerance", type=positive_float, default=0.05,
                    help="seconds a message may lie outside the recorded poses (nearest pose used; default 0.05)")
-    p.add_argument("--jpeg-quality", type=int, choices=range(1, 101), default=95, metavar="1..100",
+    p.add_argument("--jpeg-quality", type=jpeg_quality, default=95, metavar="1..100",
                    help="quality of images encoded here (raw Image / PNG; recorded JPEGs are copied)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true")
