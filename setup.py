@@ -48,6 +48,7 @@ setup(
             "occupancy_node = occ_ros.occupancy_node:main",
             "occ-launch = occ_ros.launch_description:main",
             "occ-nusc2bag = occ_ros.bag.nusc2bag:main",
+            "occ-bag2nusc = occ_ros.bag.bag2nusc:main",
             "occ-bag-play = occ_ros.bag.play:main",
             "occ-bag-eval = occ_ros.bag.evaluate:main",
             "occ-label = occ_core.labels.cli:main",
