@@ -41,13 +41,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from occ_core.classes import LIDARSEG_TO_OCC3D, OCC3D_CLASSES, OCC3D_INDEX, category_to_occ3d  # noqa: E402
-from occ_core.data.surroundocc_own import POSE_Z_MODES, read_surroundocc_own, write_surroundocc_dataroot  # noqa: E402
+from occ_core.data.surroundocc_own import read_surroundocc_own, write_surroundocc_dataroot  # noqa: E402
 from occ_core.fileio import atomic_write_bytes  # noqa: E402
 from occ_core.formats import occ3d  # noqa: E402
 from occ_core.geometry import invert_transform, quat_wxyz_to_matrix  # noqa: E402
 from occ_core.labels import LabelConfig  # noqa: E402
 from occ_core.labels.boxes import Boxes, points_in_boxes  # noqa: E402
-from occ_core.labels.config import VERTICAL_SHIFTS  # noqa: E402
+from occ_core.labels.config import POSE_Z_MODES, VERTICAL_SHIFTS  # noqa: E402
 from occ_core.labels.measures import NEAR_EGO, check_keyframe, class_z_histogram  # noqa: E402
 from occ_core.labels.pipeline import label_keyframe, prepare_scene  # noqa: E402
 from occ_core.viz.render import Camera3D, add_legend, render_3d  # noqa: E402
@@ -165,11 +165,12 @@ def main() -> int:
     ego = ego_points(a.src, cfg0)
     results = {}
     with tempfile.TemporaryDirectory(prefix="occ-label-real-") as d:
+        root = write_surroundocc_dataroot(a.src, Path(d) / "real", SCENE)
         for pose_z in POSE_Z_MODES:
-            root = write_surroundocc_dataroot(a.src, Path(d) / pose_z, SCENE, pose_z=pose_z)
             for vertical, shift in VERTICAL_SHIFTS.items():
                 render_frame = a.render_frame if vertical == "ego" else None
-                results[f"{vertical}, pose z {pose_z}"] = run(root, replace(cfg0, z_shift=shift), render_frame)
+                results[f"{vertical}, pose z {pose_z}"] = run(root, replace(cfg0, z_shift=shift, pose_z=pose_z),
+                                                              render_frame)
     print(f"# occ-label on real nuScenes LiDAR, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} x {cpu_model()}, load {load_average()}, Python {platform.python_version()}")
     print(f"# {a.src.name}: {ego['frames']} keyframes 0.5 s apart, no sweeps, no cameras; Occ3D grid; "

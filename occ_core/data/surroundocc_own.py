@@ -31,7 +31,7 @@ Conventions, checked on the real n015-2018-07-18-11-07-57 sequence (``bench/labe
 - **Points** keep their intensity; the ring is unknown (``-1``).
 - **Ego poses** keep z = 0 (nuScenes) while pitching with the road: on this sequence the car
   drives down a 2.9 degree slope, and keyframes 5 s apart put the same road 2 m apart in
-  height. ``pose_z="pitch"`` rebuilds z from the pitch (:func:`~occ_core.geometry.heights_from_pitch`).
+  height. ``occ-label --pose-z pitch`` (``LabelConfig.pose_z``) rebuilds z from the pitch.
 """
 
 from __future__ import annotations
@@ -46,14 +46,13 @@ import numpy as np
 
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE, OCC3D_TO_LIDARSEG, OCC3D_TO_LIDARSEG_NAME
 from occ_core.errors import OccDataError
-from occ_core.geometry import heights_from_pitch, make_transform
+from occ_core.geometry import make_transform
 from occ_core.data.nuscenes_writer import BoxAnnotation, LidarKeyframe, write_lidar_dataroot
 
 #: SurroundOcc enlarges boxes by this factor in every dimension ...
 SURROUNDOCC_BOX_SCALE = 1.1
 #: ... and lowers their bottom by this many metres.
 SURROUNDOCC_BOX_DROP = 0.1
-POSE_Z_MODES = ("recorded", "pitch")
 
 
 def count_frames(folder: str | Path) -> int:
@@ -119,22 +118,17 @@ def surroundocc_boxes_to_nuscenes(boxes: np.ndarray, box_scale: float = SURROUND
 
 def read_surroundocc_own(folder: str | Path, frames: Sequence[int] | None = None,
                          box_scale: float = SURROUNDOCC_BOX_SCALE, box_drop: float = SURROUNDOCC_BOX_DROP,
-                         pose_z: str = "recorded") -> list[LidarKeyframe]:
+                         ) -> list[LidarKeyframe]:
     """The frames of a SurroundOcc own-data folder as :class:`LidarKeyframe` s (module docstring).
 
     Args:
         frames: indices to read (default: all, in order).
-        pose_z: ``recorded`` keeps the ego poses' z (0 in nuScenes); ``pitch`` replaces it by
-            the height climbed along the trajectory (:func:`occ_core.geometry.heights_from_pitch`),
-            and moves the boxes with it.
 
     Raises:
         OccDataError: naming the file: missing or unreadable files, wrong shapes, points of
             ``pc`` and ``pc_seman`` that differ, labels outside 0-16, unknown box categories,
             a token repeated within a frame.
     """
-    if pose_z not in POSE_Z_MODES:
-        raise OccDataError(f"pose_z: expected one of {POSE_Z_MODES}, got {pose_z!r}")
     folder = Path(folder)
     n = count_frames(folder)
     out = []
@@ -186,22 +180,14 @@ def read_surroundocc_own(folder: str | Path, frames: Sequence[int] | None = None
                  for j, (t, c) in enumerate(zip(tok, cat))]
         out.append(LidarKeyframe(int(pose["timestamp"]), np.asarray(pc[:, :4], np.float32), C, E,
                                  OCC3D_TO_LIDARSEG[label.astype(np.int64)], boxes))
-    if pose_z == "pitch":
-        z = heights_from_pitch(np.array([fr.T_global_from_ego for fr in out]))
-        for fr, dz in zip(out, z - np.array([fr.T_global_from_ego[2, 3] for fr in out])):
-            fr.T_global_from_ego = fr.T_global_from_ego.copy()
-            fr.T_global_from_ego[2, 3] += dz
-            for b in fr.boxes:
-                b.center = b.center + np.array([0.0, 0.0, dz])
     return out
 
 
 def write_surroundocc_dataroot(folder: str | Path, out: str | Path, scene_name: str = "scene-0001",
-                               frames: Sequence[int] | None = None, overwrite: bool = False,
-                               pose_z: str = "recorded") -> Path:
+                               frames: Sequence[int] | None = None, overwrite: bool = False) -> Path:
     """:func:`read_surroundocc_own` + :func:`~occ_core.data.nuscenes_writer.write_lidar_dataroot`:
     one scene named ``scene_name``; returns the dataroot."""
-    kfs = read_surroundocc_own(folder, frames, pose_z=pose_z)
+    kfs = read_surroundocc_own(folder, frames)
     return write_lidar_dataroot(out, kfs, scene_name=scene_name, log_name=scene_name,
                                 description=f"from SurroundOcc own-data folder {Path(folder).name}", overwrite=overwrite)
 
@@ -215,13 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="nuScenes-format dataroot to write (v1.0-mini)")
     p.add_argument("--scene", default="scene-0001", help="scene name (default scene-0001)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataroot at OUT")
-    p.add_argument("--pose-z", choices=POSE_Z_MODES, default="recorded",
-                   help="ego pose z: as recorded (0 in nuScenes) or climbed along the trajectory from the pitch")
     a = p.parse_args(argv)
 
     def run() -> int:
         src = check_input_dir(a.src, "src")
-        root = write_surroundocc_dataroot(src, a.out, a.scene, overwrite=a.overwrite, pose_z=a.pose_z)
+        root = write_surroundocc_dataroot(src, a.out, a.scene, overwrite=a.overwrite)
         print(f"wrote {root}: scene {a.scene}, {count_frames(src)} keyframes")
         return 0
 
