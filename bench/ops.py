@@ -13,11 +13,17 @@ machine inflate the wall time, the minimum least):
   nuScenes rig (704 x 256 input, stride 16, depth 1..59 m), into the Occ3D grid 200 x 200 x 16;
   forward, and forward + backward; the plan (prepare_bev_pool) separately;
 * raycast: 112,320 rays (8 origins x 14,040 SparseOcc LiDAR rays) through a synthetic Occ3D
-  frame (ground, walls, 60 boxes).
+  frame (ground, walls, 60 boxes);
+* deform_attn: BEVFormer-tiny's spatial cross-attention call of ``ms_deform_attn``: 6 cameras,
+  one 15 x 25 feature level (800 x 480 input, stride 32), 8 heads x 32 channels, 8 points
+  (4 pillar anchors x 2); the query rows are the rebatched length BEVFormer would use: the
+  most BEV cells of a 50 x 50 grid over [-51.2, 51.2] m that one camera of the shipped
+  nuScenes rig sees (anchors at 4 heights over z in [-5, 3] m); sampling locations uniform in
+  the image; forward, and forward + backward.
 
 The floor of each case is the minimum bytes it must move (inputs read once, outputs written
 once; listed per case) over the memory bandwidth measured here with a large torch copy.
-Triton kernels are timed only where a CUDA device exists.
+Triton kernels are timed only where a CUDA device exists (``--cases`` picks cases by name).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from occ_core.grid import OCC3D, GridSpec  # noqa: E402
-from occ_core.ops import bev_pool, dynamic_voxelize, hard_voxelize, prepare_bev_pool, raycast  # noqa: E402
+from occ_core.models.bevformer_sca import pillar_anchors, pillar_heights, project_anchors  # noqa: E402
+from occ_core.ops import (bev_pool, dynamic_voxelize, hard_voxelize, ms_deform_attn, prepare_bev_pool,  # noqa: E402
+                          raycast)
 from occ_core.rig import load_rig  # noqa: E402
 from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
@@ -125,10 +133,35 @@ def occ_frame(rng) -> torch.Tensor:
     return occ
 
 
+def sca_rows(grid: GridSpec, image_wh: tuple[int, int] = (800, 480), valid_h: int = 450, anchors: int = 4) -> int:
+    """Most BEV cells of ``grid`` one camera of the shipped rig sees (the rebatched length).
+
+    The rig is scaled to ``image_wh[0]`` x ``valid_h`` (BEVFormer's 0.5 resize) and the image
+    padded at the bottom to ``image_wh[1]`` rows, as mmdet's size-divisor padding does.
+    """
+    rig = load_rig().scaled(image_wh[0], valid_h)
+    K = torch.tensor(np.stack([c.K for c in rig.cameras])[None], dtype=torch.float32)
+    T = torch.tensor(np.stack([c.T_base_from_cam for c in rig.cameras])[None], dtype=torch.float32)
+    proj = project_anchors(pillar_anchors(grid, pillar_heights(grid, anchors)), K, T, (valid_h, image_wh[0]))
+    return int(proj.seen.sum(-1).max())
+
+
+def deform_attn_inputs(rng, rows: int, cams: int = 6, shape: tuple[int, int] = (15, 25), heads: int = 8,
+                       dim: int = 32, points: int = 8):
+    """value (cams, h*w, heads, dim), shapes, starts, locations, weights (one level)."""
+    h, w = shape
+    value = torch.tensor(rng.normal(size=(cams, h * w, heads, dim)), dtype=torch.float32)
+    loc = torch.tensor(rng.random((cams, rows, heads, 1, points, 2)), dtype=torch.float32)
+    attn = torch.softmax(torch.tensor(rng.normal(size=(cams, rows, heads, 1, points)), dtype=torch.float32), -1)
+    return value, torch.tensor([[h, w]]), torch.tensor([0]), loc, attn
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    ap.add_argument("--cases", default="", help="run only the cases whose name contains one of these comma-separated "
+                    "words (default: all)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,6 +179,9 @@ def main(argv=None) -> int:
     dirs = lidar_ray_dirs()
     origins = torch.cat([torch.tensor(rng.uniform(-20, 20, (8, 2))), torch.full((8, 1), 1.84, dtype=torch.float64)], 1)
     O, Dr = origins.repeat_interleave(len(dirs), 0), dirs.repeat(8, 1)
+    bev_tiny = GridSpec.from_range("bevformer_tiny", (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), (2.048, 2.048, 8.0))
+    da_rows = sca_rows(bev_tiny)
+    da = deform_attn_inputs(rng, da_rows)
 
     # Bytes each case must move at least.
     plan_cpu = prepare_bev_pool(frustum, OCC3D)
@@ -165,9 +201,15 @@ def main(argv=None) -> int:
         "bev_pool forward+backward": fwd_bytes + out_bytes + depth.numel() * 8 + feat.numel() * 8 + plan_bytes,
         "raycast": R * 6 * 4 + occ.numel() + R * 29,
     }
+    da_in = sum(t.numel() * 4 for t in (da[0], da[3], da[4]))
+    da_out = da[3].shape[0] * da_rows * da[0].shape[2] * da[0].shape[3] * 4
+    floors["deform_attn forward"] = da_in + da_out
+    floors["deform_attn forward+backward"] = 2 * da_in + 2 * da_out
+    wanted = [w.strip() for w in args.cases.split(",") if w.strip()]
+    names = [n for n in floors if not wanted or any(w in n for w in wanted)]
 
     rows = []
-    with tqdm(total=len(devices) * len(floors), desc="bench ops", unit="case") as bar:
+    with tqdm(total=len(devices) * len(names), desc="bench ops", unit="case") as bar:
         for dev in devices:
             be = "torch" if dev.type == "cpu" else "triton"
             p, fr, dp, ft, oc = pts.to(dev), frustum.to(dev), depth.to(dev), feat.to(dev), occ.to(dev)
@@ -178,6 +220,12 @@ def main(argv=None) -> int:
             def fwd_bwd():
                 bev_pool(dpg, ftg, plan, backend=be).sum().backward()
 
+            dav, das, dast, dal, daw = (t.to(dev) for t in da)
+            dag = [t.clone().requires_grad_() for t in (dav, dal, daw)]
+
+            def da_fwd_bwd():
+                ms_deform_attn(dag[0], das, dast, dag[1], dag[2], backend=be).sum().backward()
+
             cases = {
                 "voxelize dynamic": lambda: dynamic_voxelize(p, LIDAR_GRID, backend=be),
                 "voxelize hard": lambda: hard_voxelize(p, LIDAR_GRID, 10, 120_000, backend=be),
@@ -185,9 +233,12 @@ def main(argv=None) -> int:
                 "bev_pool forward": lambda: bev_pool(dp, ft, plan, backend=be),
                 "bev_pool forward+backward": fwd_bwd,
                 "raycast": lambda: raycast(oc, o, d, OCC3D, backend=be),
+                "deform_attn forward": lambda: ms_deform_attn(dav, das, dast, dal, daw, backend=be),
+                "deform_attn forward+backward": da_fwd_bwd,
             }
             bw = copy_bandwidth(dev)
-            for name, fn in cases.items():
+            for name in names:
+                fn = cases[name]
                 ms, best, cpu_ms = timed(fn, dev, args.repeats)
                 floor = floors[name] / bw * 1e3
                 rows.append((name, f"{dev.type} ({'Triton kernel' if be == 'triton' else 'torch reference'})", ms, best,
@@ -199,7 +250,8 @@ def main(argv=None) -> int:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
           + (f", GPU {torch.cuda.get_device_name()}" if has_cuda else ""))
     print(f"sizes: {N} points ({Cp} columns) -> {dyn.features.shape[0]} voxels (dynamic), {hard.voxels.shape[0]} (hard); "
-          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays")
+          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays; "
+          f"deform_attn 6 x {da_rows} query rows x 8 heads x 8 points over 15 x 25 x 8 x 32")
     print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if not has_cuda:
         print("no CUDA device: kernel timings wait for a GPU machine")
