@@ -20,6 +20,7 @@ from occ_core.models.bevformer_sca import (BEVQueries, SpatialCrossAttention, be
                                            pillar_heights)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:triton.*")
+DEV = torch.device(os.environ.get("OCC_OPS_TEST_DEVICE", "cpu"))  # where the kernel variant runs
 
 GRID = GridSpec("bev", (-8.0, -8.0, -1.0), (1.0, 1.0, 4.0), (16, 16, 1))
 H, W = 24, 32
@@ -192,11 +193,11 @@ def test_forward_backward_reaches_features_and_queries():
 
 
 def test_triton_backend_matches_torch():
-    Ks, T = rig()
-    feats, query, pos = inputs()
+    Ks, T = (t.to(DEV) for t in rig())
+    feats, query, pos = (x.to(DEV) if torch.is_tensor(x) else [f.to(DEV) for f in x] for x in inputs())
     res = []
     for be in ("torch", "triton"):
-        sca = make_sca(backend=be)
+        sca = make_sca(backend=be).to(DEV)
         fs = [f.clone().requires_grad_() for f in feats]
         out = sca(query, fs, Ks, T, (H, W), pos)
         grads = torch.autograd.grad((out.queries ** 2).sum(), fs)
