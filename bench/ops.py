@@ -19,6 +19,13 @@ machine inflate the wall time, the minimum least):
   carving counts); camera: the raycast rays as 200 m segments stopped at the first occupied
   voxel of the frame (occ-label's mask_camera); torch reference and numba kernel on the CPU.
 
+* deform_attn: BEVFormer-tiny's spatial cross-attention call of ``ms_deform_attn``: 6 cameras,
+  one 15 x 25 feature level (800 x 480 input, stride 32), 8 heads x 32 channels, 8 points
+  (4 pillar anchors x 2); the query rows are the rebatched length BEVFormer would use: the
+  most BEV cells of a 50 x 50 grid over [-51.2, 51.2] m that one camera of the shipped
+  nuScenes rig sees (anchors at 4 heights over z in [-5, 3] m); sampling locations uniform in
+  the image; forward, and forward + backward.
+
 The floor of each case is the minimum bytes it must move (inputs read once, outputs written
 once; listed per case) over the memory bandwidth measured here with a large torch copy.
 Triton kernels are timed only where a CUDA device exists. The ray cases also give rays per
@@ -44,7 +51,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from occ_core.grid import OCC3D, GridSpec  # noqa: E402
-from occ_core.ops import bev_pool, dynamic_voxelize, hard_voxelize, prepare_bev_pool, ray_traverse, raycast  # noqa: E402
+from occ_core.models.bevformer_sca import pillar_anchors, pillar_heights, project_anchors  # noqa: E402
+from occ_core.ops import (bev_pool, dynamic_voxelize, hard_voxelize, ms_deform_attn, prepare_bev_pool,  # noqa: E402
+                          ray_traverse, raycast)
 from occ_core.rig import load_rig  # noqa: E402
 from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
@@ -131,6 +140,29 @@ def occ_frame(rng) -> torch.Tensor:
     return occ
 
 
+def sca_rows(grid: GridSpec, image_wh: tuple[int, int] = (800, 480), valid_h: int = 450, anchors: int = 4) -> int:
+    """Most BEV cells of ``grid`` one camera of the shipped rig sees (the rebatched length).
+
+    The rig is scaled to ``image_wh[0]`` x ``valid_h`` (BEVFormer's 0.5 resize) and the image
+    padded at the bottom to ``image_wh[1]`` rows, as mmdet's size-divisor padding does.
+    """
+    rig = load_rig().scaled(image_wh[0], valid_h)
+    K = torch.tensor(np.stack([c.K for c in rig.cameras])[None], dtype=torch.float32)
+    T = torch.tensor(np.stack([c.T_base_from_cam for c in rig.cameras])[None], dtype=torch.float32)
+    proj = project_anchors(pillar_anchors(grid, pillar_heights(grid, anchors)), K, T, (valid_h, image_wh[0]))
+    return int(proj.seen.sum(-1).max())
+
+
+def deform_attn_inputs(rng, rows: int, cams: int = 6, shape: tuple[int, int] = (15, 25), heads: int = 8,
+                       dim: int = 32, points: int = 8):
+    """value (cams, h*w, heads, dim), shapes, starts, locations, weights (one level)."""
+    h, w = shape
+    value = torch.tensor(rng.normal(size=(cams, h * w, heads, dim)), dtype=torch.float32)
+    loc = torch.tensor(rng.random((cams, rows, heads, 1, points, 2)), dtype=torch.float32)
+    attn = torch.softmax(torch.tensor(rng.normal(size=(cams, rows, heads, 1, points)), dtype=torch.float32), -1)
+    return value, torch.tensor([[h, w]]), torch.tensor([0]), loc, attn
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -157,6 +189,9 @@ def main(argv=None) -> int:
     seg_start = torch.tensor([[0.0, 0.0, 1.84]], dtype=torch.float64).expand_as(seg_end).contiguous()
     seg_w = torch.tensor(rng.integers(1, 4, len(seg_end)), dtype=torch.float64)
     cam_end = O + Dr / Dr.norm(dim=1, keepdim=True) * 200.0
+    bev_tiny = GridSpec.from_range("bevformer_tiny", (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), (2.048, 2.048, 8.0))
+    da_rows = sca_rows(bev_tiny)
+    da = deform_attn_inputs(rng, da_rows)
 
     # Bytes each case must move at least.
     plan_cpu = prepare_bev_pool(frustum, OCC3D)
@@ -178,6 +213,10 @@ def main(argv=None) -> int:
         "ray_traverse lidar": len(seg_end) * 7 * 8 + 2 * OCC3D.num_voxels * 8,
         "ray_traverse camera": R * 6 * 8 + occ.numel() + 2 * OCC3D.num_voxels * 8,
     }
+    da_in = sum(t.numel() * 4 for t in (da[0], da[3], da[4]))
+    da_out = da[3].shape[0] * da_rows * da[0].shape[2] * da[0].shape[3] * 4
+    floors["deform_attn forward"] = da_in + da_out
+    floors["deform_attn forward+backward"] = 2 * da_in + 2 * da_out
     n_rays = {"raycast": R, "ray_traverse lidar": len(seg_end), "ray_traverse camera": R}
     numba_cases = ("raycast", "ray_traverse lidar", "ray_traverse camera")
     prefixes = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -199,6 +238,12 @@ def main(argv=None) -> int:
             def fwd_bwd():
                 bev_pool(dpg, ftg, plan, backend=be).sum().backward()
 
+            dav, das, dast, dal, daw = (t.to(dev) for t in da)
+            dag = [t.clone().requires_grad_() for t in (dav, dal, daw)]
+
+            def da_fwd_bwd():
+                ms_deform_attn(dag[0], das, dast, dag[1], dag[2], backend=be).sum().backward()
+
             cases = {
                 "voxelize dynamic": lambda: dynamic_voxelize(p, LIDAR_GRID, backend=be),
                 "voxelize hard": lambda: hard_voxelize(p, LIDAR_GRID, 10, 120_000, backend=be),
@@ -208,6 +253,8 @@ def main(argv=None) -> int:
                 "raycast": lambda b: raycast(oc, o, d, OCC3D, backend=b),
                 "ray_traverse lidar": lambda b: ray_traverse(ss, se, OCC3D, sw, margin=0.3, backend=b),
                 "ray_traverse camera": lambda b: ray_traverse(o, ce, OCC3D, blocked=oc, backend=b),
+                "deform_attn forward": lambda: ms_deform_attn(dav, das, dast, dal, daw, backend=be),
+                "deform_attn forward+backward": da_fwd_bwd,
             }
             bw = copy_bandwidth(dev)
             for name, fn in cases.items():
@@ -227,7 +274,8 @@ def main(argv=None) -> int:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
           + (f", GPU {torch.cuda.get_device_name()}" if has_cuda else ""))
     print(f"sizes: {N} points ({Cp} columns) -> {dyn.features.shape[0]} voxels (dynamic), {hard.voxels.shape[0]} (hard); "
-          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays; {len(seg_end)} LiDAR segments")
+          f"{P} of {frustum.numel() // 3} frustum points in {V} voxels, C={C}; {R} rays; {len(seg_end)} LiDAR segments; "
+          f"deform_attn 6 x {da_rows} query rows x 8 heads x 8 points over 15 x 25 x 8 x 32")
     print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if not has_cuda:
         print("no CUDA device: kernel timings wait for a GPU machine")
