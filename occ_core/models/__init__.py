@@ -3,6 +3,7 @@
 - :mod:`.prior`: the per-voxel prior, the floor every learned model must beat.
 - :mod:`.config`: typed model/training configs from ``config/models/*.yaml``.
 - :mod:`.backbone`, :mod:`.lss`, :mod:`.lidar`, :mod:`.heads`, :mod:`.cascade`: the pieces.
+- :mod:`.pretrained`: ImageNet ResNet weights (torchvision / timm files) into the backbone.
 - :mod:`.occnet`: camera / LiDAR / fusion networks, ``MODELS`` and ``build_model(cfg)``.
 - :mod:`.predictor`: ``load_predictor(config, checkpoint)`` -> ``.predict(SensorFrame)``.
 """

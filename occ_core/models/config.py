@@ -17,6 +17,7 @@ wrong type is an :class:`~occ_core.errors.OccDataError` naming the file and the 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -365,7 +366,7 @@ def load_config(path: str | Path) -> ModelConfig:
     if cfg.backbone.pretrained is not None:
         weights = Path(cfg.backbone.pretrained).expanduser()
         if not weights.is_absolute():
-            weights = (path.parent / weights).absolute()
+            weights = Path(os.path.normpath((path.parent / weights).absolute()))
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=str(weights)))
     return cfg
 
