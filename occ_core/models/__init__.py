@@ -5,6 +5,7 @@
 - :mod:`.backbone`, :mod:`.lss`, :mod:`.lidar`, :mod:`.heads`, :mod:`.cascade`: the pieces.
 - :mod:`.bevformer_sca`: BEVFormer's spatial cross-attention and learnable BEV queries (a
   building block; no BEVFormer model is built from it yet).
+- :mod:`.pretrained`: ImageNet ResNet weights (torchvision / timm files) into the backbone.
 - :mod:`.occnet`: camera / LiDAR / fusion networks, ``MODELS`` and ``build_model(cfg)``.
 - :mod:`.predictor`: ``load_predictor(config, checkpoint)`` -> ``.predict(SensorFrame)``.
 """

@@ -17,6 +17,7 @@ wrong type is an :class:`~occ_core.errors.OccDataError` naming the file and the 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,23 +44,53 @@ class ImageConfig:
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
+BLOCK_TYPES = ("basic", "bottleneck")
+STEM_TYPES = ("3x3", "7x7")
+
+
 @dataclass
 class BackboneConfig:
     """ResNet-style image backbone + FPN neck.
 
+    The defaults are the small BasicBlock network the demo models use. torchvision's ResNet-50
+    (and so its ImageNet weights) is ``{stem: 64, stem_type: 7x7, block: bottleneck,
+    widths: [256, 512, 1024, 2048], blocks: [3, 4, 6, 3]}``; ResNet-18/34 are ``block: basic``
+    with widths [64, 128, 256, 512] and blocks [2, 2, 2, 2] / [3, 4, 6, 3].
+
     Attributes:
         stem: channels of the stride-4 stem.
-        widths: channels of the residual stages (strides 4, 8, 16, 32 for four stages).
-        blocks: BasicBlocks per stage.
+        stem_type: ``"3x3"``: two 3x3 stride-2 conv-BN-ReLU; ``"7x7"``: torchvision's 7x7
+            stride-2 conv-BN-ReLU + 3x3 stride-2 max pool.
+        block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1, 3x3, 1x1 with 4x
+            expansion, the stride on the 3x3 conv as torchvision's ResNet v1.5).
+        widths: output channels of the residual stages (strides 4, 8, 16, 32 for four stages);
+            a bottleneck stage's inner width is widths[i] / 4.
+        blocks: residual blocks per stage.
         neck_channels: FPN output channels.
         out_stride: which FPN level feeds the view transformer (16 as BEVDet).
+        frozen_stages: mmdet's convention: -1 trains everything, 0 freezes the stem, k >= 1
+            the stem and the first k stages (parameters not trained, their BatchNorms kept in
+            eval mode). BEVFormer freezes 1 on top of ImageNet weights.
+        norm_eval: keep every backbone BatchNorm in eval mode while training (running
+            statistics of the pretrained weights not updated; mmdet's ``norm_eval``).
+        pretrained: ImageNet ResNet weights (a torchvision ``resnet*.pth`` state dict or a timm
+            checkpoint, see :mod:`occ_core.models.pretrained`) loaded into the backbone when
+            ``occ-train`` starts a fresh run (never on resume, never at inference: trained
+            checkpoints hold the whole model). ``~`` is expanded; a relative path is relative to
+            the folder of the YAML file that names it (to the working directory for configs
+            built from a mapping without a file). None: random initialisation.
     """
 
     stem: int = 16
+    stem_type: str = "3x3"
+    block: str = "basic"
     widths: tuple[int, ...] = (16, 32, 64, 64)
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     neck_channels: int = 32
     out_stride: int = 16
+    frozen_stages: int = -1
+    norm_eval: bool = False
+    pretrained: str | None = None
 
 
 @dataclass
@@ -179,6 +210,7 @@ class ModelConfig:
         feature_stride: (sx, sy, sz) voxel feature grid = output grid coarsened by these.
         channels: voxel feature channels after the branch encoders / fusion.
         head: ``"voxel"`` (3D conv head) or ``"c2h"`` (FlashOcc channel-to-height BEV head).
+        bev_channels: width of the c2h head's 2D BEV blocks (unused by the voxel head).
         image, backbone, lss: camera branch (``lss: null`` = no camera branch).
         lidar: LiDAR branch (``null`` = none).
         cascade: CONet refinement (``null`` = none).
@@ -193,6 +225,7 @@ class ModelConfig:
     feature_stride: tuple[int, int, int] = (2, 2, 2)
     channels: int = 16
     head: str = "voxel"
+    bev_channels: int = 32
     image: ImageConfig = field(default_factory=ImageConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lss: LSSConfig | None = None
@@ -283,20 +316,59 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
         raise OccDataError(f"{where}.grid: {cfg.grid!r} is not one of {sorted(GRIDS)}")
     if cfg.head not in ("voxel", "c2h"):
         raise OccDataError(f"{where}.head: {cfg.head!r}, expected 'voxel' or 'c2h'")
+    if cfg.bev_channels <= 0:
+        raise OccDataError(f"{where}.bev_channels: {cfg.bev_channels} must be positive")
     if cfg.loss.mask not in ("camera", "lidar", "both", "none"):
         raise OccDataError(f"{where}.loss.mask: {cfg.loss.mask!r}, expected camera, lidar, both or none")
     if cfg.lss is None and cfg.lidar is None:
         raise OccDataError(f"{where}: a model needs a camera branch (lss) or a LiDAR branch (lidar)")
+    if cfg.lss is None and cfg.backbone.pretrained is not None:
+        raise OccDataError(f"{where}.backbone.pretrained: given, but the model has no camera branch (lss) to load it into")
     dims = cfg.grid_spec.dims
     if any(d % s for d, s in zip(dims, cfg.feature_stride)):
         raise OccDataError(f"{where}.feature_stride: {cfg.feature_stride} must divide the grid dims {dims}")
+    check_backbone(cfg.backbone, f"{where}.backbone")
     return cfg
 
 
+def check_backbone(b: BackboneConfig, where: str) -> None:
+    """Raise OccDataError naming ``where``'s field when the backbone cannot be built."""
+    if b.stem_type not in STEM_TYPES:
+        raise OccDataError(f"{where}.stem_type: {b.stem_type!r}, expected one of {list(STEM_TYPES)}")
+    if b.block not in BLOCK_TYPES:
+        raise OccDataError(f"{where}.block: {b.block!r}, expected one of {list(BLOCK_TYPES)}")
+    if not b.widths or len(b.widths) != len(b.blocks):
+        raise OccDataError(f"{where}: widths {list(b.widths)} and blocks {list(b.blocks)} need the same non-zero length")
+    for name, values in (("widths", b.widths), ("blocks", b.blocks), ("stem", (b.stem,)), ("neck_channels", (b.neck_channels,))):
+        if any(v <= 0 for v in values):
+            raise OccDataError(f"{where}.{name}: {values if len(values) > 1 else values[0]} must be positive")
+    if b.block == "bottleneck" and any(w % 4 for w in b.widths):
+        raise OccDataError(f"{where}.widths: {list(b.widths)}; bottleneck stage widths must be multiples of 4 "
+                           "(the inner width is widths[i] / 4)")
+    strides = [2 ** (i + 2) for i in range(len(b.widths))]
+    if b.out_stride not in strides:
+        raise OccDataError(f"{where}.out_stride: {b.out_stride} is not a stage stride {strides}")
+    if not -1 <= b.frozen_stages <= len(b.widths):
+        raise OccDataError(f"{where}.frozen_stages: {b.frozen_stages}, expected -1 (none), 0 (stem) .. "
+                           f"{len(b.widths)} (stem + all stages)")
+    if b.pretrained is not None and not b.pretrained.strip():
+        raise OccDataError(f"{where}.pretrained: empty path (leave the key out or null for random initialisation)")
+
+
 def load_config(path: str | Path) -> ModelConfig:
-    """Read a model YAML file into a :class:`ModelConfig`."""
+    """Read a model YAML file into a :class:`ModelConfig`.
+
+    ``backbone.pretrained``, when relative, is resolved against the YAML file's folder and
+    stored absolute (so a config dumped elsewhere, e.g. into a work dir, still names the file).
+    """
     path = Path(path)
-    return config_from_dict(read_yaml(path, "model config"), str(path))
+    cfg = config_from_dict(read_yaml(path, "model config"), str(path))
+    if cfg.backbone.pretrained is not None:
+        weights = Path(cfg.backbone.pretrained).expanduser()
+        if not weights.is_absolute():
+            weights = Path(os.path.normpath((path.parent / weights).absolute()))
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=str(weights)))
+    return cfg
 
 
 def config_to_dict(cfg: ModelConfig) -> dict:

@@ -18,6 +18,10 @@ or use a new work dir. ``--resume`` continues from the newest checkpoint that re
 completely; one that is truncated or corrupt is skipped with a warning naming it, and the run
 falls back to the previous one (it is pruned once newer checkpoints exist).
 
+A fresh run whose config names ``backbone.pretrained`` starts from those ImageNet ResNet weights
+(:mod:`occ_core.models.pretrained`; one line on stderr says how many tensors were loaded); a
+resumed run takes every weight from its checkpoint and does not need the file.
+
 Validation (Occ3D mIoU, camera mask) needs a non-empty val split: with none (e.g. a one-scene
 synthetic world) it is skipped with a note on stderr and no ``val.json`` is written; metrics
 that are undefined (a class never seen) are written as JSON ``null``, never ``NaN``.
@@ -25,7 +29,8 @@ that are undefined (a class never seen) are written as JSON ``null``, never ``Na
 Exit status 2, with one line naming the argument or file: bad numbers (``--steps -1``), a
 missing or wrong-kind ``--config``/``--dataroot``, a ``--work-dir`` that cannot be written
 (checked before the data is read), an unknown ``--device`` or CUDA on a CPU torch, no readable
-checkpoint for ``--resume``.
+checkpoint for ``--resume``, a ``backbone.pretrained`` file that is missing (checked early) or
+does not fit the configured backbone.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from occ_core.formats import occ3d
 from occ_core.models.config import ModelConfig, config_from_dict, config_to_dict, load_config
 from occ_core.models.occnet import build_model
 from occ_core.models.predictor import load_checkpoint_state
+from occ_core.models.pretrained import PretrainedReport, load_pretrained_backbone
 from occ_core.procs import DieWithParent
 from occ_core.training.losses import LossTerms, class_weights_from_counts, occupancy_loss, supervised_mask
 
@@ -127,12 +133,19 @@ class Trainer:
         device: torch device.
         class_weights: (K,) CE weights (see :func:`class_weights_from_counts`).
         ddp: wrap the model in DistributedDataParallel (process group already initialised).
+        pretrained: load ``cfg.backbone.pretrained`` (ImageNet weights) into the image backbone
+            before anything else sees the model (a fresh run; a resumed one loads its checkpoint).
     """
 
-    def __init__(self, cfg: ModelConfig, device: str | torch.device, class_weights: torch.Tensor, ddp: bool = False):
+    def __init__(self, cfg: ModelConfig, device: str | torch.device, class_weights: torch.Tensor, ddp: bool = False,
+                 pretrained: bool = False):
         self.cfg = cfg
         self.device = torch.device(device)
-        self.model = build_model(cfg).to(self.device)
+        model = build_model(cfg)
+        self.pretrained_report: PretrainedReport | None = None
+        if pretrained and cfg.backbone.pretrained is not None and model.image_encoder is not None:
+            self.pretrained_report = load_pretrained_backbone(model.image_encoder.backbone, cfg.backbone.pretrained)
+        self.model = model.to(self.device)
         self.net = self.model
         if ddp:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -391,6 +404,8 @@ def _run(args) -> int:
     elif checkpoint_files(ckpt_dir):
         raise OccDataError(f"{ckpt_dir}: the work dir already holds a checkpoint; pass --resume or use a new "
                            f"--work-dir")
+    elif cfg.backbone.pretrained is not None:
+        check_input_file(cfg.backbone.pretrained, f"{args.config}: backbone.pretrained")
     if args.steps is not None:  # the schedule spans the new length (and the checkpoint keeps it)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
     t = cfg.train
@@ -409,7 +424,10 @@ def _run(args) -> int:
     val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw)
 
     counts = label_counts(root, train_ds.samples, cfg.num_classes, grid.dims)
-    trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1)
+    trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1,
+                      pretrained=resume_state is None)
+    if trainer.pretrained_report is not None and main_rank:
+        print(f"occ-train: pretrained backbone: {trainer.pretrained_report.summary()}", file=sys.stderr, flush=True)
     if resume_state is not None:
         trainer.load_state(resume_state, resume_path)
         if main_rank:
