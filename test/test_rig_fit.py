@@ -66,7 +66,8 @@ def test_nuscenes_cameras_see_the_grid_far_above_the_threshold():
 
 @pytest.mark.parametrize("make_bad, camera, words", [
     (_portrait, "front_camera", ["720x1280 image", "31 % of its rows", "0.92..3.67"]),
-    (_body_convention, "left_camera", ["of its view", "inside the occ3d grid", "optical frame: z forward"]),
+    (_body_convention, "left_camera", ["optical axis points 90 deg above the horizon", "8.3 % of its view",
+                                       "inside the occ3d grid", "optical frame: z forward"]),
     (lambda rig: _with_camera(rig, "right_camera", width=300, height=200), "right_camera",
      ["principal point (cx, cy) = (320.0, 240.0) lies outside its 300x200 image"]),
 ])
@@ -121,7 +122,7 @@ def test_node_refuses_a_rig_the_model_cannot_take(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("occupancy_node:")]
     assert len(lines) == 1, res.stderr
     assert (f"invalid parameters: parameter 'rig_file': rig file {bad} cannot feed model config/models/fusion.yaml: "
-            "camera left_camera: only") in lines[0]
+            "camera left_camera: its optical axis points 90 deg above the horizon") in lines[0]
 
 
 def test_node_starts_on_the_robot_rig():

@@ -10,8 +10,10 @@ is splatted into the model's grid through the camera's extrinsics. Two things it
 - **A camera whose view misses the grid.** Extrinsics in the body convention (x forward, z up)
   instead of the optical one (z forward, x right, y down), a camera pointing at the ground or
   the sky, or one placed far from ``base_link``: few of its frustum points land in the grid.
-  The nuScenes cameras put 35–48 % of theirs inside the Occ3D grid with the shipped configs;
-  the body-convention and straight-down mistakes on the same cameras put 4–6 %.
+  The nuScenes cameras put 35–48 % of theirs inside the Occ3D grid with the shipped configs,
+  the example robot's (config/rigs/robot_3cam.yaml, 0.45 m up) 29 %; the body-convention and
+  straight-down mistakes put 0–8 %. An optical axis more than 45° above the horizon is
+  refused on its own as well, naming the likely cause (a body-frame transform).
 
 Also checked: each camera's principal point lies inside its image (K and width/height of one
 resolution). The LiDAR branch takes points in ``base_link`` and has no rig requirement.
@@ -39,6 +41,8 @@ from occ_core.rig import CameraCalib, Rig, load_rig
 MIN_KEPT_FRACTION = 0.5
 #: Smallest fraction of a camera's LSS frustum points (feature pixels × depth bins) inside the grid.
 MIN_VIEW_IN_GRID = 0.10
+#: Steepest upward tilt of a camera's optical axis (degrees above the base_link x-y plane).
+MAX_ELEVATION_DEG = 45.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ def camera_fit(cam: CameraCalib, cfg: ModelConfig) -> CameraFit:
                         f"when cropped to the model input {w}x{h} (aspect {w / h:.2f}; at least "
                         f"{100 * MIN_KEPT_FRACTION:.0f} % needed): use a camera or crop of aspect "
                         f"{w / h * MIN_KEPT_FRACTION:.2f}..{w / h / MIN_KEPT_FRACTION:.2f}, or train with another image.size")
+    axis = cam.T_base_from_cam[:3, 2]  # the optical axis (camera z) in base_link
+    elevation = float(np.degrees(np.arcsin(np.clip(axis[2] / max(np.linalg.norm(axis), 1e-12), -1.0, 1.0))))
+    if elevation > MAX_ELEVATION_DEG:
+        problems.append(f"its optical axis points {elevation:.0f} deg above the horizon (at most "
+                        f"{MAX_ELEVATION_DEG:.0f} deg): extrinsics of a body frame (x forward, z up)? Camera frames are "
+                        f"optical: z forward, x right, y down")
     stride = cfg.backbone.out_stride
     K = torch.as_tensor(A @ cam.K, dtype=torch.float32)[None, None]
     T = torch.as_tensor(cam.T_base_from_cam, dtype=torch.float32)[None, None]
