@@ -1,13 +1,13 @@
 # occ_ros developer entry points. `make test` and `make demo` bootstrap .venv themselves.
 #
 # .venv is rebuilt from scratch when it is missing or when requirements.lock changes (the
-# dependency stamp is named after its hash); the package itself (ros/occ_ros: package.xml,
-# setup.py, setup.cfg) is re-installed (editable) when those files change. The ROS interfaces
-# (interfaces/: occ_ros_msgs from msg/, and tf2_msgs, which has no wheel) are generated with
-# the rosidl tool chain of the venv's Jazzy wheels and installed into .venv itself (see README,
-# "Interfaces"; a .pth file appends .venv to AMENT_PREFIX_PATH for the ament index) when the
-# venv is rebuilt or when their sources (.msg files, CMakeLists, package.xml) change: the stamp
-# is named after their hash. When all is up to date, `make venv` takes well under a second.
+# dependency stamp is named after its hash); the package itself is re-installed (editable)
+# when setup.py, setup.cfg or package.xml change. The ROS interfaces (interfaces/: occ_ros_msgs
+# from msg/, and tf2_msgs, which has no wheel) are generated with the rosidl tool chain of the
+# venv's Jazzy wheels and installed into .venv itself (see README, "Interfaces"; a .pth file
+# appends .venv to AMENT_PREFIX_PATH for the ament index) when the venv
+# is rebuilt or when their sources (.msg files, CMakeLists, package.xml) change: the stamp is
+# named after their hash. When all is up to date, `make venv` takes well under a second.
 #
 # PYTHON picks the interpreter (make venv PYTHON=python3.12); ROS=system builds the venv for a
 # sourced system ROS 2 install (source /opt/ros/jazzy/setup.bash first): --system-site-packages,
@@ -19,11 +19,10 @@ PYTHON ?= python3.11
 ROS ?= wheels
 VENV := .venv
 BIN := $(VENV)/bin
-PKG_DIR := ros/occ_ros
 PY_VER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 VENV_TAG := $(if $(filter 3.11-wheels,$(PY_VER)-$(ROS)),,-py$(PY_VER)-$(ROS))
 DEPS_HASH := $(shell sha256sum requirements.lock | cut -c1-16)$(VENV_TAG)
-PKG_HASH := $(shell cat $(PKG_DIR)/setup.py $(PKG_DIR)/setup.cfg $(PKG_DIR)/package.xml | sha256sum | cut -c1-16)
+PKG_HASH := $(shell cat setup.py setup.cfg package.xml | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 PKG_STAMP := $(VENV)/.pkg-$(DEPS_HASH)-$(PKG_HASH)
 IFACE_SOURCES := $(sort $(wildcard msg/*.msg interfaces/*/msg/*.msg interfaces/*/CMakeLists.txt \
@@ -55,9 +54,9 @@ endif
 	@$(BIN)/python -c "import torch; assert torch.__version__.split('+')[0] == '2.13.0', 'torch must be 2.13.0, got ' + torch.__version__"
 	touch $(DEPS_STAMP)
 
-$(PKG_STAMP): $(DEPS_STAMP) $(PKG_DIR)/setup.py $(PKG_DIR)/setup.cfg $(PKG_DIR)/package.xml
+$(PKG_STAMP): $(DEPS_STAMP) setup.py setup.cfg package.xml
 	rm -f $(VENV)/.pkg-*
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e $(PKG_DIR)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(PKG_STAMP)
 
 # tf2_msgs is generated unless one outside .venv is importable (a full ROS 2 install has its own).

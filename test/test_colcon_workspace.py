@@ -1,14 +1,18 @@
-"""A standard ROS 2 workspace (issue 17, item 5): the repository cloned as ws/src/occ_ros, plain
-`colcon build` in ws/ builds occ_ros, occ_ros_msgs and tf2_msgs, and the sourced install works.
+"""A standard ROS 2 workspace (issue 17, item 5): the repository cloned as ws/src/occ_ros and the
+one build command the README gives, run in ws/, builds occ_ros, occ_ros_msgs and tf2_msgs, and the
+sourced install serves them.
 
-One colcon build per test session (about 30 s on 2 cores, most of it the two rosidl packages).
-The package.xml test beside it is instant.
+The repository root is the occ_ros package, and colcon does not look inside a package's folder,
+so the README's command names the interface folder as a second base path. This test runs that
+command (another checks that the README gives it verbatim) once per session (about 40 s on 2 cores, most of it the two
+rosidl packages). The package.xml test beside it is instant.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,8 +21,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGE_XML = REPO / "ros" / "occ_ros" / "package.xml"
-EXPECTED = {"occ_ros": "src/occ_ros/ros/occ_ros", "occ_ros_msgs": "src/occ_ros/interfaces/occ_ros_msgs",
+PACKAGE_XML = REPO / "package.xml"
+README = REPO / "README.md"
+# The workspace build as the README gives it (checked below to be there, in a bash block).
+WS_BUILD = "colcon build --base-paths src src/occ_ros/interfaces"
+EXPECTED = {"occ_ros": "src/occ_ros", "occ_ros_msgs": "src/occ_ros/interfaces/occ_ros_msgs",
             "tf2_msgs": "src/occ_ros/interfaces/tf2_msgs"}
 
 
@@ -30,9 +37,26 @@ def _venv_env() -> dict[str, str]:
     return env
 
 
+def _colcon_list(ws: Path, *args: str) -> dict[str, str]:
+    """`colcon list ARGS` in ``ws`` as {package name: path relative to ws}."""
+    res = subprocess.run(["colcon", "list", *args], cwd=ws, env=_venv_env(), capture_output=True, text=True,
+                         timeout=120, check=True)
+    return {line.split()[0]: line.split()[1] for line in res.stdout.splitlines() if line.strip()}
+
+
+def test_readme_gives_the_workspace_build_command():
+    """The command this test runs is the README's, in a bash block of "The ROS way: colcon"."""
+    text = README.read_text()
+    section = text[text.index("### The ROS way: colcon"):]
+    section = section[:section.index("\n### ", 1)]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    assert WS_BUILD in lines, f"README's colcon section has no line {WS_BUILD!r}"
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """ws/src/occ_ros -> this checkout; `colcon build` run once in ws/ (no arguments)."""
+    """ws/src/occ_ros -> this checkout; the README's build command run once in ws/."""
     colcon = Path(sys.executable).parent / "colcon"
     if not colcon.is_file() or shutil.which("cmake") is None:
         pytest.fail(f"needs colcon in {colcon.parent} and cmake on PATH (make venv installs colcon; cmake is a "
@@ -40,17 +64,22 @@ def workspace(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("ws")
     (ws / "src").mkdir()
     (ws / "src" / "occ_ros").symlink_to(REPO, target_is_directory=True)
-    res = subprocess.run([str(colcon), "build"], cwd=ws, env=_venv_env(), capture_output=True, text=True,
+    res = subprocess.run(shlex.split(WS_BUILD), cwd=ws, env=_venv_env(), capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return ws
 
 
-def test_colcon_finds_the_three_packages_from_the_workspace_root(workspace):
-    res = subprocess.run([str(Path(sys.executable).parent / "colcon"), "list"], cwd=workspace, env=_venv_env(),
-                         capture_output=True, text=True, timeout=120, check=True)
-    found = {line.split()[0]: line.split()[1] for line in res.stdout.splitlines() if line.strip()}
-    assert found == EXPECTED
+def test_the_build_command_names_the_three_packages_plain_colcon_only_one(workspace):
+    """With the command's base paths colcon finds all three packages, and all three were built
+    into install/; without them it stops at the root package, occ_ros (why the README's command
+    names interfaces/)."""
+    words = shlex.split(WS_BUILD)
+    base_paths = words[words.index("--base-paths") + 1:]
+    assert _colcon_list(workspace, "--base-paths", *base_paths) == EXPECTED
+    for package in EXPECTED:
+        assert (workspace / "install" / package / "share" / package / "package.xml").is_file(), package
+    assert _colcon_list(workspace) == {"occ_ros": "src/occ_ros"}
 
 
 def test_sourced_install_serves_the_built_packages(workspace):

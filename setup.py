@@ -1,10 +1,4 @@
-"""ament_python package occ_ros: the ROS 2 nodes (occ_ros) and the ROS-free core (occ_core).
-
-This folder (ros/occ_ros) is the package; occ_core, occ_ros, launch, config, msg, test and
-pytest.ini here are symbolic links to the repository's top-level folders. The repository root is
-not a package, so colcon, crawling a workspace (ws/src/occ_ros), also finds the interface
-packages in interfaces/. `make venv` installs this folder editable (pip install -e ros/occ_ros).
-"""
+"""ament_python package occ_ros: the ROS 2 nodes (occ_ros) and the ROS-free core (occ_core)."""
 
 import os
 from glob import glob
