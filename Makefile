@@ -8,11 +8,20 @@
 # appends .venv to AMENT_PREFIX_PATH for the ament index) when the venv
 # is rebuilt or when their sources (.msg files, CMakeLists, package.xml) change: the stamp is
 # named after their hash. When all is up to date, `make venv` takes well under a second.
+#
+# PYTHON picks the interpreter (make venv PYTHON=python3.12); ROS=system builds the venv for a
+# sourced system ROS 2 install (source /opt/ros/jazzy/setup.bash first): --system-site-packages,
+# ROS's own rclpy, messages, rosidl and colcon, and no ros-*/colcon wheels from the lock. A venv
+# made with another interpreter or ROS mode is rebuilt (the stamp names both unless they are the
+# defaults, Python 3.11 and the wheels).
 
 PYTHON ?= python3.11
+ROS ?= wheels
 VENV := .venv
 BIN := $(VENV)/bin
-DEPS_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
+PY_VER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+VENV_TAG := $(if $(filter 3.11-wheels,$(PY_VER)-$(ROS)),,-py$(PY_VER)-$(ROS))
+DEPS_HASH := $(shell sha256sum requirements.lock | cut -c1-16)$(VENV_TAG)
 PKG_HASH := $(shell cat setup.py setup.cfg package.xml | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 PKG_STAMP := $(VENV)/.pkg-$(DEPS_HASH)-$(PKG_HASH)
@@ -20,6 +29,9 @@ IFACE_SOURCES := $(sort $(wildcard msg/*.msg interfaces/*/msg/*.msg interfaces/*
 	interfaces/*/package.xml interfaces/cmake/*.cmake interfaces/build_into_prefix.sh interfaces/ament_prefix.pth))
 IFACE_HASH := $(shell cat $(IFACE_SOURCES) | sha256sum | cut -c1-16)
 IFACE_STAMP := $(VENV)/.ifaces-$(DEPS_HASH)-$(IFACE_HASH)
+# ROS=system: what the lock pins for the ROS side (the ros-* wheels, colcon and the rosidl tool
+# chain's Python packages) comes from the system ROS install instead.
+ROS_PINS := ^(ros-|colcon-|catkin-pkg==|empy==|lark-parser==)
 PYTEST_ARGS ?=
 
 .PHONY: venv test demo train-demo colcon bench clean-venv
@@ -27,10 +39,18 @@ PYTEST_ARGS ?=
 venv: $(PKG_STAMP) $(IFACE_STAMP)
 
 $(DEPS_STAMP): requirements.lock
-	@if [ -d $(VENV) ]; then echo "== requirements.lock changed: rebuilding $(VENV)"; rm -rf $(VENV); fi
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PY_VER)" || { echo "make: PYTHON=$(PYTHON): no such Python interpreter (e.g. make venv PYTHON=python3.12)"; exit 2; }
+	@case "$(ROS)" in wheels|system) ;; *) echo "make: ROS=$(ROS): expected wheels or system"; exit 2;; esac
+	@if [ "$(ROS)" = system ] && [ -z "$$ROS_DISTRO" ]; then echo "make: ROS=system: source /opt/ros/<distro>/setup.bash first"; exit 2; fi
+	@if [ -d $(VENV) ]; then echo "== requirements.lock, PYTHON or ROS changed: rebuilding $(VENV)"; rm -rf $(VENV); fi
+	$(PYTHON) -m venv $(if $(filter system,$(ROS)),--system-site-packages) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+ifeq ($(ROS),system)
+	grep -v -E '$(ROS_PINS)' requirements.lock > $(VENV)/requirements-system-ros.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/requirements-system-ros.txt
+else
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+endif
 	@$(BIN)/python -c "import torch; assert torch.__version__.split('+')[0] == '2.13.0', 'torch must be 2.13.0, got ' + torch.__version__"
 	touch $(DEPS_STAMP)
 

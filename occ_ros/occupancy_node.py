@@ -214,6 +214,7 @@ class OccupancyNode(Node):
             if unknown:
                 raise ParameterError(f"parameter 'camera_names': {unknown} are not cameras of the rig file "
                                      f"{cfg.rig_file} (it has {list(self.extrinsics.rig.camera_names)})")
+            self._check_rig_fits_model(cfg)
 
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -291,6 +292,20 @@ class OccupancyNode(Node):
                 f"after {TF_CHECK_DELAY_S:.0f} s TF still has no transform {self.config.base_frame} <- {missing}: "
                 f"check camera_names against the camera frame ids (frames without TF are skipped and counted as "
                 f"dropped_no_calibration)")
+
+    def _check_rig_fits_model(self, cfg: NodeConfig) -> None:
+        """Refuse a rig whose cameras the model's camera branch cannot take (a crop that keeps
+        under half the image, a view that misses the grid: :mod:`occ_core.models.rig_fit`)."""
+        model_cfg = getattr(self.predictor, "cfg", None)
+        if model_cfg is None:  # a predictor without a model config (tests, a prior): nothing to check
+            return
+        from occ_core.models.rig_fit import check_rig_fits_model
+
+        try:
+            check_rig_fits_model(self.extrinsics.rig, cfg.camera_names, model_cfg, f"rig file {cfg.rig_file}",
+                                 f"model {cfg.model_config}")
+        except OccDataError as e:
+            raise ParameterError(f"parameter 'rig_file': {e}") from None
 
     def _load_predictor(self, cfg: NodeConfig) -> Predictor:
         from occ_core.models.predictor import load_predictor
