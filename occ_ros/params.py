@@ -325,6 +325,15 @@ def resolve_topic(name: str, namespace: str = "/", node_name: str = NODE_NAME) -
     return f"{ns}/{name}"
 
 
+def image_topic_for_bag(topics) -> str:
+    """``compressed_image_topic`` for a bag with these topics: the image_transport layout
+    (``/{camera}/image_rect/compressed``) unless the bag has only :data:`LEGACY_COMPRESSED_IMAGE_TOPIC` ones."""
+    if (any(t.endswith("/image_rect_compressed") for t in topics)
+            and not any(t.endswith("/image_rect/compressed") for t in topics)):
+        return LEGACY_COMPRESSED_IMAGE_TOPIC
+    return "/" + PARAMETERS_BY_NAME["compressed_image_topic"].default.lstrip("/")
+
+
 def help_text(prog: str = NODE_NAME) -> str:
     """``occupancy_node --help``: usage and every parameter with its default, range and meaning."""
     lines = [f"usage: {prog} [--managed] [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
@@ -457,6 +466,6 @@ def declare_and_read(node) -> NodeConfig:
 
 
 __all__ = ["LEGACY_COMPRESSED_IMAGE_TOPIC", "MARKER_CLASSES", "GROUND_CLASSES", "RUNTIME_PARAMETERS", "check_update",
-           "resolve_topic", "help_text", "NODE_NAME", "PACKAGE", "package_share", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
+           "resolve_topic", "help_text", "image_topic_for_bag", "NODE_NAME", "PACKAGE", "package_share", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
            "PARAMETERS_BY_NAME", "NodeConfig", "config_from_values", "load_params_file", "check_params_file_args", "resolve_share_path",
            "descriptor", "declare_and_read"]
