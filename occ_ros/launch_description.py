@@ -22,9 +22,16 @@ with a bag the ``auto`` arguments give the node ``input_qos: reliable`` (no clou
 fragment), ``use_sim_time: true`` and ``worker_queue_size: 32`` (a frame that arrives while the
 model is busy waits instead of being dropped). The first CameraInfo of each camera goes out before
 the playback. After the bag ends the player waits until every played LiDAR frame has its output
-on ``<output_ns>/voxels`` (or none came for 10 s), prints ``predicted N of M LiDAR frames`` and
+on the node's voxel topic (or none came for 10 s), prints ``predicted N of M LiDAR frames`` and
 exits 0, which ends the launch (the runner stops the node; the launch file shuts down). Gaps of
 more than 2 s between messages (separate scenes) are skipped.
+
+Topics: the node's default topics are relative, so ``namespace:=/robot1`` moves them all (not
+with ``bag:=``: the player publishes the bag's absolute names); ``output_ns:=NS`` remaps every
+output (grid, voxels, markers) to ``NS/<leaf>``; ``image_topic:=PATTERN`` sets the camera topics
+(with a bag of an older ``occ-nusc2bag``, its ``/<CH>/image_rect_compressed`` are followed on
+their own). ``rviz:=true`` hands RViz2 ``config/occupancy.rviz``, or a copy on the launched
+topics (:func:`rviz_config_for`). ``managed:=true`` starts the node as a lifecycle node.
 
 Bad arguments (an unknown name, a value outside its choices, a missing params file, model,
 checkpoint or bag) end ``occ-launch`` with one line naming the argument and exit code 2.
