@@ -116,6 +116,11 @@ def test_runtime_updates_are_checked_like_start_up_values():
     # the image topics of older bags stay selectable
     old = config_from_values({"compressed_image_topic": LEGACY_COMPRESSED_IMAGE_TOPIC})
     assert old.image_topic("CAM_FRONT") == "/CAM_FRONT/image_rect_compressed"
+    from occ_ros.params import image_topic_for_bag
+
+    assert image_topic_for_bag({"/LIDAR_TOP", "/CAM_FRONT/image_rect_compressed"}) == LEGACY_COMPRESSED_IMAGE_TOPIC
+    assert image_topic_for_bag({"/LIDAR_TOP", "/CAM_FRONT/image_rect/compressed"}) == "/{camera}/image_rect/compressed"
+    assert image_topic_for_bag(set()) == "/{camera}/image_rect/compressed"
 
 
 def test_an_empty_string_list_is_declared_as_a_string_array():
