@@ -47,6 +47,7 @@ setup(
             "occ-render = occ_core.viz.cli:main",
             "occupancy_node = occ_ros.occupancy_node:main",
             "occ-launch = occ_ros.launch_description:main",
+            "occ-lifecycle = occ_ros.lifecycle_client:main",
             "occ-nusc2bag = occ_ros.bag.nusc2bag:main",
             "occ-bag2nusc = occ_ros.bag.bag2nusc:main",
             "occ-bag-play = occ_ros.bag.play:main",

@@ -1,9 +1,11 @@
 """ros2 launch occ_ros occupancy.launch.py [model:=...] [checkpoint:=...] [bag:=...] [rate:=1.0] [loop:=true]
-[input_qos:=auto|sensor_data|reliable] [use_sim_time:=auto|true|false] [rviz:=true] ...
+[input_qos:=auto|sensor_data|reliable] [use_sim_time:=auto|true|false] [rviz:=true] [namespace:=/robot1]
+[output_ns:=...] [managed:=true] [image_topic:=...] ...
 
 Starts what ``occ_ros.launch_description.describe`` lists (the same description ``occ-launch``
-runs without ``ros2 launch``): occupancy_node with config/occupancy.yaml, optionally RViz2 with
-config/occupancy.rviz and ``occ-bag-play <bag>`` (our rosbag2 player; it publishes /clock, waits
+runs without ``ros2 launch``): occupancy_node with config/occupancy.yaml (``managed:=true``: as a
+lifecycle node, to be configured and activated), optionally RViz2 with config/occupancy.rviz (or a
+copy on the launched topics) and ``occ-bag-play <bag>`` (our rosbag2 player; it publishes /clock, waits
 until the node's inputs are subscribed, and exits once every played LiDAR frame is predicted;
 its exit shuts the launch down).
 """
@@ -23,6 +25,7 @@ def _actions(context, *args, **kwargs):
     actions = []
     for spec in plan.nodes:
         actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name, output="screen",
+                            namespace=spec.namespace or None,
                             arguments=list(spec.arguments),
                             parameters=[*spec.params_files, dict(spec.parameters)],
                             remappings=list(spec.remappings)))

@@ -22,9 +22,16 @@ with a bag the ``auto`` arguments give the node ``input_qos: reliable`` (no clou
 fragment), ``use_sim_time: true`` and ``worker_queue_size: 32`` (a frame that arrives while the
 model is busy waits instead of being dropped). The first CameraInfo of each camera goes out before
 the playback. After the bag ends the player waits until every played LiDAR frame has its output
-on ``<output_ns>/voxels`` (or none came for 10 s), prints ``predicted N of M LiDAR frames`` and
+on the node's voxel topic (or none came for 10 s), prints ``predicted N of M LiDAR frames`` and
 exits 0, which ends the launch (the runner stops the node; the launch file shuts down). Gaps of
 more than 2 s between messages (separate scenes) are skipped.
+
+Topics: the node's default topics are relative, so ``namespace:=/robot1`` moves them all (not
+with ``bag:=``: the player publishes the bag's absolute names); ``output_ns:=NS`` remaps every
+output (grid, voxels, markers) to ``NS/<leaf>``; ``image_topic:=PATTERN`` sets the camera topics
+(with a bag of an older ``occ-nusc2bag``, its ``/<CH>/image_rect_compressed`` are followed on
+their own). ``rviz:=true`` hands RViz2 ``config/occupancy.rviz``, or a copy on the launched
+topics (:func:`rviz_config_for`). ``managed:=true`` starts the node as a lifecycle node.
 
 Bad arguments (an unknown name, a value outside its choices, a missing params file, model,
 checkpoint or bag) end ``occ-launch`` with one line naming the argument and exit code 2.
@@ -32,8 +39,11 @@ checkpoint or bag) end ``occ-launch`` with one line naming the argument and exit
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import tempfile
 import signal
 import subprocess
 import sys
@@ -46,8 +56,13 @@ import yaml
 
 from occ_core.cli import check_input_file, run_cli
 from occ_core.errors import OccDataError
-from occ_ros.params import (NODE_NAME, PACKAGE, PARAMETERS_BY_NAME, ParameterError, config_from_values,
-                            load_params_file, package_share)
+from occ_ros.params import (NODE_NAME, PACKAGE, PARAMETERS_BY_NAME, NodeConfig, ParameterError, config_from_values,
+                            image_topic_for_bag, load_params_file, package_share, resolve_topic)
+
+_NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+_TOPIC = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+#: Outputs that ``output_ns`` moves: NodeConfig field -> leaf name below output_ns.
+OUTPUTS = (("grid_topic", "grid"), ("voxels_topic", "voxels"), ("markers_topic", "markers"))
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,16 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                                                 "playing a bag (every frame predicted), else the params file's value."),
     LaunchArgument("rviz", "false", "Start RViz2 with config/occupancy.rviz.", ("true", "false")),
     LaunchArgument("params_file", "config/occupancy.yaml", "occupancy_node parameters (ROS 2 params file)."),
-    LaunchArgument("output_ns", "/occupancy", "Namespace of the outputs: <output_ns>/markers, <output_ns>/voxels."),
+    LaunchArgument("output_ns", "", "Namespace of every output: <output_ns>/grid, <output_ns>/voxels, <output_ns>/markers "
+                                    "(relative: below namespace); empty = the params file's topics (occupancy/...)."),
+    LaunchArgument("namespace", "", "Namespace of the node (e.g. /robot1): its relative topics, i.e. every default "
+                                    "input and output except /diagnostics, move below it. Empty = the root."),
+    LaunchArgument("managed", "false", "Start occupancy_node as a managed (lifecycle) node: 'configure' loads the "
+                                       "model, 'activate' subscribes (ros2 lifecycle set / occ-lifecycle).",
+                   ("true", "false")),
+    LaunchArgument("image_topic", "", "Camera image topic pattern of the node ({camera} = camera name), e.g. "
+                                      "/{camera}/image_rect_compressed for bags of older occ-nusc2bag versions; "
+                                      "empty = the params file's (image_transport naming), or with bag:= the bag's."),
 )
 ARGUMENTS_BY_NAME = {a.name: a for a in ARGUMENTS}
 
@@ -94,6 +118,7 @@ class NodeSpec:
     package: str
     executable: str
     name: str
+    namespace: str = ""
     params_files: tuple[str, ...] = ()
     parameters: tuple[tuple[str, Any], ...] = ()
     remappings: tuple[tuple[str, str], ...] = ()
@@ -130,9 +155,21 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
     for a in ARGUMENTS:
         if a.choices is not None and out[a.name] not in a.choices:
             raise LaunchArgumentError(f"launch argument {a.name}:={out[a.name]!r}: expected one of {list(a.choices)}")
-    ns = out["output_ns"].rstrip("/")
-    if not ns.startswith("/"):
-        raise LaunchArgumentError(f"launch argument output_ns:={out['output_ns']!r}: expected an absolute namespace")
+    for name in ("output_ns", "namespace"):
+        value = out[name].rstrip("/") or out[name]
+        if value and not _NAMESPACE.match(value):
+            raise LaunchArgumentError(f"launch argument {name}:={out[name]!r}: expected a namespace (letters, digits, "
+                                      f"'_' and '/'-separated, e.g. /robot1 or occupancy)")
+    if out["namespace"] and not out["namespace"].startswith("/"):
+        raise LaunchArgumentError(f"launch argument namespace:={out['namespace']!r}: expected an absolute namespace "
+                                  f"(e.g. /robot1)")
+    if out["namespace"].strip("/") and out["bag"]:
+        raise LaunchArgumentError(f"launch argument namespace:={out['namespace']!r}: not with bag:= (occ-bag-play "
+                                  f"publishes the bag's absolute topic names); remap the node's inputs instead")
+    if out["image_topic"] and ("{camera}" not in out["image_topic"]
+                               or not _TOPIC.match(out["image_topic"].format(camera="CAM"))):
+        raise LaunchArgumentError(f"launch argument image_topic:={out['image_topic']!r}: expected a topic name with "
+                                  f"{{camera}} (e.g. /{{camera}}/image_rect_compressed)")
     try:
         rate = float(out["rate"])
     except ValueError:
@@ -149,39 +186,58 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class NodeTopics:
-    """The node's topics as its params file sets them (after the launch's remappings).
+    """The node's topics, fully qualified, as the launch starts it (params file, parameter
+    overrides, namespace, remappings).
 
     Attributes:
         inputs: LiDAR, then each camera's image and CameraInfo topic.
-        camera_info: the CameraInfo topics.
-        lidar: the LiDAR topic. voxels: the voxel-cloud output.
+        camera_info: the CameraInfo topics. images: camera name -> image topic.
+        lidar: the LiDAR topic. voxels, markers, grid: the outputs.
     """
 
     inputs: tuple[str, ...]
     camera_info: tuple[str, ...]
     lidar: str
     voxels: str
+    markers: str = ""
+    grid: str = ""
+    images: tuple[tuple[str, str], ...] = ()
 
 
-def node_topics(params_file: str, remappings: Mapping[str, str] | None = None, strict: bool = True) -> NodeTopics:
-    """:class:`NodeTopics` of ``occupancy_node`` started with ``params_file`` (parameters the
-    params file does not set take their defaults; names the node does not know are left out).
+def _node_config(params_file: str, overrides: Mapping[str, Any], strict: bool) -> NodeConfig:
+    try:
+        values = load_params_file(params_file)
+        values = {k: v for k, v in values.items() if k in PARAMETERS_BY_NAME}
+        values.update({k: v for k, v in overrides.items() if k in PARAMETERS_BY_NAME})
+        return config_from_values(values)
+    except ParameterError as e:
+        if strict:
+            raise LaunchArgumentError(f"launch argument params_file:={params_file}: {e}") from None
+        return config_from_values({k: v for k, v in overrides.items() if k in PARAMETERS_BY_NAME})
+
+
+def node_topics(params_file: str, remappings: Mapping[str, str] | None = None, strict: bool = True,
+                namespace: str = "", overrides: Mapping[str, Any] | None = None) -> NodeTopics:
+    """:class:`NodeTopics` of ``occupancy_node`` started with ``params_file`` and the parameter
+    ``overrides`` (parameters neither sets take their defaults; names the node does not know are
+    left out) in ``namespace``, with ``remappings`` (from -> to, as the launch passes them).
 
     Raises:
         LaunchArgumentError: with ``strict``, an unreadable params file or invalid topic parameters
             (else the defaults are used).
     """
-    try:
-        values = load_params_file(params_file)
-        cfg = config_from_values({k: v for k, v in values.items() if k in PARAMETERS_BY_NAME})
-    except ParameterError as e:
-        if strict:
-            raise LaunchArgumentError(f"launch argument params_file:={params_file}: {e}") from None
-        cfg = config_from_values({})
-    remap = dict(remappings or {})
-    info = tuple(cfg.info_topic(c) for c in cfg.camera_names)
-    inputs = (cfg.lidar_topic, *(t for c in cfg.camera_names for t in (cfg.image_topic(c), cfg.info_topic(c))))
-    return NodeTopics(inputs, info, cfg.lidar_topic, remap.get(cfg.voxels_topic, cfg.voxels_topic))
+    cfg = _node_config(params_file, dict(overrides or {}), strict)
+    remap = {resolve_topic(k, namespace): resolve_topic(v, namespace) for k, v in (remappings or {}).items()}
+
+    def full(topic: str) -> str:
+        t = resolve_topic(topic, namespace)
+        return remap.get(t, t)
+
+    images = tuple((c, full(cfg.image_topic(c))) for c in cfg.camera_names)
+    info = tuple(full(cfg.info_topic(c)) for c in cfg.camera_names)
+    inputs = (full(cfg.lidar_topic), *(t for (_, img), i in zip(images, info) for t in (img, i)))
+    return NodeTopics(inputs, info, full(cfg.lidar_topic), full(cfg.voxels_topic), full(cfg.markers_topic),
+                      full(cfg.grid_topic), images)
 
 
 def check_files(values: Mapping[str, str]) -> None:
@@ -224,8 +280,6 @@ def describe(values: Mapping[str, str] | None = None, check: bool = False) -> La
         check_files(values)
     bag = a["bag"]
     sim = a["use_sim_time"] == "true" or (a["use_sim_time"] == "auto" and bool(bag))
-    ns = a["output_ns"].rstrip("/")
-    remappings = (("/occupancy/markers", ns + "/markers"), ("/occupancy/voxels", ns + "/voxels"))
     params_file = _share_path(a["params_file"])
     parameters: list[tuple[str, Any]] = [("model_config", _share_path(a["model"])),
                                          ("checkpoint", _share_path(a["checkpoint"]) if a["checkpoint"] else ""),
@@ -234,26 +288,99 @@ def describe(values: Mapping[str, str] | None = None, check: bool = False) -> La
         parameters.append(("input_qos", "reliable" if a["input_qos"] == "auto" else a["input_qos"]))
     if a["worker_queue_size"] != "auto" or bag:
         parameters.append(("worker_queue_size", 32 if a["worker_queue_size"] == "auto" else int(a["worker_queue_size"])))
+    cfg = _node_config(params_file, dict(parameters), strict=check)
+    image_param = "compressed_image_topic" if cfg.image_transport == "compressed" else "raw_image_topic"
+    if a["image_topic"]:
+        parameters.append((image_param, a["image_topic"]))
+    elif bag and cfg.image_transport == "compressed":
+        legacy = image_topic_for_bag(_bag_topics(bag))
+        if legacy != "/" + PARAMETERS_BY_NAME["compressed_image_topic"].default:  # an older bag: its image topics
+            parameters.append((image_param, legacy))
+    namespace = "/" + a["namespace"].strip("/") if a["namespace"].strip("/") else ""
+    out_ns = a["output_ns"].rstrip("/")
+    # every output below output_ns: remap the topics the node is configured with (relative ones
+    # expand in the node's namespace, as rcl expands both sides of a rule)
+    remappings = tuple((getattr(cfg, field), f"{out_ns}/{leaf}") for field, leaf in OUTPUTS) if out_ns else ()
     node = NodeSpec(
-        package=PACKAGE, executable="occupancy_node", name=NODE_NAME,
+        package=PACKAGE, executable="occupancy_node", name=NODE_NAME, namespace=namespace,
         params_files=(params_file,),
         parameters=tuple(parameters),
         remappings=remappings,
+        arguments=("--managed",) if a["managed"] == "true" else (),
     )
+    topics = node_topics(params_file, dict(remappings), strict=check, namespace=namespace, overrides=dict(parameters))
     nodes = [node]
     if a["rviz"] == "true":
         nodes.append(NodeSpec(package="rviz2", executable="rviz2", name="rviz2",
                               parameters=(("use_sim_time", sim),),
-                              arguments=("-d", _share_path("config/occupancy.rviz"))))
+                              arguments=("-d", rviz_config_for(topics, cfg.base_frame))))
     processes = []
     if bag:
         # our own player: ros2 bag play is not part of the rclpy wheels; occ-bag-play publishes /clock too
-        topics = node_topics(params_file, dict(remappings), strict=check)
         cmd = ["occ-bag-play", bag, "--rate", a["rate"], *(["--loop"] if a["loop"] == "true" else []), "--reliable",
                "--wait-for", *topics.inputs, "--wait-for-node", NODE_NAME, "--preroll", *topics.camera_info,
                "--expect-outputs", topics.voxels, "--lidar-topic", topics.lidar]
         processes.append(ProcessSpec("bag_player", tuple(cmd), ends_launch=True))
     return LaunchPlan(tuple(nodes), tuple(processes))
+
+
+def _bag_topics(bag: str) -> set[str]:
+    """The topic names of a bag (empty when it cannot be read: check_files reports a missing bag)."""
+    try:
+        from occ_ros.bag.bagio import open_bag
+
+        reader = open_bag(Path(bag).expanduser())
+    except Exception:  # noqa: BLE001 - not a bag (yet): the player says so with its own message
+        return set()
+    try:
+        return {c.topic for c in reader.connections}
+    finally:
+        reader.close()
+
+
+SHIPPED_RVIZ = "config/occupancy.rviz"
+
+
+def rviz_topics(doc: Mapping[str, Any]) -> dict[str, str]:
+    """Display name -> topic of every display with a topic in a parsed RViz config."""
+    return {d["Name"]: d["Topic"]["Value"] for d in doc["Visualization Manager"]["Displays"] if "Topic" in d}
+
+
+def rviz_config_for(topics: NodeTopics, base_frame: str = "base_link") -> str:
+    """An RViz config showing ``topics``: the shipped ``config/occupancy.rviz`` when its topics are
+    these, else a copy with the display topics (markers, voxels, LiDAR, one Image display per
+    camera) and the fixed frame replaced, written once under ``<tmp>/occ_ros/`` (named by its
+    content hash); returns its path."""
+    shipped = Path(_share_path(SHIPPED_RVIZ))
+    text = shipped.read_text()
+    doc = yaml.safe_load(text)
+    vm = doc["Visualization Manager"]
+    want = {"Occupancy markers": topics.markers, "Occupancy voxels (class colour)": topics.voxels,
+            "LiDAR": topics.lidar, **dict(topics.images)}
+    if rviz_topics(doc) == want and vm["Global Options"]["Fixed Frame"] == base_frame:
+        return str(shipped)
+    displays = [d for d in vm["Displays"] if "Topic" not in d or d["Name"] in want]
+    for d in displays:
+        if "Topic" in d:
+            d["Topic"]["Value"] = want[d["Name"]]
+    missing = [name for name in want if name not in {d["Name"] for d in displays}]
+    template = next(d for d in vm["Displays"] if d["Class"] == "rviz_default_plugins/Image")
+    for cam in missing:  # cameras the shipped config does not have
+        d = yaml.safe_load(yaml.safe_dump(template))
+        d["Name"], d["Topic"]["Value"] = cam, want[cam]
+        displays.append(d)
+    vm["Displays"] = displays
+    vm["Global Options"]["Fixed Frame"] = base_frame
+    vm["Views"]["Current"]["Target Frame"] = base_frame
+    out_text = "# Written by occ_ros.launch_description from config/occupancy.rviz for the launched topics.\n" + \
+        yaml.safe_dump(doc, sort_keys=False)
+    out = Path(tempfile.gettempdir()) / "occ_ros" / f"occupancy-{hashlib.sha1(out_text.encode()).hexdigest()[:12]}.rviz"
+    if not out.is_file():
+        from occ_core.fileio import atomic_write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, out_text)
+    return str(out)
 
 
 def param_value_text(value: Any) -> str:
@@ -278,6 +405,8 @@ def find_executable(package: str, executable: str) -> str | None:
 def node_command(spec: NodeSpec, executable_path: str | None = None) -> list[str]:
     """The argv that starts ``spec`` like launch_ros would (``--ros-args`` remaps, params files, params)."""
     cmd = [executable_path or spec.executable, *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace:
+        cmd += ["-r", f"__ns:={spec.namespace}"]
     for f in spec.params_files:
         cmd += ["--params-file", f]
     for src, dst in spec.remappings:

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 import rclpy
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
@@ -62,8 +63,8 @@ from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D, GridSpec
 from occ_ros.conversions import (ConversionError, camera_info_to_intrinsics, compressed_to_array, image_to_array,
                                  occupancy_to_marker_array_cdr, occupancy_to_pointcloud2, pointcloud2_to_array)
-from occ_ros.params import (NODE_NAME, NodeConfig, ParameterError, check_params_file_args, declare_and_read,
-                             resolve_share_path)
+from occ_ros.params import (MARKER_CLASSES, NODE_NAME, PARAMETERS_BY_NAME, NodeConfig, ParameterError, check_params_file_args,
+                             check_update, declare_and_read, help_text, resolve_share_path)
 from occ_ros.dds_profile import use_shipped_profile
 from occ_ros.input_stats import InputCounts, StampTracker, StampVerdict
 from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
@@ -180,21 +181,44 @@ class OccupancyNode(Node):
         ParameterError: invalid parameters (named in the message).
     """
 
+    #: False: the constructor configures and activates (plain node). ManagedOccupancyNode: the
+    #: lifecycle transitions do (configure loads the model, activate subscribes).
+    MANAGED = False
+
     def __init__(self, predictor: Predictor | None = None, spec: GridSpec | None = None,
                  node_name: str = NODE_NAME, **node_kwargs):
         super().__init__(node_name, **node_kwargs)
         self.config: NodeConfig = declare_and_read(self)
+        self._given_predictor, self._given_spec = predictor, spec
+        self._lock = threading.Lock()
+        self._subs: list = []
+        self._diag_timer = None
+        self._tf_check_timer = None
+        self.extrinsics = None
+        self.predictor = None
+        self.worker = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        if not self.MANAGED:
+            self._configure()
+            self._activate()
+
+    # ------------------------------------------------------------------ lifecycle steps
+    def _configure(self) -> None:
+        """Load the model (unless one was given), set up extrinsics, publishers, sync and worker.
+
+        Raises:
+            ParameterError: camera names the rig file does not know.
+            OccDataError, OSError, RuntimeError: a model that cannot be loaded.
+        """
         cfg = self.config
-        if predictor is None:
-            predictor = self._load_predictor(cfg)
-        self.predictor = predictor
+        predictor = self._given_predictor if self._given_predictor is not None else self._load_predictor(cfg)
         # JPEGs are decoded at the reduced size that still covers the model's camera input, as
         # the training and offline loaders decode them (None: full size, e.g. LiDAR-only models)
         self._image_hw = getattr(predictor, "image_hw", None)
-        self.spec: GridSpec = spec or getattr(predictor, "spec", None) or OCC3D
+        self.spec: GridSpec = self._given_spec or getattr(predictor, "spec", None) or OCC3D
         self.counters = NodeCounters()
         self.timings: deque[FrameTiming] = deque(maxlen=500)
-        self._lock = threading.Lock()
         self._last_warn: dict[str, float] = {}
         self._intrinsics: dict[str, Any] = {}
         self._rates = {name: _Rate() for name in (LIDAR, *cfg.camera_names)}
@@ -204,34 +228,45 @@ class OccupancyNode(Node):
         self.sweeps = SweepBuffer(capacity=4 * cfg.lidar_sweeps + 8)
         self._problems_reported = 0
 
-        use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
-        if use_tf:
-            self.extrinsics = (TfExtrinsics(self, cfg.base_frame) if tf2_available()
-                               else TfMessageExtrinsics(self, cfg.base_frame))
-        else:
-            self.extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
-            unknown = [c for c in cfg.camera_names if c not in self.extrinsics.rig.camera_names]
-            if unknown:
-                raise ParameterError(f"parameter 'camera_names': {unknown} are not cameras of the rig file "
-                                     f"{cfg.rig_file} (it has {list(self.extrinsics.rig.camera_names)})")
-            self._check_rig_fits_model(cfg)
+        if self.extrinsics is None:  # once: a TF listener cannot be taken back (and the parameters are read-only)
+            use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
+            if use_tf:
+                self.extrinsics = (TfExtrinsics(self, cfg.base_frame) if tf2_available()
+                                   else TfMessageExtrinsics(self, cfg.base_frame))
+            else:
+                extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
+                unknown = [c for c in cfg.camera_names if c not in extrinsics.rig.camera_names]
+                if unknown:
+                    raise ParameterError(f"parameter 'camera_names': {unknown} are not cameras of the rig file "
+                                         f"{cfg.rig_file} (it has {list(extrinsics.rig.camera_names)})")
+                self._check_rig_fits_model(cfg, extrinsics.rig, predictor)
+                self.extrinsics = extrinsics
 
         from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from sensor_msgs.msg import PointCloud2
         from occ_ros_msgs.msg import SemanticOccupancyGrid
         from visualization_msgs.msg import MarkerArray
 
+        # managed: lifecycle publishers, which publish only while the node is active
+        publisher = self.create_lifecycle_publisher if self.MANAGED else self.create_publisher
         reliable = QoSProfile(depth=2)
-        self.markers_pub = self.create_publisher(MarkerArray, cfg.markers_topic, reliable)
-        self.voxels_pub = self.create_publisher(PointCloud2, cfg.voxels_topic, reliable)
-        self.grid_pub = self.create_publisher(SemanticOccupancyGrid, cfg.grid_topic, reliable)
-        self.diag_pub = self.create_publisher(DiagnosticArray, cfg.diagnostics_topic, QoSProfile(depth=10))
+        self.markers_pub = publisher(MarkerArray, cfg.markers_topic, reliable)
+        self.voxels_pub = publisher(PointCloud2, cfg.voxels_topic, reliable)
+        self.grid_pub = publisher(SemanticOccupancyGrid, cfg.grid_topic, reliable)
+        self.diag_pub = publisher(DiagnosticArray, cfg.diagnostics_topic, QoSProfile(depth=10))
 
         self.sync = ApproximateTimeSync((LIDAR, *cfg.camera_names), LIDAR, cfg.sync_queue_size, cfg.sync_slop,
                                         self._on_synced, self._on_incomplete,
                                         max_bytes=int(cfg.sync_queue_max_mb * 2**20), sizeof=_payload_bytes)
         self.worker = DropOldestWorker(self._process, cfg.worker_queue_size, self._on_worker_error,
                                        name="occupancy-predictor")
+        self.predictor = predictor
+
+    def _activate(self) -> None:
+        """Subscribe to the inputs and start the diagnostics (and the one-off TF check)."""
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        cfg = self.config
         image_type = CompressedImage if cfg.image_transport == "compressed" else Image
         input_qos = qos_profile_sensor_data if cfg.input_qos == "sensor_data" else QoSProfile(depth=10)
         self._subs = [self._subscribe(PointCloud2, cfg.lidar_topic, self._on_lidar, input_qos, LIDAR, "malformed_lidar")]
@@ -251,8 +286,61 @@ class OccupancyNode(Node):
         self._tf_check_timer = (self.create_timer(TF_CHECK_DELAY_S, self._check_tf_frames)
                                 if not isinstance(self.extrinsics, RigExtrinsics) else None)
         self.get_logger().info(
-            f"{len(cfg.camera_names)} cameras ({cfg.image_transport}), LiDAR {cfg.lidar_topic}, extrinsics from "
-            f"{self.extrinsics.describe()}, grid {self.spec.name} {tuple(self.spec.dims)}, slop {cfg.sync_slop} s")
+            f"{len(cfg.camera_names)} cameras ({cfg.image_transport}, "
+            f"{self.resolve_topic_name(cfg.image_topic(cfg.camera_names[0]))}, ...), LiDAR "
+            f"{self.resolve_topic_name(cfg.lidar_topic)}, extrinsics from {self.extrinsics.describe()}, grid "
+            f"{self.spec.name} {tuple(self.spec.dims)}, slop {cfg.sync_slop} s; outputs "
+            f"{self.resolve_topic_name(cfg.grid_topic)}, {self.resolve_topic_name(cfg.voxels_topic)}, "
+            f"{self.resolve_topic_name(cfg.markers_topic)}")
+
+    def _deactivate(self) -> None:
+        """Unsubscribe, stop the timers and forget the partly matched frames (the model stays loaded)."""
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        for timer in (self._diag_timer, self._tf_check_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diag_timer = self._tf_check_timer = None
+        self.sync.reset()
+
+    def _cleanup(self) -> None:
+        """Stop the worker, drop the publishers and release the model (a given predictor is kept)."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        for pub in (self.markers_pub, self.voxels_pub, self.grid_pub, self.diag_pub):
+            if self.MANAGED:
+                self.destroy_lifecycle_publisher(pub)
+            else:
+                self.destroy_publisher(pub)
+        self.predictor = None
+
+    # ------------------------------------------------------------------ runtime parameters
+    def _on_set_parameters(self, params: list) -> Any:
+        """``add_on_set_parameters_callback``: accept a change only when the new configuration is
+        valid (:func:`~occ_ros.params.check_update`); rclpy has already refused read-only parameters
+        and values outside the descriptors' ranges."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        try:
+            check_update(self.config, {p.name: p.value for p in params})
+        except ParameterError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params: list) -> None:
+        """``add_post_set_parameters_callback``: apply an accepted change (a new :class:`NodeConfig`;
+        a new diagnostics period restarts its timer)."""
+        changes = {p.name: p.value for p in params if p.name in PARAMETERS_BY_NAME}
+        if not changes:
+            return
+        old = self.config
+        self.config = check_update(old, changes)  # the worker reads self.config once per frame
+        if self.config.diagnostics_period != old.diagnostics_period and self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(self.config.diagnostics_period, self.publish_diagnostics)
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
 
     # ------------------------------------------------------------------ set-up
     def _subscribe(self, msg_type, topic: str, handler, qos, stats_key: str | None, malformed_counter: str):
@@ -293,16 +381,16 @@ class OccupancyNode(Node):
                 f"check camera_names against the camera frame ids (frames without TF are skipped and counted as "
                 f"dropped_no_calibration)")
 
-    def _check_rig_fits_model(self, cfg: NodeConfig) -> None:
+    def _check_rig_fits_model(self, cfg: NodeConfig, rig, predictor) -> None:
         """Refuse a rig whose cameras the model's camera branch cannot take (a crop that keeps
         under half the image, a view that misses the grid: :mod:`occ_core.models.rig_fit`)."""
-        model_cfg = getattr(self.predictor, "cfg", None)
+        model_cfg = getattr(predictor, "cfg", None)
         if model_cfg is None:  # a predictor without a model config (tests, a prior): nothing to check
             return
         from occ_core.models.rig_fit import check_rig_fits_model
 
         try:
-            check_rig_fits_model(self.extrinsics.rig, cfg.camera_names, model_cfg, f"rig file {cfg.rig_file}",
+            check_rig_fits_model(rig, cfg.camera_names, model_cfg, f"rig file {cfg.rig_file}",
                                  f"model {cfg.model_config}")
         except OccDataError as e:
             raise ParameterError(f"parameter 'rig_file': {e}") from None
@@ -314,7 +402,8 @@ class OccupancyNode(Node):
         return load_predictor(str(resolve_share_path(cfg.model_config)), ckpt, device=cfg.device)
 
     def destroy_node(self) -> None:
-        self.worker.stop()
+        if self.worker is not None:
+            self.worker.stop()
         super().destroy_node()
 
     # ------------------------------------------------------------------ logging / counting
@@ -495,6 +584,7 @@ class OccupancyNode(Node):
 
     def _process(self, item: tuple[SyncedSet, float]) -> None:
         synced, t_complete = item
+        cfg = self.config  # one snapshot per frame (runtime parameters replace it)
         t0 = time.perf_counter()
         frame = self.build_frame(synced)
         if frame is None:
@@ -505,17 +595,19 @@ class OccupancyNode(Node):
         labels = np.asarray(pred.labels)
         if labels.shape != tuple(self.spec.dims):
             raise ValueError(f"predictor returned labels of shape {labels.shape}, expected {tuple(self.spec.dims)}")
-        if self.config.min_score > 0.0:
-            labels = np.where(pred.scores < self.config.min_score, np.uint8(OCC3D_FREE), labels).astype(np.uint8)
+        if cfg.min_score > 0.0:
+            labels = np.where(pred.scores < cfg.min_score, np.uint8(OCC3D_FREE), labels).astype(np.uint8)
         from std_msgs.msg import Header
 
         lidar: LidarItem = synced.payloads[LIDAR]
-        header = Header(stamp=lidar.header.stamp, frame_id=self.config.base_frame)
+        header = Header(stamp=lidar.header.stamp, frame_id=cfg.base_frame)
         cloud = occupancy_to_pointcloud2(labels, self.spec, header=header, scores=pred.scores)
         grid = grid_to_msg(labels, self.spec, header=header, scores=pred.scores, flow=pred.flow)
         markers = None
         if self.markers_pub.get_subscription_count() > 0:
-            markers = occupancy_to_marker_array_cdr(labels, self.spec, header=header, alpha=self.config.marker_alpha)
+            hidden = [MARKER_CLASSES.index(c) for c in cfg.marker_hidden_classes]
+            markers = occupancy_to_marker_array_cdr(labels, self.spec, header=header, alpha=cfg.marker_alpha,
+                                                    hidden=hidden)
         t3 = time.perf_counter()
         self.grid_pub.publish(grid)
         self.voxels_pub.publish(cloud)
@@ -523,7 +615,7 @@ class OccupancyNode(Node):
             self.markers_pub.publish(markers)
             self._count("marker_messages")
         t4 = time.perf_counter()
-        decode = lidar.decode_s + sum(synced.payloads[c].decode_s for c in self.config.camera_names)
+        decode = lidar.decode_s + sum(synced.payloads[c].decode_s for c in cfg.camera_names)
         with self._lock:
             self.counters.published_frames += 1
             self.timings.append(FrameTiming(synced.stamp_ns, int(cloud.width), decode, t1 - t0, t2 - t1, t3 - t2, t4 - t3,
@@ -608,14 +700,69 @@ class OccupancyNode(Node):
         self.diag_pub.publish(msg)
 
 
+class ManagedOccupancyNode(OccupancyNode, LifecycleNode):
+    """:class:`OccupancyNode` as a managed (lifecycle) node (``occupancy_node --managed``).
+
+    It starts *unconfigured*, with its parameters declared (and settable) but no model and no
+    topics. ``configure`` loads the model and creates the (lifecycle) publishers, the synchronizer
+    and the worker; a model that cannot be loaded fails the transition (logged, the node stays
+    unconfigured). ``activate`` subscribes to the inputs and starts /diagnostics; the publishers
+    publish only while active. ``deactivate`` unsubscribes (the model stays loaded);
+    ``cleanup`` releases the model; ``shutdown`` does what is left of both.
+    """
+
+    MANAGED = True
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except ParameterError as e:
+            self.get_logger().error(f"configure failed: invalid parameters: {e}")
+            return TransitionCallbackReturn.FAILURE
+        except (OccDataError, OSError, RuntimeError) as e:
+            self.get_logger().error(f"configure failed: cannot load the model: {type(e).__name__}: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: model loaded, grid {self.spec.name} {tuple(self.spec.dims)}")
+        return super().on_configure(state)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._activate()
+        return super().on_activate(state)  # enables the lifecycle publishers
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        ret = super().on_cleanup(state)
+        self._cleanup()
+        return ret
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        ret = super().on_shutdown(state)
+        if self._subs or self._diag_timer is not None:
+            self._deactivate()
+        if self.worker is not None:
+            self._cleanup()
+        return ret
+
+
 def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> int:
     """Run the node until shutdown (Ctrl-C / SIGTERM). Exit code 2, with one line naming the
     cause, on a missing or invalid params file, bad ROS arguments, invalid parameters (camera
-    names the rig does not know included), or a model that cannot be loaded (a device this
-    torch lacks included)."""
+    names the rig file does not know included), or a model that cannot be loaded (a device this
+    torch lacks included). ``-h``/``--help`` prints the parameters; ``--managed`` (before
+    ``--ros-args``) starts a :class:`ManagedOccupancyNode`."""
     from rclpy.executors import ExternalShutdownException
 
     args = list(argv if argv is not None else sys.argv)
+    user_args = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if "-h" in user_args or "--help" in user_args:
+        print(help_text(NODE_NAME))
+        return 0
+    managed = "--managed" in user_args
+    if managed:
+        args.remove("--managed")
     try:
         check_params_file_args(args)
     except ParameterError as e:
@@ -629,8 +776,11 @@ def main(argv: list[str] | None = None, predictor: Predictor | None = None) -> i
         return 2
     node = None
     try:
-        node = OccupancyNode(predictor)
+        node = (ManagedOccupancyNode if managed else OccupancyNode)(predictor)
         node.get_logger().info(dds.message)
+        if managed:
+            node.get_logger().info("managed node: unconfigured; 'configure' loads the model, 'activate' subscribes "
+                                   "(ros2 lifecycle set / occ-lifecycle)")
         rclpy.spin(node)
     except ParameterError as e:
         print(f"occupancy_node: invalid parameters: {e}", file=sys.stderr)

@@ -10,7 +10,21 @@ was expected. The defaults live in ``config/occupancy.yaml`` too (a ROS 2 params
 ``occupancy_node: ros__parameters: ...``); :func:`load_params_file` reads that format without
 ROS, and a test keeps the file and this table equal.
 
-Topic parameters may contain ``{camera}``, replaced by each camera name.
+Topic parameters may contain ``{camera}``, replaced by each camera name. The default topics are
+relative names (``LIDAR_TOP``, ``{camera}/image_rect/compressed``, ``occupancy/markers``), so a
+node namespace (``-r __ns:=/robot1``, the launch argument ``namespace``) moves them all; outside a
+namespace they resolve to ``/LIDAR_TOP`` and so on. ``/diagnostics`` stays absolute (the
+diagnostic aggregator listens there). Image topics follow image_transport's naming: the
+compressed transport of the base topic ``{camera}/image_rect`` is ``{camera}/image_rect/compressed``
+(what RViz2's Image display subscribes when given that topic); bags written before this
+convention carry :data:`LEGACY_COMPRESSED_IMAGE_TOPIC`, which ``compressed_image_topic`` (or a
+remapping) still selects.
+
+Runtime parameters: the specs with ``read_only=False`` (:data:`RUNTIME_PARAMETERS`: ``min_score``,
+``marker_alpha``, ``marker_hidden_classes``, ``diagnostics_period``) may be set while the node
+runs; :func:`check_update` validates a proposed change (the node calls it from its
+``add_on_set_parameters_callback``). The others are read once at start-up (rclpy refuses to set
+them: ``read_only`` descriptors).
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE
 from occ_core.errors import OccDataError
 from occ_core.fileio import read_yaml
 
@@ -44,6 +59,13 @@ def package_share() -> Path:
 #: The params file shipped with the package.
 DEFAULT_PARAMS_FILE = package_share() / "config" / "occupancy.yaml"
 
+#: Image topic of bags written before the image_transport naming (``occ-nusc2bag`` up to issue 17).
+LEGACY_COMPRESSED_IMAGE_TOPIC = "/{camera}/image_rect_compressed"
+#: Classes the marker filter knows (Occ3D 0-16; free is never drawn).
+MARKER_CLASSES: tuple[str, ...] = tuple(OCC3D_CLASSES[:OCC3D_FREE])
+#: ``marker_hidden_classes`` that hides the ground (road, other flat ground, sidewalk, terrain).
+GROUND_CLASSES = ("driveable_surface", "other_flat", "sidewalk", "terrain")
+
 NUSCENES_CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
 
@@ -58,7 +80,7 @@ class ParamSpec:
     Attributes:
         lo, hi: inclusive numeric range (``IntegerRange`` / ``FloatingPointRange``), or None.
         choices: allowed string values, or None.
-        read_only: the node reads it once at start-up.
+        read_only: the node reads it once at start-up; False: it may change while the node runs.
     """
 
     name: str
@@ -81,11 +103,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("image_transport", "compressed",
               "Camera message type: 'compressed' (sensor_msgs/CompressedImage) or 'raw' (sensor_msgs/Image).",
               choices=("compressed", "raw")),
-    ParamSpec("compressed_image_topic", "/{camera}/image_rect_compressed",
-              "CompressedImage topic per camera ({camera} = camera name)."),
-    ParamSpec("raw_image_topic", "/{camera}/image_raw", "Image topic per camera ({camera} = camera name)."),
-    ParamSpec("camera_info_topic", "/{camera}/camera_info", "CameraInfo topic per camera (intrinsics)."),
-    ParamSpec("lidar_topic", "/LIDAR_TOP", "LiDAR PointCloud2 topic (x, y, z [, intensity]); the sync trigger."),
+    ParamSpec("compressed_image_topic", "{camera}/image_rect/compressed",
+              "CompressedImage topic per camera ({camera} = camera name): image_transport's compressed "
+              "transport of the base topic {camera}/image_rect; bags of older occ-nusc2bag versions use "
+              "/{camera}/image_rect_compressed."),
+    ParamSpec("raw_image_topic", "{camera}/image_raw", "Image topic per camera ({camera} = camera name)."),
+    ParamSpec("camera_info_topic", "{camera}/camera_info", "CameraInfo topic per camera (intrinsics)."),
+    ParamSpec("lidar_topic", "LIDAR_TOP", "LiDAR PointCloud2 topic (x, y, z [, intensity]); the sync trigger."),
     ParamSpec("input_qos", "sensor_data",
               "QoS of the camera, CameraInfo, LiDAR and odometry subscriptions: 'sensor_data' (best effort, "
               "keep last 5: matches any publisher) or 'reliable' (keep last 10: only reliable publishers, e.g. "
@@ -97,9 +121,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "LiDAR sweeps per frame (current + earlier ones moved into the current base_link with "
               "odometry); > 1 needs odom_topic.", lo=1, hi=20),
     ParamSpec("sweep_max_age", 0.6, "Oldest earlier sweep used, seconds before the current one.", lo=0.05, hi=5.0),
-    ParamSpec("markers_topic", "/occupancy/markers", "Output MarkerArray (one CUBE_LIST per class)."),
-    ParamSpec("voxels_topic", "/occupancy/voxels", "Output PointCloud2 of non-free voxels (x, y, z, label, score)."),
-    ParamSpec("grid_topic", "/occupancy/grid",
+    ParamSpec("markers_topic", "occupancy/markers", "Output MarkerArray (one CUBE_LIST per class)."),
+    ParamSpec("voxels_topic", "occupancy/voxels",
+              "Output PointCloud2 of non-free voxels (x, y, z, label, score, rgb = the class colour)."),
+    ParamSpec("grid_topic", "occupancy/grid",
               "Output occ_ros_msgs/SemanticOccupancyGrid (dense labels, scores, flow when predicted)."),
     ParamSpec("diagnostics_topic", "/diagnostics", "Output diagnostic_msgs/DiagnosticArray."),
     ParamSpec("base_frame", "base_link", "Frame of the occupancy grid and of the outputs."),
@@ -124,13 +149,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Approximate-time slop in seconds: a set matches when max - min stamp < slop.", lo=0.0, hi=2.0),
     ParamSpec("worker_queue_size", 2, "Synchronized frames waiting for the predictor; the oldest is dropped.",
               lo=1, hi=32),
-    ParamSpec("min_score", 0.0, "Voxels whose score is below this are published as free.", lo=0.0, hi=1.0),
-    ParamSpec("marker_alpha", 1.0, "Marker opacity.", lo=0.01, hi=1.0),
-    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", lo=0.05, hi=60.0),
+    ParamSpec("min_score", 0.0, "Voxels whose score is below this are published as free (runtime).",
+              lo=0.0, hi=1.0, read_only=False),
+    ParamSpec("marker_alpha", 1.0, "Marker opacity (runtime).", lo=0.01, hi=1.0, read_only=False),
+    ParamSpec("marker_hidden_classes", [],
+              "Classes left out of the markers (runtime; the voxel cloud and the grid keep them), e.g. "
+              "[driveable_surface, other_flat, sidewalk, terrain] to hide the ground; empty = show every class.",
+              read_only=False),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages (runtime).", lo=0.05, hi=60.0,
+              read_only=False),
     ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of one kind.", lo=0.0, hi=3600.0),
 )
 
 PARAMETERS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+#: Parameters that may change while the node runs.
+RUNTIME_PARAMETERS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if not p.read_only)
 
 _TOPIC = re.compile(r"^~?/?[A-Za-z_{][A-Za-z0-9_{}/]*$")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -170,6 +203,7 @@ class NodeConfig:
     worker_queue_size: int
     min_score: float
     marker_alpha: float
+    marker_hidden_classes: tuple[str, ...]
     diagnostics_period: float
     log_throttle: float
 
@@ -249,7 +283,78 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
                              f"({out['loss_warn_fraction']}), got {out['loss_error_fraction']}")
     if not out["model_config"]:
         raise ParameterError("parameter 'model_config': expected a model config path, got ''")
+    hidden = out["marker_hidden_classes"]
+    bad = [c for c in hidden if c not in MARKER_CLASSES]
+    if bad or len(set(hidden)) != len(hidden):
+        raise ParameterError(f"parameter 'marker_hidden_classes': expected distinct class names out of "
+                             f"{list(MARKER_CLASSES)}, got {list(hidden)!r}"
+                             + (f" ({bad} unknown)" if bad else " (a name repeats)"))
     return NodeConfig(**out)
+
+
+def check_update(config: NodeConfig, changes: Mapping[str, Any]) -> NodeConfig:
+    """The configuration after a runtime parameter change, checked like the start-up values.
+
+    Args:
+        config: the node's current configuration.
+        changes: parameter name -> proposed value; names this table does not declare (rclpy's own,
+            ``use_sim_time``) are ignored.
+
+    Raises:
+        ParameterError: a read-only parameter, or a value :func:`config_from_values` rejects
+            (the message names the parameter, the value and what is expected).
+    """
+    ours = {k: v for k, v in changes.items() if k in PARAMETERS_BY_NAME}
+    fixed = sorted(k for k in ours if PARAMETERS_BY_NAME[k].read_only)
+    if fixed:
+        raise ParameterError(f"parameter(s) {fixed} are read at start-up only; at runtime only "
+                             f"{list(RUNTIME_PARAMETERS)} can change")
+    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
+    values.update(ours)
+    return config_from_values(values)
+
+
+def resolve_topic(name: str, namespace: str = "/", node_name: str = NODE_NAME) -> str:
+    """The fully qualified name of a topic as rcl expands it: absolute names stay, ``~/x`` becomes
+    ``<namespace>/<node_name>/x``, relative names go below ``namespace``."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if name.startswith("/"):
+        return name
+    if name.startswith("~"):
+        return f"{ns}/{node_name}/{name[1:].lstrip('/')}"
+    return f"{ns}/{name}"
+
+
+def image_topic_for_bag(topics) -> str:
+    """``compressed_image_topic`` for a bag with these topics: the image_transport layout
+    (``/{camera}/image_rect/compressed``) unless the bag has only :data:`LEGACY_COMPRESSED_IMAGE_TOPIC` ones."""
+    if (any(t.endswith("/image_rect_compressed") for t in topics)
+            and not any(t.endswith("/image_rect/compressed") for t in topics)):
+        return LEGACY_COMPRESSED_IMAGE_TOPIC
+    return "/" + PARAMETERS_BY_NAME["compressed_image_topic"].default.lstrip("/")
+
+
+def help_text(prog: str = NODE_NAME) -> str:
+    """``occupancy_node --help``: usage and every parameter with its default, range and meaning."""
+    lines = [f"usage: {prog} [--managed] [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
+             "",
+             "Semantic occupancy from synchronized cameras and LiDAR (occ_ros). Parameters are set with",
+             "'-p name:=value' or a params file (defaults: config/occupancy.yaml); '(runtime)' ones can also be",
+             "set while the node runs (SetParameters service, 'ros2 param set').",
+             "",
+             "options:",
+             "  -h, --help   print this help and exit",
+             "  --managed    start as a managed (lifecycle) node: 'configure' loads the model, 'activate'",
+             "               subscribes to the inputs (ros2 lifecycle set / occ-lifecycle)",
+             "",
+             "parameters:"]
+    for p in PARAMETERS:
+        rng = f" [{p.lo:g}, {p.hi:g}]" if p.lo is not None else ""
+        if p.choices:
+            rng = f" {{{'|'.join(p.choices)}}}"
+        lines.append(f"  {p.name} ({type(p.default).__name__}{rng}, default {p.default!r}{'' if p.read_only else ', runtime'})")
+        lines.append(f"      {p.description}")
+    return "\n".join(lines)
 
 
 def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
@@ -340,14 +445,27 @@ def declare_and_read(node) -> NodeConfig:
     """
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
+    from rclpy.exceptions import ParameterUninitializedException
+    from rclpy.parameter import Parameter
+
+    # an empty list would be declared as a byte array (rclpy infers the type from the value):
+    # such parameters are declared by type and given their empty default when nothing overrides them
+    empty = [s for s in PARAMETERS if isinstance(s.default, list) and not s.default]
     try:
-        node.declare_parameters("", [(s.name, s.default, descriptor(s)) for s in PARAMETERS])
+        node.declare_parameters("", [(s.name, Parameter.Type.STRING_ARRAY if s in empty else s.default, descriptor(s))
+                                     for s in PARAMETERS])
     except (InvalidParameterValueException, InvalidParameterTypeException) as e:
         raise ParameterError(f"{node.get_name()}: {e}") from None
+    for s in empty:
+        try:
+            node.get_parameter(s.name)
+        except ParameterUninitializedException:
+            node.set_parameters([Parameter(s.name, Parameter.Type.STRING_ARRAY, [])])
     values = {s.name: node.get_parameter(s.name).value for s in PARAMETERS}
     return config_from_values(values)
 
 
-__all__ = ["NODE_NAME", "PACKAGE", "package_share", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
+__all__ = ["LEGACY_COMPRESSED_IMAGE_TOPIC", "MARKER_CLASSES", "GROUND_CLASSES", "RUNTIME_PARAMETERS", "check_update",
+           "resolve_topic", "help_text", "image_topic_for_bag", "NODE_NAME", "PACKAGE", "package_share", "DEFAULT_PARAMS_FILE", "NUSCENES_CAMERAS", "ParameterError", "ParamSpec", "PARAMETERS",
            "PARAMETERS_BY_NAME", "NodeConfig", "config_from_values", "load_params_file", "check_params_file_args", "resolve_share_path",
            "descriptor", "declare_and_read"]

@@ -64,7 +64,7 @@ def test_mcap_bag_reads_back_with_expected_topics_types_counts_and_stamps(mcap_b
                 "/markers/annotations": ("visualization_msgs/msg/MarkerArray", len(keyframes))}
     for cam in CAMERAS:
         n = sum(sd["channel"] == cam for sd in sds)
-        expected[f"/{cam}/image_rect_compressed"] = ("sensor_msgs/msg/CompressedImage", n)
+        expected[f"/{cam}/image_rect/compressed"] = ("sensor_msgs/msg/CompressedImage", n)  # image_transport naming
         expected[f"/{cam}/camera_info"] = ("sensor_msgs/msg/CameraInfo", n)
     counts = Counter(m.channel.topic for m in msgs)
     assert {t: (types[t], counts[t]) for t in counts} == expected
@@ -75,19 +75,25 @@ def test_mcap_bag_reads_back_with_expected_topics_types_counts_and_stamps(mcap_b
     for m in msgs:
         if m.channel.topic == "/tf_static":
             assert "durability: transient_local" in m.channel.metadata["offered_qos_profiles"]
-            assert {t.child_frame_id for t in m.ros_msg.transforms} == {*CAMERAS, "LIDAR_TOP"}
+            tfs = m.ros_msg.transforms
+            assert {(t.header.frame_id, t.child_frame_id) for t in tfs} == {
+                ("map", "odom"), *(("base_link", c) for c in (*CAMERAS, "LIDAR_TOP"))}
+            map_odom = next(t.transform for t in tfs if t.child_frame_id == "odom")  # identity: no drift
+            assert (map_odom.translation.x, map_odom.translation.y, map_odom.translation.z, map_odom.rotation.w) == (0, 0, 0, 1)
             continue
         stamp = m.ros_msg.header.stamp.sec * 1_000_000_000 + m.ros_msg.header.stamp.nanosec \
             if hasattr(m.ros_msg, "header") else None
         if m.channel.topic == "/tf":
             tf = m.ros_msg.transforms[0]
-            assert (tf.header.frame_id, tf.child_frame_id) == ("map", "base_link")
+            assert (tf.header.frame_id, tf.child_frame_id) == ("odom", "base_link")  # REP 105
             stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
+        if m.channel.topic == "/odom":
+            assert (m.ros_msg.header.frame_id, m.ros_msg.child_frame_id) == ("odom", "base_link")
         if m.channel.topic == "/markers/annotations":
             stamp = m.log_time_ns
         assert stamp == m.log_time_ns and stamp in stamps_sd  # stamps = sample_data timestamps
     # camera payloads are the JPEG files, byte for byte; LiDAR clouds carry the .pcd.bin records
-    cam0 = next(m for m in msgs if m.channel.topic == "/CAM_FRONT/image_rect_compressed")
+    cam0 = next(m for m in msgs if m.channel.topic == "/CAM_FRONT/image_rect/compressed")
     sd = next(s for s in sds if s["channel"] == "CAM_FRONT" and int(s["timestamp"]) * 1000 == cam0.log_time_ns)
     assert cam0.ros_msg.format == "jpeg" and bytes(cam0.ros_msg.data) == (synthetic_dataroot / sd["filename"]).read_bytes()
     info = next(m.ros_msg for m in msgs if m.channel.topic == "/CAM_FRONT/camera_info")
@@ -185,7 +191,7 @@ def test_missing_file_is_named_and_skip_missing_counts_it(synthetic_dataroot, tm
     res = convert(ConvertConfig(root, tmp_path / "bag2", scenes=["scene-0001", SCENE], keyframes_only=True,
                                 skip_missing=True, progress=False))
     assert res.skipped == [str(victim)]
-    assert res.counts["/CAM_BACK/image_rect_compressed"] == res.counts["/CAM_FRONT/image_rect_compressed"] - 1
+    assert res.counts["/CAM_BACK/image_rect/compressed"] == res.counts["/CAM_FRONT/image_rect/compressed"] - 1
     with pytest.raises(OccDataError, match="already exists"):
         convert(ConvertConfig(root, tmp_path / "bag2", progress=False))
     with pytest.raises(OccDataError, match="scene-9999"):

@@ -19,6 +19,7 @@ from occ_ros.conversions import (
     ConversionError,
     colors_from_array,
     occupancy_to_marker_array,
+    plan_markers,
     occupancy_to_marker_array_cdr,
     occupancy_to_pointcloud2,
     pointcloud2_to_array,
@@ -139,8 +140,8 @@ def test_grid_to_pointcloud2_and_back(seed, p_occ):
     scores = rng.random(SMALL.dims).astype(np.float32)
     msg = occupancy_to_pointcloud2(grid, SMALL, scores=scores, frame_id="base_link")
     assert [(f.name, f.offset, f.datatype) for f in msg.fields] == [
-        ("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("label", 12, 2), ("score", 13, 7)]
-    assert msg.point_step == 17 and msg.height == 1 and not msg.is_bigendian
+        ("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("label", 12, 2), ("score", 13, 7), ("rgb", 17, 6)]
+    assert msg.point_step == 21 and msg.height == 1 and not msg.is_bigendian
     assert msg.header.frame_id == "base_link"
     back = TYPESTORE.deserialize_cdr(serialize_message(msg), "sensor_msgs/msg/PointCloud2")
     np.testing.assert_array_equal(pointcloud2_to_occupancy(back, SMALL), grid)
@@ -180,3 +181,26 @@ def test_cdr_marker_array_decodes_to_the_same_message(seed, p_occ, per_voxel_alp
     assert all(m.header.frame_id == frame_id and m.header.stamp.sec == stamp.sec for m in back.markers)
     with pytest.raises(ConversionError, match="frame_id"):
         occupancy_to_marker_array_cdr(grid, SMALL, frame_id="base\x00link")
+
+
+def test_voxel_cloud_carries_the_class_palette_as_packed_rgb():
+    rng = np.random.default_rng(3)
+    grid = random_grid(SMALL, rng, 0.3)
+    pts = pointcloud2_to_array(occupancy_to_pointcloud2(grid, SMALL))
+    pal = OCC3D_PALETTE[pts["label"]].astype(np.int64)
+    rgb = pts["rgb"].astype(np.int64)
+    np.testing.assert_array_equal(np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], 1), pal[:, :3])
+    assert ((rgb >> 24) == 0).all()
+    bare = occupancy_to_pointcloud2(grid, SMALL, palette=None)
+    assert [f.name for f in bare.fields] == ["x", "y", "z", "label", "score"] and bare.point_step == 17
+
+
+def test_hidden_classes_leave_the_markers_only():
+    grid = np.full(SMALL.dims, OCC3D_FREE, np.uint8)
+    grid[0, 0, 0], grid[1, 0, 0], grid[2, 0, 0], grid[3, 0, 0] = 4, 11, 14, 11  # car, road, terrain, road
+    plan = plan_markers(grid, SMALL, hidden=[11, 14])
+    assert plan.names == ["car"] and plan.index.tolist() == [np.ravel_multi_index((0, 0, 0), SMALL.dims)]
+    assert plan_markers(grid, SMALL).names == ["car", "driveable_surface", "terrain"]
+    msg = occupancy_to_marker_array(grid, SMALL, hidden=[4])
+    assert [m.ns for m in msg.markers[1:]] == ["driveable_surface", "terrain"]
+    assert [len(m.points) for m in msg.markers[1:]] == [2, 1]

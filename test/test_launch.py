@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from occ_ros.launch_description import (ARGUMENTS, LaunchArgumentError, LaunchPlan, commands, describe, main,
-                                        node_command, param_value_text, run)
+                                        node_command, node_topics, param_value_text, run, rviz_topics)
 from occ_ros.params import DEFAULT_PARAMS_FILE, NUSCENES_CAMERAS, PARAMETERS_BY_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ def test_default_plan_is_the_node_with_the_shipped_params_file():
     assert node.params_files == (str(DEFAULT_PARAMS_FILE),)
     assert dict(node.parameters) == {"model_config": str(REPO / "config/models/fusion.yaml"),
                                      "checkpoint": str(REPO / "config/models/fusion_demo.pt"), "use_sim_time": False}
-    assert dict(node.remappings) == {"/occupancy/markers": "/occupancy/markers", "/occupancy/voxels": "/occupancy/voxels"}
+    assert node.remappings == () and node.namespace == "" and node.arguments == ()  # the params file's topics
     # the launch defaults agree with the node's parameter defaults
     assert ARGUMENTS[0].default == PARAMETERS_BY_NAME["model_config"].default
     assert ARGUMENTS[1].default == PARAMETERS_BY_NAME["checkpoint"].default
@@ -36,8 +36,10 @@ def test_arguments_change_the_plan_and_bad_ones_are_rejected(tmp_path):
                      "output_ns": "/occ2"})
     node, rviz = plan.nodes
     assert dict(node.parameters)["checkpoint"] == str(ckpt) and dict(node.parameters)["use_sim_time"] is True
-    assert dict(node.remappings)["/occupancy/voxels"] == "/occ2/voxels"
-    assert rviz.executable == "rviz2" and rviz.arguments == ("-d", str(REPO / "config/occupancy.rviz"))
+    assert dict(node.remappings) == {"occupancy/voxels": "/occ2/voxels", "occupancy/markers": "/occ2/markers",
+                                     "occupancy/grid": "/occ2/grid"}  # every output under output_ns
+    assert rviz.executable == "rviz2" and rviz.arguments[0] == "-d"
+    assert rviz_topics(yaml.safe_load(Path(rviz.arguments[1]).read_text()))["Occupancy voxels (class colour)"] == "/occ2/voxels"
     player = plan.processes[0]
     assert player.cmd[:2] == ("occ-bag-play", "/data/bag1") and player.ends_launch
     (name, argv), = commands(LaunchPlan((), plan.processes))  # resolved to this environment's console script
@@ -56,7 +58,7 @@ def test_runner_dry_run_prints_the_description_commands(capsys):
     assert printed == expected
     node_line = printed[0]
     assert f"--params-file {DEFAULT_PARAMS_FILE}" in node_line
-    assert "-r /occupancy/markers:=/x/markers" in node_line
+    assert "-r occupancy/markers:=/x/markers" in node_line and "-r occupancy/grid:=/x/grid" in node_line
     assert f"-p model_config:={REPO / 'config/models/lidar.yaml'}" in node_line
     assert f"-p checkpoint:={REPO / 'config/models/fusion_demo.pt'} -p use_sim_time:=false" in node_line
     assert main(["rviz:=maybe"]) == 2
@@ -72,12 +74,17 @@ def test_param_values_round_trip_through_ros_argument_parsing():
     ctx = rclpy.Context()
     rclpy.init(args=argv, context=ctx)
     try:
-        node = rclpy.create_node("renamed_by_args", context=ctx, automatically_declare_parameters_from_overrides=True)
+        from occ_ros.params import declare_and_read
+
+        # (declared as the node declares them: rcl reads the params file's empty list as 'not set',
+        # which automatically_declare_parameters_from_overrides cannot declare)
+        node = rclpy.create_node("renamed_by_args", context=ctx)
+        declare_and_read(node)
         assert node.get_name() == "occupancy_node"  # -r __node:=...
         for name, value in spec.parameters:
             assert node.get_parameter(name).value == value, name
         assert node.get_parameter("sync_slop").value == PARAMETERS_BY_NAME["sync_slop"].default  # from the YAML
-        assert node.resolve_topic_name("/occupancy/markers") == "/occupancy/markers"
+        assert node.resolve_topic_name(node.get_parameter("markers_topic").value) == "/occupancy/markers"
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
@@ -132,22 +139,91 @@ def test_launch_file_builds_the_same_nodes():
     assert [a.node_executable for a in actions] == [n.executable for n in describe({"rviz": "true"}).nodes]
 
 
-def test_rviz_config_shows_the_default_topics_in_base_link():
+def _displays_by_topic(doc) -> dict[str, str]:
+    return {d["Topic"]["Value"]: d["Class"].split("/")[1] for d in doc["Visualization Manager"]["Displays"] if "Topic" in d}
+
+
+def _expected_displays(topics) -> dict[str, str]:
+    """What RViz must show of the node: its inputs (LiDAR, the camera images) and outputs (markers, voxels)."""
+    return {topics.markers: "MarkerArray", topics.voxels: "PointCloud2", topics.lidar: "PointCloud2",
+            **{img: "Image" for _, img in topics.images}}
+
+
+def test_rviz_config_topics_are_the_nodes_topics():
+    """The shipped config, parsed: its topics are the node's default output and input topics (as
+    the node resolves them with the shipped params file), in base_link; the voxels in class colours."""
     doc = yaml.safe_load((REPO / "config" / "occupancy.rviz").read_text())
     vm = doc["Visualization Manager"]
     assert vm["Global Options"]["Fixed Frame"] == PARAMETERS_BY_NAME["base_frame"].default
-    by_class: dict[str, list] = {}
-    for d in vm["Displays"]:
-        by_class.setdefault(d["Class"].split("/")[1], []).append(d)
-    topics = {d["Topic"]["Value"]: d for ds in by_class.values() for d in ds if "Topic" in d}
-    assert topics[PARAMETERS_BY_NAME["markers_topic"].default]["Class"] == "rviz_default_plugins/MarkerArray"
-    vox = topics[PARAMETERS_BY_NAME["voxels_topic"].default]
-    assert vox["Class"] == "rviz_default_plugins/PointCloud2" and vox["Channel Name"] == "label"
-    assert topics[PARAMETERS_BY_NAME["lidar_topic"].default]["Class"] == "rviz_default_plugins/PointCloud2"
-    pattern = PARAMETERS_BY_NAME["compressed_image_topic"].default
-    for cam in NUSCENES_CAMERAS:
-        assert topics[pattern.format(camera=cam)]["Class"] == "rviz_default_plugins/Image"
-    assert {"Grid", "TF"} <= set(by_class)
+    topics = node_topics(str(DEFAULT_PARAMS_FILE))
+    assert topics.images[0] == ("CAM_FRONT", "/CAM_FRONT/image_rect/compressed")  # image_transport: <base>/compressed
+    assert _displays_by_topic(doc) == _expected_displays(topics)
+    vox = next(d for d in vm["Displays"] if d.get("Topic", {}).get("Value") == topics.voxels)
+    assert vox["Color Transformer"] == "RGB8"  # the rgb field: the class palette
+    assert {"Grid", "TF"} <= {d["Class"].split("/")[1] for d in vm["Displays"]}
+    # the launch hands RViz the shipped file when nothing moves the topics
+    assert describe({"rviz": "true"}).nodes[1].arguments == ("-d", str(REPO / "config/occupancy.rviz"))
+
+
+def test_namespace_moves_every_topic_and_rviz_follows(tmp_path):
+    args = {"rviz": "true", "namespace": "/robot1", "output_ns": "perception", "managed": "true"}
+    node, rviz = describe(args).nodes
+    assert node.namespace == "/robot1" and node.arguments == ("--managed",)
+    cmd = node_command(node)
+    assert cmd[:2] == ["occupancy_node", "--managed"] and "__ns:=/robot1" in cmd
+    topics = node_topics(str(DEFAULT_PARAMS_FILE), dict(node.remappings), namespace="/robot1")
+    assert topics.lidar == "/robot1/LIDAR_TOP" and topics.images[1][1] == "/robot1/CAM_FRONT_RIGHT/image_rect/compressed"
+    assert (topics.markers, topics.voxels, topics.grid) == (
+        "/robot1/perception/markers", "/robot1/perception/voxels", "/robot1/perception/grid")
+    doc = yaml.safe_load(Path(rviz.arguments[1]).read_text())
+    assert _displays_by_topic(doc) == _expected_displays(topics)
+    # rcl resolves the node's own names the same way
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(args=cmd, context=ctx)
+    try:
+        from occ_ros.params import declare_and_read
+
+        n = rclpy.create_node("x", context=ctx)
+        cfg = declare_and_read(n)
+        assert n.get_namespace() == "/robot1"
+        assert n.resolve_topic_name(cfg.voxels_topic) == topics.voxels
+        assert n.resolve_topic_name(cfg.grid_topic) == topics.grid
+        assert n.resolve_topic_name(cfg.image_topic("CAM_BACK")) == dict(topics.images)["CAM_BACK"]
+        assert n.resolve_topic_name(cfg.diagnostics_topic) == "/diagnostics"
+        n.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_old_image_topic_names_stay_usable(tmp_path):
+    plan = describe({"image_topic": "/{camera}/image_rect_compressed", "rviz": "true"})
+    assert dict(plan.nodes[0].parameters)["compressed_image_topic"] == "/{camera}/image_rect_compressed"
+    doc = yaml.safe_load(Path(plan.nodes[1].arguments[1]).read_text())
+    assert "/CAM_BACK/image_rect_compressed" in _displays_by_topic(doc)
+    with pytest.raises(LaunchArgumentError, match="image_topic"):
+        describe({"image_topic": "/camera/image"})
+
+
+def test_foxglove_layout_shows_the_nodes_topics():
+    import json
+
+    layout = json.loads((REPO / "config" / "occupancy.foxglove.json").read_text())
+    cfg = layout["configById"]
+    topics = node_topics(str(DEFAULT_PARAMS_FILE))
+    three_d = next(v for k, v in cfg.items() if k.startswith("3D!"))
+    assert three_d["followTf"] == PARAMETERS_BY_NAME["base_frame"].default
+    assert set(three_d["topics"]) == {topics.markers, topics.voxels, topics.lidar}
+    assert three_d["topics"][topics.voxels]["colorField"] == "rgb"
+    images = {v["imageMode"]["imageTopic"]: v["imageMode"]["calibrationTopic"] for k, v in cfg.items()
+              if k.startswith("Image!")}
+    assert images == dict(zip((img for _, img in topics.images), topics.camera_info))
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
+
+    assert sorted(leaves(layout["layout"])) == sorted(cfg)  # every panel placed, none missing
 
 
 def _opts(cmd, flag):
@@ -167,7 +243,7 @@ def test_a_bag_gets_reliable_inputs_sim_time_a_deep_queue_and_a_player_that_wait
     cmd = list(plan.processes[0].cmd)
     assert _opts(cmd, "--rate") == ["0.5"] and "--loop" in cmd and "--reliable" in cmd
     cams = PARAMETERS_BY_NAME["camera_names"].default
-    assert _opts(cmd, "--wait-for") == ["/LIDAR_TOP", *(t for c in cams for t in (f"/{c}/image_rect_compressed",
+    assert _opts(cmd, "--wait-for") == ["/LIDAR_TOP", *(t for c in cams for t in (f"/{c}/image_rect/compressed",
                                                                                    f"/{c}/camera_info"))]
     assert _opts(cmd, "--wait-for-node") == ["occupancy_node"]
     assert _opts(cmd, "--preroll") == [f"/{c}/camera_info" for c in cams]
@@ -204,7 +280,10 @@ def test_the_player_waits_for_the_topics_of_the_params_file(tmp_path):
     (["checkpoint:=/no/such/model.pt"], "checkpoint:=/no/such/model.pt"),
     (["bag:=/no/such/bag"], "bag:=/no/such/bag"),
     (["params_file:=BAD"], "params_file:="),
-    (["output_ns:=relative"], "output_ns:='relative'"),
+    (["output_ns:=bad ns"], "output_ns:='bad ns'"),
+    (["namespace:=robot1"], "namespace:='robot1'"),
+    (["namespace:=/r1", "bag:=/tmp"], "not with bag:="),
+    (["managed:=yes"], "managed:='yes'"),
     (["stray"], "'stray'"),
 ])
 def test_bad_launch_arguments_exit_2_with_one_line(args, field, capsys, tmp_path):

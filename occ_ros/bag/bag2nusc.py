@@ -22,7 +22,8 @@ The bag becomes one scene (named after the bag folder, or ``--scene-name``) of o
 - **Cameras** (``--camera-topics``; default: every CompressedImage / Image topic with a
   ``camera_info`` beside it): JPEG bytes exactly as recorded for a JPEG CompressedImage; raw Images
   (and PNG CompressedImages) are encoded to JPEG with OpenCV (``--jpeg-quality``). Channel names
-  reverse ``occ-nusc2bag``'s topics: ``/<CH>/image_rect_compressed`` -> ``<CH>``; other topics drop
+  reverse ``occ-nusc2bag``'s topics: ``/<CH>/image_rect/compressed`` (and the older
+  ``/<CH>/image_rect_compressed``) -> ``<CH>``; other topics drop
   the image leaf (``image_raw``, ``image_rect``, ..., image_transport's ``/compressed``) and join the
   namespace with ``_`` (``/camera/front/image_raw/compressed`` -> ``camera_front``), or take
   ``TOPIC=CHANNEL`` as given. Intrinsics: ``K`` of the camera's CameraInfo

@@ -64,9 +64,10 @@ from occ_core.fileio import atomic_write_text
 from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D
 from occ_ros.bag.bagio import bag_messages, open_bag, remove_stale_temp_dirs, temp_dir_for
-from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, gt_cloud_to_grid
+from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, MAP_FRAME, gt_cloud_to_grid
 from occ_ros.bag.play import BagPlayer, PlayConfig
 from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, SemanticGrid, grid_typestore, msg_to_grid
+from occ_ros.params import image_topic_for_bag
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 GRID_TOPIC = "/occupancy/grid"
@@ -105,6 +106,7 @@ class BagGroundTruth:
     frames: list[GtFrame]
     static: dict[str, np.ndarray]
     lidar_stamps: dict[int, int]
+    topics: frozenset[str] = frozenset()
 
 
 def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTruth:
@@ -123,6 +125,8 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
         conns = [c for c in reader.connections if c.topic in (GT_TOPIC, "/tf", "/tf_static", LIDAR_TOPIC)]
         frames: list[GtFrame] = []
         ego: dict[int, np.ndarray] = {}
+        ego_parent: dict[int, str] = {}
+        map_from: dict[str, np.ndarray] = {MAP_FRAME: np.eye(4)}  # static map -> frame (REP 105: map -> odom)
         static: dict[str, np.ndarray] = {}
         lidar_stamps: dict[int, int] = {}
         scene = -1
@@ -133,10 +137,13 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
                 for tf in msg.transforms:
                     if tf.header.frame_id == BASE_FRAME:
                         static[tf.child_frame_id] = _tf_matrix(tf)
+                    elif tf.header.frame_id == MAP_FRAME:
+                        map_from[tf.child_frame_id] = _tf_matrix(tf)
             elif conn.topic == "/tf":
                 for tf in msg.transforms:
                     if tf.child_frame_id == BASE_FRAME:
                         ego[_stamp_ns(tf.header.stamp)] = _tf_matrix(tf)
+                        ego_parent[_stamp_ns(tf.header.stamp)] = tf.header.frame_id
             elif conn.topic == LIDAR_TOPIC:
                 lidar_stamps[t_ns] = _stamp_ns(msg.header.stamp)
             else:
@@ -144,6 +151,10 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
                 frames.append(GtFrame(_stamp_ns(msg.header.stamp), max(scene, 0), sem, ml, mc))
     finally:
         reader.close()
+    for t, parent in ego_parent.items():  # odom -> base_link (occ-nusc2bag since issue 17) composed with map -> odom
+        if parent not in map_from:
+            raise OccDataError(f"{bag}: /tf has {parent} -> {BASE_FRAME} but /tf_static has no {MAP_FRAME} -> {parent}")
+        ego[t] = map_from[parent] @ ego[t]
     if lidar_frame not in static:
         raise OccDataError(f"{bag}: /tf_static has no {BASE_FRAME} -> {lidar_frame} transform")
     T_lidar = static[lidar_frame]
@@ -155,7 +166,7 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
         g_from_l = np.stack([ego[f.stamp_ns] @ T_lidar for f in keys])
         for i, f in enumerate(keys):
             f.origins = select_ray_origins(g_from_l, i, T_lidar)
-    return BagGroundTruth(frames, static, lidar_stamps)
+    return BagGroundTruth(frames, static, lidar_stamps, frozenset(topics))
 
 
 class StaticExtrinsics:
@@ -379,6 +390,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
             Parameter("lidar_sweeps", value=cfg.lidar_sweeps),
             Parameter("worker_queue_size", value=cfg.worker_queue_size),
             Parameter("odom_topic", value="/odom" if cfg.lidar_sweeps > 1 else ""),
+            Parameter("compressed_image_topic", value=image_topic_for_bag(gt.topics)),
         ])
         node.extrinsics = StaticExtrinsics(gt.static)
         recorder = Node("occ_bag_recorder", context=context)
@@ -407,8 +419,10 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
             threading.Thread(target=ex.spin, daemon=True).start()
         # discovery: the node's inputs and the recorder must be matched before the first message
         end = time.monotonic() + cfg.discovery_timeout
+        inputs = {node.resolve_topic_name(t) for t in (node.config.lidar_topic, *(
+            f(c) for c in node.config.camera_names for f in (node.config.image_topic, node.config.info_topic)))}
         while time.monotonic() < end and not (all(p.get_subscription_count() > 0 for t, p in player.publishers.items()
-                                                  if t.endswith(("image_rect_compressed", "camera_info", LIDAR_TOPIC)))
+                                                  if t in inputs)
                                               and node.grid_pub.get_subscription_count() > 0
                                               and node.voxels_pub.get_subscription_count() > 0):
             time.sleep(0.05)

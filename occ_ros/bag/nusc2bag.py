@@ -3,13 +3,19 @@
 Topics (stamps = the ``sample_data`` timestamps, DESIGN.md section 3):
 
 =============================  ==============================  ===========================================
-``/CAM_*/image_rect_compressed``  sensor_msgs/CompressedImage  the JPEG file's bytes, unmodified, ``jpeg``
+``/CAM_*/image_rect/compressed``  sensor_msgs/CompressedImage  the JPEG file's bytes, unmodified, ``jpeg``
+                                                               (image_transport's compressed transport of
+                                                               ``/CAM_*/image_rect``; ``--image-topic``)
 ``/CAM_*/camera_info``         sensor_msgs/CameraInfo          K/P = calibrated_sensor intrinsics (they are
                                                                for the stored image size), plumb_bob, D = 0
 ``/LIDAR_TOP``                 sensor_msgs/PointCloud2         x, y, z, intensity, ring float32, LIDAR_TOP frame
-``/tf``                        tf2_msgs/TFMessage              map -> base_link at every sample_data stamp
-``/tf_static``                 tf2_msgs/TFMessage              base_link -> every sensor, once, TRANSIENT_LOCAL
-``/odom``                      nav_msgs/Odometry               the same ego pose (map -> base_link); twist
+``/tf``                        tf2_msgs/TFMessage              odom -> base_link (the ego pose) at every
+                                                               sample_data stamp
+``/tf_static``                 tf2_msgs/TFMessage              map -> odom (identity: nuScenes poses do not
+                                                               drift) and base_link -> every sensor, once per
+                                                               scene, TRANSIENT_LOCAL
+``/odom``                      nav_msgs/Odometry               the same ego pose, ``frame_id`` odom,
+                                                               ``child_frame_id`` base_link (REP 105); twist
                                                                zero, covariances zero (ego_pose has no velocity)
 ``/occupancy/gt``              sensor_msgs/PointCloud2         per keyframe (LIDAR_TOP stamp), base_link
 ``/occupancy/gt_grid``         occ_ros_msgs/msg/               the same keyframe's Occ3D semantics as a dense
@@ -64,7 +70,9 @@ from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, grid_to_rosbags_msg, gri
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 LIDAR = "LIDAR_TOP"
-MAP_FRAME, BASE_FRAME = "map", "base_link"
+MAP_FRAME, ODOM_FRAME, BASE_FRAME = "map", "odom", "base_link"
+#: Camera image topic ({camera} = channel): image_transport's compressed transport of ``/<CH>/image_rect``.
+IMAGE_TOPIC = "/{camera}/image_rect/compressed"
 GT_TOPIC, MARKERS_TOPIC, ODOM_TOPIC = "/occupancy/gt", "/markers/annotations", "/odom"
 GT_GRID_TOPIC = "/occupancy/gt_grid"
 #: /occupancy/gt fields: (name, numpy dtype) in cloud order.
@@ -84,8 +92,8 @@ def _qos(transient_local: bool, depth: int):
                QosLiveliness.AUTOMATIC, inf, False)
 
 
-def image_topic(cam: str) -> str:
-    return f"/{cam}/image_rect_compressed"
+def image_topic(cam: str, pattern: str = IMAGE_TOPIC) -> str:
+    return pattern.format(camera=cam)
 
 
 def info_topic(cam: str) -> str:
@@ -105,6 +113,7 @@ class ConvertConfig:
     gt: Path | None = None
     skip_missing: bool = False
     progress: bool = True
+    image_topic: str = IMAGE_TOPIC
 
 
 @dataclass
@@ -222,11 +231,14 @@ def parse_args(argv: list[str] | None) -> ConvertConfig:
     p.add_argument("--keyframes-only", action="store_true", help="only keyframe sample_data (2 Hz)")
     p.add_argument("--gt", type=Path, help="Occ3D gts folder (default <dataroot>/gts if it exists)")
     p.add_argument("--skip-missing", action="store_true", help="skip (and count) missing files instead of failing")
+    p.add_argument("--image-topic", default=IMAGE_TOPIC, metavar="PATTERN",
+                   help=f"camera image topic, {{camera}} = channel (default {IMAGE_TOPIC}; the layout of older "
+                        f"versions: /{{camera}}/image_rect_compressed)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     scenes = [s for item in a.scenes for s in item.split(",") if s] if a.scenes else None
     return ConvertConfig(a.dataroot, a.out, a.version, scenes, a.storage, a.keyframes_only, a.gt, a.skip_missing,
-                         not a.no_progress)
+                         not a.no_progress, a.image_topic)
 
 
 def _sample_data_of_scene(nusc: Any, scene: dict, keyframes_only: bool) -> list[dict]:
@@ -284,6 +296,22 @@ def check_names(scene_name: str, sd: dict, sample_token: str | None) -> str:
     return safe_relative(sd.get("filename"), "sample_data.filename")
 
 
+def check_image_topic(pattern: str, field: str = "--image-topic") -> str:
+    """``pattern`` if it names one absolute topic per camera (``{camera}`` in it, ROS name characters).
+
+    Raises:
+        OccDataError: naming ``field`` and what is expected.
+    """
+    try:
+        topic = pattern.format(camera="CAM")
+    except (KeyError, IndexError, ValueError):
+        topic = ""
+    if "{camera}" not in pattern or not re.match(r"^(/[A-Za-z_][A-Za-z0-9_]*)+$", topic):
+        raise OccDataError(f"{field}: expected an absolute topic name containing {{camera}} "
+                           f"(e.g. {IMAGE_TOPIC}), got {pattern!r}")
+    return pattern
+
+
 def convert(cfg: ConvertConfig) -> ConvertResult:
     """Write the bag (see the module docstring); returns what was written.
 
@@ -297,6 +325,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
 
     root = check_input_dir(cfg.dataroot, "--dataroot")
     out = check_out(Path(cfg.out))
+    check_image_topic(cfg.image_topic)
     if not (root / cfg.version).is_dir():
         raise OccDataError(f"{root / cfg.version}: no nuScenes tables of version {cfg.version}")
     if cfg.gt is not None:
@@ -340,7 +369,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
                 ep = nusc.get("ego_pose", sd["ego_pose_token"])
                 if scene_name not in static_written:  # base_link -> every sensor, once per scene, at its first stamp
                     first = nusc.get("sample", by_name[scene_name]["first_sample_token"])
-                    tfs = []
+                    tfs = [T.transform(stamp, MAP_FRAME, ODOM_FRAME, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))]
                     for c in sorted(first["data"]):
                         ccs = nusc.get("calibrated_sensor", nusc.get("sample_data", first["data"][c])["calibrated_sensor_token"])
                         tfs.append(T.transform(stamp, BASE_FRAME, c, ccs["translation"], ccs["rotation"]))
@@ -356,17 +385,17 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
                 payload = path.read_bytes()
                 result.bytes_in += len(payload)
                 write("/tf", "tf2_msgs/msg/TFMessage", stamp,
-                      T.TF(transforms=[T.transform(stamp, MAP_FRAME, BASE_FRAME, ep["translation"], ep["rotation"])]))
+                      T.TF(transforms=[T.transform(stamp, ODOM_FRAME, BASE_FRAME, ep["translation"], ep["rotation"])]))
                 pose = T.Pose(position=T.Point(x=float(ep["translation"][0]), y=float(ep["translation"][1]),
                                                z=float(ep["translation"][2])), orientation=T.quat(ep["rotation"]))
                 write(ODOM_TOPIC, "nav_msgs/msg/Odometry", stamp,
-                      T.Odom(header=T.header(stamp, MAP_FRAME), child_frame_id=BASE_FRAME,
+                      T.Odom(header=T.header(stamp, ODOM_FRAME), child_frame_id=BASE_FRAME,
                              pose=T.PoseCov(pose=pose, covariance=np.zeros(36)),
                              twist=T.TwistCov(twist=T.Twist(linear=T.Vec3(x=0.0, y=0.0, z=0.0),
                                                             angular=T.Vec3(x=0.0, y=0.0, z=0.0)),
                                               covariance=np.zeros(36))))
                 if sd["sensor_modality"] == "camera":
-                    write(image_topic(ch), "sensor_msgs/msg/CompressedImage", stamp,
+                    write(image_topic(ch, cfg.image_topic), "sensor_msgs/msg/CompressedImage", stamp,
                           T.Compressed(header=T.header(stamp, ch), format="jpeg", data=np.frombuffer(payload, np.uint8)))
                     K = np.asarray(cs["camera_intrinsic"], np.float64)
                     P = np.zeros((3, 4))

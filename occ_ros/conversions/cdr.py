@@ -108,14 +108,15 @@ def _header_fields(header: Any, frame_id: str, stamp: Any) -> tuple[int, int, st
 def occupancy_to_marker_array_cdr(grid: np.ndarray, spec: GridSpec = OCC3D, header: Any = None,
                                   frame_id: str = "base_link", stamp: Any = None,
                                   class_names: Sequence[str] = OCC3D_CLASSES, palette: np.ndarray = OCC3D_PALETTE,
-                                  free_label: int = OCC3D_FREE, alpha: float | np.ndarray = 1.0) -> bytes:
+                                  free_label: int = OCC3D_FREE, alpha: float | np.ndarray = 1.0,
+                                  hidden: Sequence[int] = ()) -> bytes:
     """The serialized MarkerArray of ``occupancy_to_marker_array`` (same arguments).
 
     Returns:
         CDR bytes of a ``visualization_msgs/MarkerArray`` for ``Publisher.publish(raw)`` (rclpy
         publishers of MarkerArray accept bytes) or a rosbag2 writer.
     """
-    plan = plan_markers(grid, spec, class_names, palette, free_label, alpha)
+    plan = plan_markers(grid, spec, class_names, palette, free_label, alpha, hidden)
     hdr = _header_fields(header, frame_id, stamp)
     if hdr[0] < -2**31 or hdr[0] >= 2**31 or not 0 <= hdr[1] < 2**32:
         raise ConversionError(f"header.stamp: sec must fit int32 and nanosec uint32, got {hdr[:2]}")

@@ -35,12 +35,25 @@ from occ_core.grid import OCC3D, GridSpec
 from .errors import ConversionError
 from .pointcloud import array_to_pointcloud2, pointcloud2_to_array
 
-VOXEL_CLOUD_FIELDS: tuple[str, ...] = ("x", "y", "z", "label", "score")
-VOXEL_CLOUD_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32),) * 3 + (np.dtype(np.uint8), np.dtype(np.float32))
-#: A voxel cloud point, packed little endian (17 bytes): the centre as one (3,) field for a
-#: single write, and the same bytes as the five PointCloud2 fields.
-_VOXEL_RECORD = np.dtype([("xyz", "<f4", (3,)), ("label", "u1"), ("score", "<f4")])
+VOXEL_CLOUD_FIELDS: tuple[str, ...] = ("x", "y", "z", "label", "score", "rgb")
+VOXEL_CLOUD_DTYPES: tuple[np.dtype, ...] = ((np.dtype(np.float32),) * 3 + (np.dtype(np.uint8), np.dtype(np.float32),
+                                                                         np.dtype(np.uint32)))
+#: A voxel cloud point, packed little endian (21 bytes): the centre as one (3,) field for a
+#: single write, and the same bytes as the six PointCloud2 fields. ``rgb`` is the class colour
+#: packed as PCL does (``0x00RRGGBB``, UINT32): RViz2's ``RGB8`` colour transformer and Foxglove's
+#: packed-RGB colour mode draw the cloud in the class palette.
+_VOXEL_RECORD = np.dtype([("xyz", "<f4", (3,)), ("label", "u1"), ("score", "<f4"), ("rgb", "<u4")])
 _VOXEL_CLOUD_DTYPE = np.dtype({"names": list(VOXEL_CLOUD_FIELDS), "formats": [d.newbyteorder("<") for d in VOXEL_CLOUD_DTYPES]})
+#: The same without ``rgb`` (17 bytes; ``palette=None``).
+_VOXEL_RECORD_NO_RGB = np.dtype([("xyz", "<f4", (3,)), ("label", "u1"), ("score", "<f4")])
+_VOXEL_CLOUD_DTYPE_NO_RGB = np.dtype({"names": list(VOXEL_CLOUD_FIELDS[:5]),
+                                      "formats": [d.newbyteorder("<") for d in VOXEL_CLOUD_DTYPES[:5]]})
+
+
+def packed_rgb(palette: np.ndarray) -> np.ndarray:
+    """(C,) uint32 ``0x00RRGGBB`` of a (C, 3+) uint8 RGB palette (PCL's packed ``rgb``)."""
+    pal = np.asarray(palette).astype(np.uint32)
+    return (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
 
 
 def _fill_slots(cls: type, slots: Sequence[str], columns: Sequence[Any], n: int, check_fields: bool) -> list:
@@ -160,8 +173,11 @@ class MarkerPlan:
 
 def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence[str] = OCC3D_CLASSES,
                  palette: np.ndarray = OCC3D_PALETTE, free_label: int = OCC3D_FREE,
-                 alpha: float | np.ndarray = 1.0) -> MarkerPlan:
-    """Group the occupied voxels of ``grid`` (X, Y, Z) by class; see ``occupancy_to_marker_array``."""
+                 alpha: float | np.ndarray = 1.0, hidden: Sequence[int] = ()) -> MarkerPlan:
+    """Group the occupied voxels of ``grid`` (X, Y, Z) by class; see ``occupancy_to_marker_array``.
+
+    ``hidden``: class indices left out (as if free), e.g. the ground classes.
+    """
     grid = _check_grid(grid, spec)
     palette = np.asarray(palette)
     per_voxel_alpha = np.ndim(alpha) > 0
@@ -173,7 +189,13 @@ def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence
         raise ConversionError(f"alpha: expected a value in (0, 1], got {alpha}")
 
     flat = grid.reshape(-1)
-    occ = np.flatnonzero(flat != free_label)
+    if len(hidden):
+        drawn = np.ones(256, dtype=bool)
+        drawn[free_label] = False
+        drawn[np.asarray(hidden, dtype=np.int64)] = False
+        occ = np.flatnonzero(drawn[flat])
+    else:
+        occ = np.flatnonzero(flat != free_label)
     labels = flat[occ]
     order = np.argsort(labels, kind="stable")
     occ, labels = occ[order], labels[order]
@@ -204,7 +226,8 @@ def plan_markers(grid: np.ndarray, spec: GridSpec = OCC3D, class_names: Sequence
 def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: Any = None,
                               frame_id: str = "base_link", stamp: Any = None,
                               class_names: Sequence[str] = OCC3D_CLASSES, palette: np.ndarray = OCC3D_PALETTE,
-                              free_label: int = OCC3D_FREE, alpha: float | np.ndarray = 1.0):
+                              free_label: int = OCC3D_FREE, alpha: float | np.ndarray = 1.0,
+                              hidden: Sequence[int] = ()):
     """An RViz MarkerArray of the occupied voxels of a semantic grid.
 
     Args:
@@ -218,6 +241,7 @@ def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: 
         alpha: opacity in (0, 1]: one value, or an (X, Y, Z) array for per-voxel alpha, which
             fills ``colors`` (one per point) while ``color`` carries the class colour with the
             mean alpha.
+        hidden: class indices not drawn (no marker, as if free).
 
     Returns:
         ``visualization_msgs.msg.MarkerArray``: markers[0] is DELETEALL; then one CUBE_LIST per
@@ -227,7 +251,7 @@ def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: 
     """
     from visualization_msgs.msg import Marker, MarkerArray
 
-    plan = plan_markers(grid, spec, class_names, palette, free_label, alpha)
+    plan = plan_markers(grid, spec, class_names, palette, free_label, alpha, hidden)
     hdr = _header(header, frame_id, stamp)
     points = voxel_points(plan.ijk, spec)
     colors = colors_from_array(plan.voxel_rgba) if plan.voxel_rgba is not None else None
@@ -261,8 +285,9 @@ def occupancy_to_marker_array(grid: np.ndarray, spec: GridSpec = OCC3D, header: 
 
 def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: Any = None,
                              frame_id: str = "base_link", stamp: Any = None, scores: np.ndarray | None = None,
-                             free_label: int = OCC3D_FREE):
-    """A PointCloud2 of the non-free voxels: fields x, y, z (float32), label (uint8), score (float32).
+                             free_label: int = OCC3D_FREE, palette: np.ndarray | None = OCC3D_PALETTE):
+    """A PointCloud2 of the non-free voxels: fields x, y, z (float32), label (uint8), score (float32),
+    rgb (uint32 ``0x00RRGGBB``, the label's palette colour).
 
     Args:
         grid: (X, Y, Z) uint8 class labels on ``spec``.
@@ -270,10 +295,12 @@ def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: A
         header / frame_id / stamp: as in ``occupancy_to_marker_array``.
         scores: optional (X, Y, Z) float confidence per voxel; default 1.0.
         free_label: label of free space (left out).
+        palette: (C, 3) uint8 RGB per class for the ``rgb`` field; None = no ``rgb`` field.
 
     Returns:
-        ``sensor_msgs.msg.PointCloud2``: height 1, dense packed little endian (point_step 17),
-        one point per non-free voxel at its centre (metres, header frame), in flat index order.
+        ``sensor_msgs.msg.PointCloud2``: height 1, dense packed little endian (point_step 21, or 17
+        without ``rgb``), one point per non-free voxel at its centre (metres, header frame), in
+        flat index order.
     """
     grid = _check_grid(grid, spec)
     flat = grid.reshape(-1)
@@ -282,10 +309,17 @@ def occupancy_to_pointcloud2(grid: np.ndarray, spec: GridSpec = OCC3D, header: A
         scores = np.asarray(scores)
         if scores.shape != grid.shape:
             raise ConversionError(f"scores: expected shape {grid.shape}, got {scores.shape}")
-    packed = np.empty(occ.size, dtype=_VOXEL_RECORD)
+    packed = np.empty(occ.size, dtype=_VOXEL_RECORD if palette is not None else _VOXEL_RECORD_NO_RGB)
     packed["xyz"] = spec.flat_centers(occ, np.float32)  # = spec.voxel_centers, rounded to float32
-    packed["label"] = flat[occ]
+    labels = flat[occ]
+    packed["label"] = labels
     packed["score"] = 1.0 if scores is None else scores.reshape(-1).take(occ)
+    if palette is None:
+        return array_to_pointcloud2(packed.view(_VOXEL_CLOUD_DTYPE_NO_RGB), header=_header(header, frame_id, stamp))
+    table = packed_rgb(palette)
+    if labels.size and int(labels.max()) >= table.size:
+        raise ConversionError(f"grid: label {int(labels.max())} has no palette colour ({table.size} colours)")
+    packed["rgb"] = table[labels]
     return array_to_pointcloud2(packed.view(_VOXEL_CLOUD_DTYPE), header=_header(header, frame_id, stamp))
 
 
