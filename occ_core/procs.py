@@ -7,6 +7,11 @@ first in the worker (a pool's ``initializer``, a DataLoader's ``worker_init_fn``
 send the worker SIGKILL when its parent goes (``prctl(PR_SET_PDEATHSIG)``), and exits at once if
 the parent is already gone. Every pool in occ_core starts its workers through it.
 
+A forked worker also starts with torch single-threaded (when the parent imported torch): the
+parent's intra-op OpenMP thread pool does not survive ``fork``, and a forked child whose first
+parallel torch op waits on it hangs for ever (GNU OpenMP; seen with occ-label's pool after the
+parent had run multi-threaded ops). One thread per worker process is what the pools want anyway.
+
 Linux semantics: the signal is sent when the *thread* that forked the worker exits, so pools
 must be created from a thread that outlives them (the main thread, as everywhere here). On
 other systems the call does nothing (the orphan finishes its task and exits when the pool's
@@ -59,6 +64,8 @@ class DieWithParent:
 
     def __call__(self, *worker_args) -> None:
         die_with_parent(self.parent_pid)
+        if "torch" in sys.modules:  # the parent's OpenMP pool did not survive the fork (module docstring)
+            sys.modules["torch"].set_num_threads(1)
         if self.then is not None:
             self.then(*self.args, *worker_args)
 

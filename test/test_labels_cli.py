@@ -4,6 +4,8 @@ the process pool, the OpenOcc v2 / SurroundOcc / OpenOccupancy outputs, and bad 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +185,21 @@ def test_bad_input_is_one_line_and_exit_2(synthetic_dataroot, tmp_path, capsys, 
 def test_missing_dataroot_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--dataroot", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"occ-label: --dataroot: {tmp_path / 'nope'} does not exist"
+
+
+def test_pool_does_not_hang_after_the_parent_ran_multithreaded_torch(synthetic_dataroot, tmp_path):
+    """torch's OpenMP pool does not survive fork: a forked worker's first parallel torch op used
+    to wait on it for ever once the parent had run a multi-threaded op (the ray traversal's
+    setup runs torch in the workers). The pool's initializer makes workers single-threaded."""
+    code = (
+        "import sys, torch\n"
+        "torch.set_num_threads(2)\n"
+        "x = torch.randn(3000, 3000); (x @ x).sum()\n"
+        "y = torch.randn(4_000_000, dtype=torch.float64); (y * 2 + 1).sum()\n"
+        "from occ_core.labels.cli import main\n"
+        f"sys.exit(main(['--dataroot', {str(synthetic_dataroot)!r}, '--out', {str(tmp_path / 'o')!r}, '--quiet',\n"
+        "               '--no-sweeps', '--window', '0', '--workers', '2']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "wrote 6 keyframes of 2 scenes" in out.stdout

@@ -35,6 +35,7 @@ from occ_core.errors import OccDataError
 from occ_core.grid import GRIDS
 from occ_core.labels.config import CARVE_MODES, DENSIFY_MODES, POSE_Z_MODES, VERTICAL_SHIFTS, LabelConfig
 from occ_core.labels.outputs import FORMATS, check_dataroot_for, grid_for, keyframe_path
+from occ_core.procs import DieWithParent
 
 PROG = "occ-label"
 GRID_CHOICES = ("occ3d", "surroundocc", "openoccupancy")
@@ -188,7 +189,7 @@ def _run_pool(jobs: list[SceneJob], workers: int, bar: tqdm) -> list[SceneResult
         finally:
             _init_worker(None)
     else:
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+        with ctx.Pool(workers, initializer=DieWithParent(_init_worker, counter)) as pool:
             pending = [pool.apply_async(_scene_job, (job,)) for job in jobs]
             while not all(p.ready() for p in pending):
                 time.sleep(0.5)
