@@ -154,25 +154,27 @@ def test_previous_bev_changes_the_output_and_gets_gradients():
 
 
 def test_loss_falls_on_one_batch():
-    """20 AdamW steps of the real occupancy loss on one synthetic-looking batch."""
-    from occ_core.training.train import Trainer
+    """8 AdamW steps of the real occupancy loss (CE, Lovasz, scene-class affinity) on one batch;
+    supervised voxels: a 64 x 64 column block (keeps the test to seconds)."""
     from occ_core.data.nuscenes_dataset import OccBatch
+    from occ_core.training.train import Trainer
 
     cfg = tiny(load_config(CFG))
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=5e-3, steps=20))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=5e-3, steps=8))
     inputs = frame_to_inputs(make_frame(), cfg)
     rng = np.random.default_rng(0)
     sem = np.full(OCC3D.dims, 17, np.int64)
-    sem[:, :, :3] = 11  # driveable surface below, a few car and building blocks
+    sem[:, :, :3] = 11  # driveable surface below, car and vegetation blocks on it
     for cls in (4, 15):
-        for _ in range(6):
-            x, y = rng.integers(0, 190, 2)
-            sem[x:x + 10, y:y + 10, 3:8] = cls
-    mask = torch.ones(1, *OCC3D.dims, dtype=torch.bool)
+        for _ in range(4):
+            x, y = rng.integers(70, 122, 2)
+            sem[x:x + 8, y:y + 8, 3:8] = cls
+    mask = torch.zeros(1, *OCC3D.dims, dtype=torch.bool)
+    mask[:, 68:132, 68:132] = True
     batch = OccBatch(inputs, torch.from_numpy(sem)[None], mask, mask, None, ["t0"], ["s0"])
     tr = Trainer(cfg, "cpu", torch.ones(18))
-    losses = [tr.train_step(batch).losses["total"] for _ in range(20)]
-    assert losses[-1] < 0.7 * losses[0] and min(losses[-5:]) < min(losses[:5]), losses
+    losses = [tr.train_step(batch).losses["total"] for _ in range(8)]
+    assert losses[-1] < 0.4 * losses[0] and min(losses[-3:]) < min(losses[:3]), losses
 
 
 def test_config_checks_name_the_field(tmp_path):
