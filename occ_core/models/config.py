@@ -5,7 +5,8 @@ One YAML file describes one model and how it is trained::
     name: fusion            # which architecture: a key of occ_core.models.build.MODELS
     grid: occ3d             # output grid, a key of occ_core.grid.GRIDS
     image: {size: [128, 352], ...}
-    lss: {...}              # camera branch (absent: no camera branch)
+    lss: {...}              # LSS camera branch (absent: no LSS branch)
+    bevformer: {...}        # BEVFormer camera branch (name: bevformer; absent: none)
     lidar: {...}            # LiDAR branch (absent: no LiDAR branch)
     ...
     train: {...}
@@ -110,6 +111,38 @@ class LSSConfig:
 
 
 @dataclass
+class BEVFormerConfig:
+    """BEVFormer camera branch (``name: bevformer``, :mod:`occ_core.models.bevformer`).
+
+    The BEV queries live on the x/y cells of the feature grid (``feature_stride`` x/y); the
+    ``zembed`` decoder lifts them to the feature grid's Z' = Z / feature_stride[2] heights.
+
+    Attributes:
+        embed_dims: BEV query channels C (the FPN output is projected to C when it differs).
+        num_layers: encoder layers, each TSA -> norm -> SCA -> norm -> FFN -> norm.
+        num_heads: attention heads of TSA and SCA (must divide ``embed_dims``).
+        num_anchors: pillar anchors per BEV query, spread over the grid's z range (SCA).
+        points_per_anchor: deformable sampling points around each projected anchor (SCA).
+        tsa_points: deformable sampling points per head and BEV frame (TSA).
+        ffn_dims: hidden width of the FFN.
+        dropout: dropout of the attention and FFN outputs.
+        decoder: ``"zembed"`` (Occupancy-BEVFormer: BEV broadcast over Z' + a learned
+            z-embedding -> 3D convolutions -> VoxelHead) or ``"c2h"`` (OccNet/FlashOcc
+            channel-to-height on the BEV; needs Z' = 1).
+    """
+
+    embed_dims: int = 32
+    num_layers: int = 1
+    num_heads: int = 4
+    num_anchors: int = 4
+    points_per_anchor: int = 2
+    tsa_points: int = 4
+    ffn_dims: int = 64
+    dropout: float = 0.0
+    decoder: str = "zembed"
+
+
+@dataclass
 class LidarConfig:
     """LiDAR branch: dynamic voxelization on the output grid -> spconv encoder.
 
@@ -211,7 +244,8 @@ class ModelConfig:
         channels: voxel feature channels after the branch encoders / fusion.
         head: ``"voxel"`` (3D conv head) or ``"c2h"`` (FlashOcc channel-to-height BEV head).
         bev_channels: width of the c2h head's 2D BEV blocks (unused by the voxel head).
-        image, backbone, lss: camera branch (``lss: null`` = no camera branch).
+        image, backbone, lss: LSS camera branch (``lss: null`` = no LSS branch).
+        bevformer: BEVFormer camera branch (``name: bevformer`` only; uses image and backbone).
         lidar: LiDAR branch (``null`` = none).
         cascade: CONet refinement (``null`` = none).
         flow: predict OpenOcc v2 occupancy flow.
@@ -229,6 +263,7 @@ class ModelConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lss: LSSConfig | None = None
+    bevformer: BEVFormerConfig | None = None
     lidar: LidarConfig | None = None
     cascade: CascadeConfig | None = None
     flow: bool = False
@@ -242,9 +277,14 @@ class ModelConfig:
         return GRIDS[self.grid]
 
     @property
+    def uses_camera(self) -> bool:
+        """Whether the model reads camera images (an LSS or a BEVFormer branch)."""
+        return self.lss is not None or self.bevformer is not None
+
+    @property
     def image_hw(self) -> tuple[int, int] | None:
         """The camera input (h, w) that images are decoded for, or None without a camera branch."""
-        return None if self.lss is None else (int(self.image.size[0]), int(self.image.size[1]))
+        return (int(self.image.size[0]), int(self.image.size[1])) if self.uses_camera else None
 
     @property
     def feature_grid(self) -> GridSpec:
@@ -320,14 +360,19 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
         raise OccDataError(f"{where}.bev_channels: {cfg.bev_channels} must be positive")
     if cfg.loss.mask not in ("camera", "lidar", "both", "none"):
         raise OccDataError(f"{where}.loss.mask: {cfg.loss.mask!r}, expected camera, lidar, both or none")
-    if cfg.lss is None and cfg.lidar is None:
-        raise OccDataError(f"{where}: a model needs a camera branch (lss) or a LiDAR branch (lidar)")
-    if cfg.lss is None and cfg.backbone.pretrained is not None:
-        raise OccDataError(f"{where}.backbone.pretrained: given, but the model has no camera branch (lss) to load it into")
+    if cfg.lss is None and cfg.lidar is None and cfg.bevformer is None:
+        raise OccDataError(f"{where}: a model needs a camera branch (lss or bevformer) or a LiDAR branch (lidar)")
+    if cfg.lss is None and cfg.bevformer is None and cfg.backbone.pretrained is not None:
+        raise OccDataError(f"{where}.backbone.pretrained: given, but the model has no camera branch to load it into")
     dims = cfg.grid_spec.dims
     if any(d % s for d, s in zip(dims, cfg.feature_stride)):
         raise OccDataError(f"{where}.feature_stride: {cfg.feature_stride} must divide the grid dims {dims}")
     check_backbone(cfg.backbone, f"{where}.backbone")
+    if (cfg.name == "bevformer") != (cfg.bevformer is not None):
+        raise OccDataError(f"{where}.bevformer: a 'bevformer' section goes with (and only with) name: bevformer, "
+                           f"got name {cfg.name!r}")
+    if cfg.bevformer is not None:
+        _check_bevformer(cfg, f"{where}.bevformer")
     return cfg
 
 
@@ -353,6 +398,24 @@ def check_backbone(b: BackboneConfig, where: str) -> None:
                            f"{len(b.widths)} (stem + all stages)")
     if b.pretrained is not None and not b.pretrained.strip():
         raise OccDataError(f"{where}.pretrained: empty path (leave the key out or null for random initialisation)")
+
+
+def _check_bevformer(cfg: ModelConfig, where: str) -> None:
+    bf = cfg.bevformer
+    if cfg.lss is not None or cfg.lidar is not None or cfg.cascade is not None:
+        raise OccDataError(f"{where}: the bevformer model is camera-only; lss, lidar and cascade must be absent")
+    for key in ("embed_dims", "num_layers", "num_heads", "num_anchors", "points_per_anchor", "tsa_points", "ffn_dims"):
+        if getattr(bf, key) < 1:
+            raise OccDataError(f"{where}.{key}: expected an integer >= 1, got {getattr(bf, key)}")
+    if bf.embed_dims % bf.num_heads:
+        raise OccDataError(f"{where}.embed_dims: {bf.embed_dims} must be divisible by num_heads {bf.num_heads}")
+    if not 0.0 <= bf.dropout < 1.0:
+        raise OccDataError(f"{where}.dropout: expected 0 <= dropout < 1, got {bf.dropout}")
+    if bf.decoder not in ("zembed", "c2h"):
+        raise OccDataError(f"{where}.decoder: {bf.decoder!r}, expected 'zembed' or 'c2h'")
+    if bf.decoder == "c2h" and cfg.feature_grid.dims[2] != 1:
+        raise OccDataError(f"{where}.decoder: c2h decodes height from channels and needs feature_stride[2] = "
+                           f"{cfg.grid_spec.dims[2]} (Z' = 1), got feature_stride {list(cfg.feature_stride)}")
 
 
 def load_config(path: str | Path) -> ModelConfig:

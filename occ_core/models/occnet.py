@@ -68,6 +68,8 @@ class OccOutput:
         refined: (M, 4) int64 ``[b, x, y, z]`` voxels the cascade refined (or None).
         depth_probs: (B*N, D, h, w) LSS depth distributions (camera models, else None).
         flow: (B, X, Y, Z, 2) occupancy flow in m/s (flow models, else None).
+        bev: (B, C, X', Y') the BEV features in the current base_link (BEVFormer models, else
+            None); the next frame's ``prev_bev`` (:mod:`occ_core.models.bevformer`).
     """
 
     logits: torch.Tensor
@@ -75,6 +77,7 @@ class OccOutput:
     refined: torch.Tensor | None = None
     depth_probs: torch.Tensor | None = None
     flow: torch.Tensor | None = None
+    bev: torch.Tensor | None = None
 
 
 class OccupancyNet(nn.Module):
@@ -161,15 +164,24 @@ class FusionOccNet(OccupancyNet):
     """Camera + LiDAR with OpenOccupancy adaptive fusion."""
 
 
-MODELS: dict[str, type[OccupancyNet]] = {
+MODELS: dict[str, type[nn.Module]] = {
     "camera": CameraOccNet,
     "lidar": LidarOccNet,
     "fusion": FusionOccNet,
 }
 
 
-def build_model(cfg: ModelConfig) -> OccupancyNet:
-    """The model named by ``cfg.name``, initialised from ``cfg.seed`` (global RNG untouched)."""
+def _register_other_models() -> None:
+    """Models in modules that import this one add themselves to MODELS when imported (an import
+    here at the top would be a cycle): ``bevformer`` (:mod:`occ_core.models.bevformer`)."""
+    import occ_core.models.bevformer  # noqa: F401
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model named by ``cfg.name``, initialised from ``cfg.seed`` (global RNG untouched).
+
+    Every model maps :class:`OccInputs` to :class:`OccOutput`."""
+    _register_other_models()
     if cfg.name not in MODELS:
         raise ValueError(f"model name {cfg.name!r} is not one of {sorted(MODELS)}")
     with torch.random.fork_rng(devices=[]):

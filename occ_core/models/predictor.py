@@ -27,7 +27,7 @@ def frame_to_inputs(frame: SensorFrame, cfg: ModelConfig) -> OccInputs:
     (:func:`occ_core.data.transforms.prepare_image`); points stay in base_link.
     """
     images = intrinsics = T = None
-    if cfg.lss is not None:
+    if cfg.uses_camera:
         n = len(frame.camera_names)
         if len(frame.images) != n or np.shape(frame.intrinsics) != (n, 3, 3) or np.shape(frame.T_base_from_cam) != (n, 4, 4):
             raise OccDataError(f"SensorFrame: {n} camera names need {n} images, intrinsics (N, 3, 3) and "
