@@ -20,7 +20,6 @@ import argparse
 import datetime
 import os
 import sys
-import time
 from pathlib import Path
 from statistics import median
 
@@ -33,23 +32,10 @@ from occ_core.data.transforms import resize_crop_matrix  # noqa: E402
 from occ_core.models.config import load_config  # noqa: E402
 from occ_core.models.occnet import OccInputs, build_model  # noqa: E402
 from occ_core.rig import load_rig  # noqa: E402
-from _machine import cpu_model, load_average  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _machine import cpu_model, load_average, timed  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DEFAULT = Path(__file__).resolve().parent.parent / "config" / "models" / "camera_r50.yaml"
 
-
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def rig_inputs(image_hw: tuple[int, int], cameras: int, device: torch.device) -> OccInputs:

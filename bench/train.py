@@ -20,7 +20,6 @@ import argparse
 import datetime
 import os
 import sys
-import time
 from pathlib import Path
 from statistics import median
 
@@ -33,23 +32,9 @@ from occ_core.data.nuscenes_dataset import NuScenesOccDataset, collate, scene_sp
 from occ_core.models.config import load_config  # noqa: E402
 from occ_core.models.predictor import OccupancyPredictor  # noqa: E402
 from occ_core.training.train import Trainer  # noqa: E402
-from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _machine import cpu_model, timed  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
-
-
-def timed(fn, steps: int, device: torch.device) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
