@@ -43,7 +43,7 @@ from occ_core.geometry import invert_transform, make_transform  # noqa: E402
 from occ_core.labels import LabelConfig  # noqa: E402
 from occ_core.labels.measures import trail_counts  # noqa: E402
 from occ_core.labels.pipeline import label_keyframe, prepare_scene  # noqa: E402
-from occ_core.labels.scene import _Annotations  # noqa: E402  (the devkit's box interpolation, for the trail check)
+from occ_core.labels.scene import Annotations  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -66,7 +66,7 @@ def run_variant(datasets: list[tuple], cfg: LabelConfig, world, world_root: Path
     to the world's by scene name and timestamp, and the trail check uses the world's boxes.
     """
     gt_token = {(world.get("scene", s["scene_token"])["name"], s["timestamp"]): s["token"] for s in world.sample}
-    anns = _Annotations(world)
+    anns = Annotations(world)
     met = occ3d_miou("camera")
     out_n = dyn_n = gt_out = gt_dyn = 0
     frames = 0

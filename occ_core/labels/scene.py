@@ -127,7 +127,7 @@ def read_lidar_file(path: Path, field_name: str = "sample_data.filename") -> np.
     return raw.reshape(-1, 5)
 
 
-class _Annotations:
+class Annotations:
     """Boxes per sample, with the devkit's interpolation for sweeps (``NuScenes.get_boxes``):
     a box whose instance is annotated in the previous sample too is interpolated between the
     two (centre linearly, rotation by slerp) at the sweep's time; others keep the current box.
@@ -263,7 +263,7 @@ def load_scene(nusc, dataroot: str | Path, scene_name: str, cfg: LabelConfig) ->
     """
     _, records = scene_lidar_records(nusc, scene_name)
     seg_files = _lidarseg_index(nusc)
-    anns = _Annotations(nusc)
+    anns = Annotations(nusc)
     ego_lo, ego_hi = np.asarray(cfg.ego_box[0]), np.asarray(cfg.ego_box[1])
     offset = None
     sweeps: list[Sweep] = []
