@@ -101,20 +101,20 @@ def keyframe(synthetic_dataroot, tmp_path_factory):
 
 
 @contextmanager
-def spinning_node(prefix: str, kf, predictor, overrides: list):
-    """A fresh rclpy context with the node (``overrides``) and a :class:`Peer` on ``prefix``,
-    spun by one single-threaded executor, as rclpy.spin runs the node (a MultiThreadedExecutor
+def graph(make_node, prefix: str, kf, setup=None):
+    """A fresh rclpy context with ``make_node(ctx)`` and a :class:`Peer` on ``prefix``, spun by
+    one single-threaded executor thread, as rclpy.spin runs the node (a MultiThreadedExecutor
     re-polls in a loop while a callback group is busy and can starve the timers and the
-    worker). Yields ``(node, peer)``; everything is shut down after."""
+    worker). ``setup(node, peer)`` runs before spinning starts. Yields ``(node, peer)``;
+    everything is shut down after."""
     from rclpy.executors import SingleThreadedExecutor
-
-    from occ_ros.occupancy_node import OccupancyNode
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
+    node = make_node(ctx)
     peer = Peer(ctx, prefix, kf)
-    peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
+    if setup is not None:
+        setup(node, peer)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(peer.node)
@@ -128,6 +128,20 @@ def spinning_node(prefix: str, kf, predictor, overrides: list):
         node.destroy_node()
         peer.node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+@contextmanager
+def spinning_node(prefix: str, kf, predictor, overrides: list):
+    """:func:`graph` with an :class:`OccupancyNode` (``overrides``) whose peer knows when the
+    node has every camera's intrinsics."""
+    from occ_ros.occupancy_node import OccupancyNode
+
+    def calibrated(node, peer):
+        peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
+
+    with graph(lambda ctx: OccupancyNode(predictor, context=ctx, parameter_overrides=overrides), prefix, kf,
+               calibrated) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,13 @@ and records the outputs. Node names and topics carry a per-module prefix.
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from test_node_dds import Peer, topic_overrides  # noqa: E402
+from test_node_dds import graph, topic_overrides  # noqa: E402
 from test_node_support import CAMERAS, PointHeightTestPredictor, load_keyframe, wait_for  # noqa: E402
 from occ_core.classes import OCC3D_FREE  # noqa: E402
 from occ_ros.conversions import pointcloud2_to_array, pointcloud2_to_occupancy  # noqa: E402
@@ -27,30 +25,6 @@ PREFIX = "/t_node_runtime"
 @pytest.fixture(scope="module")
 def keyframe(synthetic_dataroot, tmp_path_factory):
     return load_keyframe(synthetic_dataroot, tmp_path_factory.mktemp("runtime_kf"))
-
-
-@contextmanager
-def graph(make_node, prefix, kf):
-    """A context with ``make_node(ctx)`` and a :class:`Peer`, both spun by one executor thread."""
-    from rclpy.executors import SingleThreadedExecutor
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = make_node(ctx)
-    peer = Peer(ctx, prefix, kf)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    ex.add_node(peer.node)
-    thread = threading.Thread(target=ex.spin, daemon=True)
-    thread.start()
-    try:
-        yield node, peer
-    finally:
-        ex.shutdown(timeout_sec=5)
-        thread.join(5)
-        node.destroy_node()
-        peer.node.destroy_node()
-        rclpy.shutdown(context=ctx)
 
 
 def call(peer, client, request, timeout=10.0):
