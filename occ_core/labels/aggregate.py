@@ -252,9 +252,9 @@ def area_weighted_ground(points: np.ndarray, labels: np.ndarray, cell: float) ->
     ground = np.isin(labels, GROUND_CLASSES)
     if not ground.any():
         return np.zeros((0, 3)), np.zeros(0, np.uint8)
-    g = np.floor(np.asarray(points, np.float64)[ground, :2] / cell).astype(np.int64)
-    key = np.stack([g[:, 0], g[:, 1], labels[ground].astype(np.int64)], 1)
-    _, first = np.unique(key, axis=0, return_index=True)
+    g = np.floor(np.asarray(points, np.float64)[ground, :2] / cell).astype(np.int64) + 2**20  # >= 0 within +-1e5 m
+    key = (g[:, 0] * 2**21 + g[:, 1]) * 256 + labels[ground].astype(np.int64)  # one int64: a flat np.unique
+    _, first = np.unique(key, return_index=True)
     gi = np.nonzero(ground)[0][np.sort(first)]
     return points[gi], labels[gi]
 
