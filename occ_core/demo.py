@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from occ_core.data.synthetic import SynthConfig, generate, load_splits
+from occ_core.data.synthetic import generate, load_splits
+from occ_core.data.synthetic.presets import PRESETS
 from occ_core.eval import cli as eval_cli
 from occ_core.fileio import atomic_write_text
 from occ_core.formats import occ3d
@@ -47,7 +48,7 @@ SHIPPED_CONFIG = PACKAGE_ROOT / "config" / "models" / "fusion.yaml"
 SHIPPED_CHECKPOINT = PACKAGE_ROOT / "config" / "models" / "fusion_demo.pt"
 
 #: The embedded default world: 5 scenes (4 train, 1 val) of 10 keyframes (5 s) each.
-DEFAULT_WORLD = SynthConfig(scenes=5, samples_per_scene=10, seed=0)
+DEFAULT_WORLD = PRESETS["demo"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

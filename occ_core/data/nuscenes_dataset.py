@@ -17,7 +17,11 @@ BEV augmentation (training): a random flip of x and/or y and a yaw rotation, app
 base_link transform ``R`` to the points, every ``T_base_from_cam``, ``T_base_from_lidar``, the
 ground-truth grids (flips are exact index flips on the symmetric grid; the rotation resamples
 labels by nearest voxel, and voxels that come from outside the grid leave both masks) and the
-flow vectors.
+flow vectors. Image augmentation (``image_scale``): each camera image is zoomed by its own
+factor and cropped back to its size at a random offset, with that camera's intrinsics updated
+by the same pixel affine, so every LiDAR point and label still projects onto the pixel that
+shows it. LiDAR dropout (``lidar_dropout``): points are dropped at random (the same rate for
+the whole sample). All of it is seeded by ``(seed, epoch, index)``.
 
 Names from the tables never escape the dataroot: scene names and sample tokens are checked as
 single file names when the dataset is built, and every sample_data ``filename`` (cameras and
@@ -29,10 +33,12 @@ still works.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -138,6 +144,31 @@ def _bev_transform(flip_x: bool, flip_y: bool, yaw: float) -> np.ndarray:
     return R @ F
 
 
+def augment_images(frame: SensorFrame, scales: np.ndarray, offsets: np.ndarray) -> SensorFrame:
+    """Zoom each camera image about its pixel grid and crop it back to its own size.
+
+    Args:
+        frame: the sample's frame.
+        scales: (N,) zoom factors >= 1, one per camera.
+        offsets: (N, 2) in [0, 1]: where the crop sits inside the zoomed image (0 = left/top
+            edge, 1 = right/bottom edge).
+
+    Returns:
+        a new frame whose images keep their sizes and whose intrinsics are ``A @ K`` with
+        ``A`` the pixel affine (pixel centres at integer coordinates, as
+        :func:`occ_core.data.transforms.resize_crop_matrix`); extrinsics and points unchanged.
+    """
+    images, Ks = [], []
+    for img, K, s, (ox, oy) in zip(frame.images, frame.intrinsics, scales, offsets):
+        H, W = img.shape[:2]
+        tx, ty = ox * (s - 1.0) * W, oy * (s - 1.0) * H  # crop origin inside the zoomed image
+        A = np.array([[s, 0.0, 0.5 * s - 0.5 - tx], [0.0, s, 0.5 * s - 0.5 - ty], [0.0, 0.0, 1.0]])
+        images.append(cv2.warpAffine(img, A[:2], (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+        Ks.append(A @ np.asarray(K, np.float64))
+    return SensorFrame(frame.stamp_ns, frame.camera_names, images, np.stack(Ks), frame.T_base_from_cam,
+                       frame.points, frame.T_base_from_lidar)
+
+
 def augment_bev(frame: SensorFrame, targets: OccTargets, grid: GridSpec, flip_x: bool, flip_y: bool,
                 yaw: float) -> tuple[SensorFrame, OccTargets]:
     """Apply one BEV transform to a frame and its targets (see the module docstring).
@@ -194,6 +225,8 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         augment: random BEV flips (and yaw in +-``rotate_deg``) per item, from ``seed`` and the
             item index and epoch (``dataset[(i, epoch)]``), so runs are reproducible.
         nusc: an already loaded ``NuScenes`` object (shares the tables between datasets).
+        image_scale: (lo, hi) per-camera zoom range for :func:`augment_images` (training; (1, 1) off).
+        lidar_dropout: the largest per-sample share of LiDAR points dropped (training; 0 off).
         image_hw: the model's image input (h, w): JPEGs are decoded at the reduced size that still
             covers it (:func:`occ_core.data.transforms.decode_image`, as the node does), with the
             intrinsics mapped to match; None decodes at full size.
@@ -201,7 +234,8 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataroot: str | Path, scenes: list[str], grid: GridSpec, max_sweeps: int = 1,
                  with_flow: bool = False, augment: bool = False, rotate_deg: float = 0.0, seed: int = 0, nusc=None,
-                 image_hw: tuple[int, int] | None = None):
+                 image_hw: tuple[int, int] | None = None, image_scale: tuple[float, float] = (1.0, 1.0),
+                 lidar_dropout: float = 0.0):
         from nuscenes.nuscenes import NuScenes
 
         self.dataroot = Path(dataroot)
@@ -212,6 +246,8 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.rotate_deg = rotate_deg
         self.seed = seed
+        self.image_scale = (float(image_scale[0]), float(image_scale[1]))
+        self.lidar_dropout = float(lidar_dropout)
         self.image_hw = None if image_hw is None else (int(image_hw[0]), int(image_hw[1]))
         self.epoch = 0
         for name in scenes:
@@ -293,6 +329,15 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             fx, fy = rng.random(2) < 0.5
             yaw = math.radians(rng.uniform(-self.rotate_deg, self.rotate_deg)) if self.rotate_deg > 0 else 0.0
             frame, targets = augment_bev(frame, targets, self.grid, bool(fx), bool(fy), yaw)
+        if self.image_scale[1] > 1.0 or self.lidar_dropout > 0.0:
+            # its own stream, so adding these leaves the BEV draws of older runs as they were
+            rng = np.random.default_rng((self.seed, epoch, i, 1))
+            if self.image_scale[1] > 1.0 and frame.images:
+                n = len(frame.images)
+                frame = augment_images(frame, rng.uniform(*self.image_scale, size=n), rng.random((n, 2)))
+            if self.lidar_dropout > 0.0 and len(frame.points):
+                keep = rng.random(len(frame.points)) >= rng.uniform(0.0, self.lidar_dropout)
+                frame = dataclasses.replace(frame, points=frame.points[keep])
         return OccSample(scene, token, frame, targets)
 
 

@@ -213,6 +213,14 @@ class TrainConfig:
         val_every, ckpt_every, log_every: in steps.
         amp: mixed precision on CUDA (ignored on CPU).
         flip, rotate_deg: BEV augmentation (random x/y flips; uniform yaw in +-rotate_deg).
+        image_scale: (lo, hi) random zoom of every camera image, uniform in [lo, hi] (>= 1) per
+            camera, with a random crop back to the image size and the intrinsics updated
+            (``(1, 1)``: off); see :func:`occ_core.data.nuscenes_dataset.augment_images`.
+        lidar_dropout: each LiDAR point is dropped with a probability drawn uniformly in
+            ``[0, lidar_dropout]`` per sample (0: off).
+        warmup_steps: linear LR warm-up length; -1: ``min(100, steps // 20)`` (at least 1).
+        ema_decay: exponential moving average of the weights (e.g. 0.999; 0: off). With it the
+            validation and ``model.pt`` use the averaged weights (the checkpoint keeps both).
         seed: data order and augmentation seed.
         num_workers: DataLoader workers.
     """
@@ -228,6 +236,10 @@ class TrainConfig:
     amp: bool = True
     flip: bool = True
     rotate_deg: float = 0.0
+    image_scale: tuple[float, float] = (1.0, 1.0)
+    lidar_dropout: float = 0.0
+    warmup_steps: int = -1
+    ema_decay: float = 0.0
     seed: int = 0
     num_workers: int = 0
 
@@ -373,7 +385,20 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
                            f"got name {cfg.name!r}")
     if cfg.bevformer is not None:
         _check_bevformer(cfg, f"{where}.bevformer")
+    _check_train(cfg.train, f"{where}.train")
     return cfg
+
+
+def _check_train(t: TrainConfig, where: str) -> None:
+    lo, hi = t.image_scale
+    if not 1.0 <= lo <= hi <= 2.0:
+        raise OccDataError(f"{where}.image_scale: expected [lo, hi] with 1 <= lo <= hi <= 2, got {list(t.image_scale)}")
+    if not 0.0 <= t.lidar_dropout < 1.0:
+        raise OccDataError(f"{where}.lidar_dropout: expected a probability in [0, 1), got {t.lidar_dropout}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise OccDataError(f"{where}.ema_decay: expected a decay in [0, 1) (0: off), got {t.ema_decay}")
+    if t.warmup_steps < -1:
+        raise OccDataError(f"{where}.warmup_steps: expected -1 (automatic) or a step count >= 0, got {t.warmup_steps}")
 
 
 def check_backbone(b: BackboneConfig, where: str) -> None:

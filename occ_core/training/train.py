@@ -154,15 +154,23 @@ class Trainer:
         self.class_weights = class_weights.to(self.device)
         t = cfg.train
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        warm = max(1, min(100, t.steps // 20))
+        warm = schedule_warmup(t)
 
-        def lr_lambda(s: int) -> float:
-            return min(1.0, (s + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, t.steps) / max(t.steps, 1))))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, t.steps, warm))
         self.amp = bool(t.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
+        # EMA of the weights and buffers (BatchNorm statistics too); the first update copies them
+        self.ema = None
+        if t.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation and ``model.pt`` use: the EMA when ``train.ema_decay`` > 0."""
+        return self.model if self.ema is None else self.ema.module
 
     def compute_loss(self, batch) -> LossTerms:
         inputs = batch.inputs.to(self.device)
@@ -184,17 +192,19 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         return StepResult(terms.as_floats(), float(norm), lr)
 
     @torch.no_grad()
     def evaluate(self, loader, progress: bool = False) -> ConfusionMetric:
         """Occ3D mIoU (camera mask) of this rank's batches, merged over ranks."""
-        self.model.eval()
+        model = self.eval_model.eval()
         metric = occ3d_miou("camera")
         for batch in tqdm(loader, desc="val", disable=not progress, leave=False):
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.model(batch.inputs.to(self.device)).logits
+                logits = model(batch.inputs.to(self.device)).logits
             pred = logits.argmax(1).cpu().numpy()
             for b in range(pred.shape[0]):
                 metric.update(batch.semantics[b].numpy(), pred[b], batch.mask_camera[b].numpy())
@@ -202,9 +212,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "rng": _rng_state(), "class_weights": self.class_weights.cpu(), "config": config_to_dict(self.cfg)}
+        st = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+              "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+              "rng": _rng_state(), "class_weights": self.class_weights.cpu(), "config": config_to_dict(self.cfg)}
+        if self.ema is not None:
+            st["ema"] = self.ema.state_dict()
+        return st
 
     def save(self, path: str | Path) -> None:
         """Write a checkpoint atomically (an interrupted write leaves the previous file intact)."""
@@ -221,6 +234,10 @@ class Trainer:
             self.model.load_state_dict(st["model"])
         except RuntimeError as e:
             raise OccDataError(f"{path}: weights do not fit the model: {e}") from None
+        if self.ema is not None:
+            if "ema" not in st:
+                raise OccDataError(f"{path}: the config asks for train.ema_decay but the checkpoint holds no EMA weights")
+            self.ema.load_state_dict(st["ema"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
@@ -229,6 +246,17 @@ class Trainer:
         rng = st["rng"]
         rng["torch"] = rng["torch"].cpu()
         _set_rng_state(rng)
+
+
+def schedule_warmup(t) -> int:
+    """Linear warm-up steps of the LR schedule (``train.warmup_steps``; -1: ``min(100, steps // 20)``, >= 1)."""
+    return max(1, t.warmup_steps if t.warmup_steps >= 0 else min(100, t.steps // 20))
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """LR multiplier at ``step``: linear warm-up over ``warmup`` steps times a cosine from 1 to
+    0.02 over ``steps`` (flat at 0.02 after them)."""
+    return min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
 
 
 # --------------------------------------------------------------------------- checkpoint files
@@ -339,6 +367,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="model config, config/models/*.yaml")
     p.add_argument("--dataroot", required=True, help="nuScenes-format dataroot with gts/ (synthetic or real)")
+    p.add_argument("--val-dataroot", default=None,
+                   help="validate on the val split of this dataroot instead of --dataroot's (e.g. a held-out world)")
     p.add_argument("--work-dir", required=True, help="checkpoints, logs and the final model.pt go here")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest readable checkpoint in <work-dir>/checkpoints")
@@ -382,6 +412,8 @@ def _run(args) -> int:
     # inputs and outputs first: nothing is read or built before they are known to be usable
     check_input_file(args.config, "--config")
     check_dataroot(args.dataroot)
+    if args.val_dataroot is not None:
+        check_dataroot(args.val_dataroot, "--val-dataroot")
     work = Path(args.work_dir)
     ckpt_dir = work / "checkpoints"
     if rank == 0:
@@ -420,8 +452,14 @@ def _run(args) -> int:
     grid = cfg.grid_spec
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
     train_ds = NuScenesOccDataset(root, splits["train"], grid, sweeps, cfg.flow, augment=t.flip,
-                                  rotate_deg=t.rotate_deg, seed=t.seed, image_hw=cfg.image_hw)
-    val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw)
+                                  rotate_deg=t.rotate_deg, seed=t.seed, image_hw=cfg.image_hw,
+                                  image_scale=t.image_scale, lidar_dropout=t.lidar_dropout)
+    if args.val_dataroot is None:
+        val_root = root
+        val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw)
+    else:  # e.g. a held-out world of another seed (bench/learning.py)
+        val_root = Path(args.val_dataroot)
+        val_ds = NuScenesOccDataset(val_root, scene_splits(val_root)["val"], grid, sweeps, False, image_hw=cfg.image_hw)
 
     counts = label_counts(root, train_ds.samples, cfg.num_classes, grid.dims)
     trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1,
@@ -449,7 +487,7 @@ def _run(args) -> int:
                                          num_workers=t.num_workers, persistent_workers=False, worker_init_fn=die)
     val_idx = list(range(len(val_ds)))[: args.max_val_samples or None]
     if not val_idx and main_rank:
-        print(f"occ-train: note: the validation split of {root} holds no samples (splits['val'] = {splits['val']}); "
+        print(f"occ-train: note: the validation split of {val_root} holds no samples; "
               f"validation is skipped and no val.json is written", file=sys.stderr, flush=True)
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_ds, val_idx[rank::world]), batch_size=1,
                                              collate_fn=collate, num_workers=t.num_workers, worker_init_fn=die)
@@ -486,7 +524,7 @@ def _run(args) -> int:
     if main_rank:
         save_checkpoint(trainer, ckpt_dir, args.keep_checkpoints, unreadable)
         with atomic_path(work / "model.pt") as tmp:
-            torch.save({"model": trainer.model.state_dict(), "config": config_to_dict(cfg), "step": trainer.step}, tmp)
+            torch.save({"model": trainer.eval_model.state_dict(), "config": config_to_dict(cfg), "step": trainer.step}, tmp)
     validate()
     if writer is not None:
         writer.close()

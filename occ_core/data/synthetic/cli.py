@@ -3,6 +3,7 @@
 Example::
 
     occ-synth --out data/synth --scenes 2 --samples-per-scene 20 --seed 0
+    occ-synth --out data/bench/train --preset bench-train   # a named world (occ_core.data.synthetic.presets)
     python -c "from nuscenes.nuscenes import NuScenes; NuScenes('v1.0-mini', 'data/synth')"
 
 Exit status 2, with one line naming the argument: bad numbers, an ``--out`` that is a file, not
@@ -14,11 +15,16 @@ temporary folder a killed run left.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 
 from occ_core.cli import nonnegative_int, positive_int, run_cli
 from occ_core.data.synthetic.dataset import SynthConfig, generate
+from occ_core.data.synthetic.presets import PRESETS
+
+#: the options a --preset fixes (dest names); giving one of them with --preset is an error
+_WORLD_OPTIONS = ("scenes", "samples_per_scene", "seed", "image_size", "val_scenes")
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -32,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="occ-synth", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="dataroot to create (must be empty or absent unless --overwrite)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a named world (scenes, keyframes, seed, image size, val scenes); "
+                        "the other world options may not be given with it")
     p.add_argument("--scenes", type=positive_int, default=2, help="number of scenes")
     p.add_argument("--samples-per-scene", type=positive_int, default=20, help="keyframes (2 Hz) per scene")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="world seed; the same seed gives identical files")
@@ -40,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write 20 Hz LiDAR sweeps between keyframes")
     p.add_argument("--camera-sweeps", action=argparse.BooleanOptionalAction, default=False,
                    help="render 12 Hz camera sweeps between keyframes (slow)")
+    p.add_argument("--val-scenes", type=nonnegative_int, default=None,
+                   help="how many of the last scenes splits.json puts in val (default: 20 %%, at least 1 of 2+)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes generating scenes in parallel (default: one per CPU core)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -52,14 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.preset is not None:
+            given = [o for o in _WORLD_OPTIONS if getattr(args, o) != parser.get_default(o)]
+            if given:
+                parser.error(f"--preset {args.preset} fixes the world; drop --{given[0].replace('_', '-')}")
     except SystemExit as e:  # argparse already printed the message
         return int(e.code or 0)
     return run_cli("occ-synth", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = SynthConfig(scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-                      image_size=args.image_size, sweeps=args.sweeps, camera_sweeps=args.camera_sweeps)
+    if args.preset is not None:
+        base = PRESETS[args.preset]
+        cfg = dataclasses.replace(base, sweeps=args.sweeps and base.sweeps, camera_sweeps=args.camera_sweeps or base.camera_sweeps)
+    else:
+        cfg = SynthConfig(scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
+                      image_size=args.image_size, sweeps=args.sweeps, camera_sweeps=args.camera_sweeps,
+                      val_scenes=args.val_scenes)
     res = generate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
     t = res.times
     print(f"wrote {res.dataroot}: {len(res.scene_names)} scenes, {res.samples} samples, {res.sample_data} sample_data, "

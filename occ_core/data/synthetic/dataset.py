@@ -83,6 +83,8 @@ class SynthConfig:
     image_size: tuple[int, int] = (640, 360)
     sweeps: bool = True
     camera_sweeps: bool = False
+    #: scenes of ``splits.json``'s val split (the last ones); None: 20 % (at least 1 of 2+ scenes)
+    val_scenes: int | None = None
     lidar: LidarConfig = field(default_factory=LidarConfig)
     grid: GridSpec = OCC3D
 
@@ -93,6 +95,8 @@ class SynthConfig:
             raise OccDataError(f"samples_per_scene: expected an integer >= 1, got {self.samples_per_scene!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise OccDataError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        if self.val_scenes is not None and not (isinstance(self.val_scenes, int) and 0 <= self.val_scenes <= self.scenes):
+            raise OccDataError(f"val_scenes: expected an integer in 0..{self.scenes} (the scene count), got {self.val_scenes!r}")
         w, h = self.image_size
         if not (isinstance(w, int) and isinstance(h, int) and 16 <= w <= 4096 and 16 <= h <= 4096):
             raise OccDataError(f"image_size: expected WIDTHxHEIGHT with 16..4096 pixels each, got {self.image_size!r}")
@@ -419,7 +423,7 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
         t1 = time.perf_counter()
         tab.write(tmp / VERSION)
         names = [r["name"] for r in tab.rows["scene"]]
-        n_val = 0 if len(names) < 2 else max(1, round(0.2 * len(names)))
+        n_val = cfg.val_scenes if cfg.val_scenes is not None else (0 if len(names) < 2 else max(1, round(0.2 * len(names))))
         splits = {"train": names[: len(names) - n_val], "val": names[len(names) - n_val:]}
         (tmp / "splits.json").write_text(json.dumps(splits, indent=1))
         times.write += time.perf_counter() - t1
