@@ -462,6 +462,7 @@ def _run(args) -> int:
         val_ds = NuScenesOccDataset(val_root, scene_splits(val_root)["val"], grid, sweeps, False, image_hw=cfg.image_hw)
 
     counts = label_counts(root, train_ds.samples, cfg.num_classes, grid.dims)
+    torch.manual_seed(t.seed)  # the initial weights follow train.seed (the same on every rank)
     trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1,
                       pretrained=resume_state is None)
     if trainer.pretrained_report is not None and main_rank:

@@ -1,0 +1,204 @@
+"""The learning benchmark (issue 16): train configs on one synthetic world, score them on another.
+
+Run from the repository root::
+
+    .venv/bin/python bench/learning.py --configs fusion,lidar --steps 600 --seeds 0,1,2 [--threads 2]
+
+1. The two preset worlds (:mod:`occ_core.data.synthetic.presets`) are generated once into
+   ``--data`` (default ``data/bench``: ``train/`` = ``bench-train``, 24 scenes x 20 keyframes,
+   seed 100; ``heldout/`` = ``bench-heldout``, 4 scenes x 20 keyframes, seed 900) and reused.
+2. Every config is trained ``--steps`` steps once per seed (``train.seed`` set to it: weights
+   init, data order, augmentation) with ``occ-train`` in a subprocess pinned to ``--threads``;
+   the CPU minutes are the child's user + system time.
+3. Each model predicts every held-out keyframe (``occ-predict``) and ``occ-eval`` scores it
+   inside the camera mask: per-class IoU, mIoU, geometric IoU, RayIoU. The per-voxel prior fit
+   on the training world's labels is scored the same way.
+4. A table of mean +- std over the seeds (sample std; n = seeds), then per-class IoU means, is
+   printed and written with every run's numbers to ``<out>/learning.json``.
+
+A run whose ``<out>/<config>/seed<k>/metrics.json`` exists is not repeated (delete it to redo);
+``--fresh`` retrains everything. The world, the steps and the seeds name the budget; compare
+configs only inside one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from occ_core.classes import OCC3D_CLASSES  # noqa: E402
+from occ_core.data.synthetic import generate  # noqa: E402
+from occ_core.data.synthetic.presets import preset  # noqa: E402
+from occ_core.eval import cli as eval_cli  # noqa: E402
+from occ_core.fileio import atomic_write_text  # noqa: E402
+from occ_core.formats import occ3d  # noqa: E402
+from occ_core.models.prior import PerVoxelPrior  # noqa: E402
+from _machine import cpu_model, load_average  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "config" / "models"
+
+
+def ensure_world(name: str, root: Path) -> Path:
+    """The preset world ``name`` at ``root``, generated unless its tables are already there."""
+    if not (root / "v1.0-mini").is_dir():
+        print(f"== generating preset {name} into {root}", flush=True)
+        generate(preset(name), root, progress=True)
+    return root
+
+
+def child_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run(cmd: list[str], threads: int) -> float:
+    """Run ``cmd`` to completion; the CPU seconds it used. A failure stops the benchmark."""
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    import os
+
+    c0 = child_cpu_s()
+    status = subprocess.run(cmd, env={**os.environ, **env}).returncode
+    if status != 0:
+        raise SystemExit(f"bench/learning.py: failed (exit {status}): {' '.join(cmd)}")
+    return child_cpu_s() - c0
+
+
+def score(pred_dir: Path, heldout: Path, out_json: Path) -> dict:
+    """occ-eval of ``pred_dir`` on every held-out scene: {'mIoU', 'IoU', 'RayIoU', 'per_class'} in %."""
+    scenes = sorted({e.scene for e in occ3d.list_gt(heldout / "gts")})
+    status = eval_cli.main(["--gt", str(heldout / "gts"), "--pred", str(pred_dir), "--scenes", ",".join(scenes),
+                            "--dataroot", str(heldout), "--version", "v1.0-mini", "--metrics", "miou,iou,rayiou",
+                            "--mask", "camera", "--json", str(out_json)])
+    if status != 0:
+        raise SystemExit(f"bench/learning.py: occ-eval failed on {pred_dir} (exit {status})")
+    doc = json.loads(out_json.read_text())
+    vox, ray = doc["reports"]["voxel"], doc["reports"]["ray"]["summary"]
+    per_class = {r["name"]: r["values"].get("IoU") for r in vox["rows"]}
+    return {"mIoU": 100 * vox["summary"]["mIoU"], "IoU": 100 * vox["summary"]["IoU (geometric)"],
+            "RayIoU": 100 * ray["RayIoU"],
+            "per_class": {k: (None if v is None else 100 * v) for k, v in per_class.items()}}
+
+
+def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path) -> dict:
+    work = args.out / name / f"seed{seed}"
+    metrics = work / "metrics.json"
+    if metrics.exists() and not args.fresh:
+        print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
+        return json.loads(metrics.read_text())
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    cfg.setdefault("train", {})["seed"] = seed
+    cfg_path = work / "config.yaml"
+    atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
+    py = sys.executable
+    print(f"== {name} seed {seed}: training {args.steps} steps on {train_root}", flush=True)
+    t0 = time.perf_counter()
+    cpu_train = run([py, "-m", "occ_core.training.train", "--config", str(cfg_path), "--dataroot", str(train_root),
+                     "--work-dir", str(work / "run"), "--steps", str(args.steps), "--val-every", "0",
+                     "--ckpt-every", str(max(50, args.steps // 4)), "--threads", str(args.threads), "--no-progress"],
+                    args.threads)
+    wall_train = time.perf_counter() - t0
+    model = work / "run" / "model.pt"
+    pred = work / "pred"
+    print(f"== {name} seed {seed}: predicting the held-out world", flush=True)
+    t0 = time.perf_counter()
+    cpu_pred = run([py, "-m", "occ_core.training.predict", "--config", str(cfg_path), "--checkpoint", str(model),
+                    "--dataroot", str(heldout), "--split", "val", "--out", str(pred), "--overwrite"], args.threads)
+    frames = len(list(pred.glob("*.npz")))
+    wall_pred = time.perf_counter() - t0
+    res = score(pred, heldout, work / "eval.json")
+    sd = torch.load(model, map_location="cpu")["model"]
+    res.update(config=name, seed=seed, steps=args.steps, threads=args.threads,
+               params=sum(v.numel() for k, v in sd.items() if v.dtype.is_floating_point and "running_" not in k),
+               cpu_min_train=cpu_train / 60, wall_min_train=wall_train / 60,
+               cpu_ms_per_frame=1000 * cpu_pred / max(frames, 1), wall_ms_per_frame=1000 * wall_pred / max(frames, 1))
+    shutil.rmtree(pred)  # 80 grids per run; the scores are kept
+    atomic_write_text(metrics, json.dumps(res, indent=1))
+    return res
+
+
+def prior_scores(train_root: Path, heldout: Path, out: Path) -> dict:
+    metrics = out / "prior" / "metrics.json"
+    if metrics.exists():
+        return json.loads(metrics.read_text())
+    prior = PerVoxelPrior.fit(occ3d.read_gt(e.path).semantics for e in occ3d.list_gt(train_root / "gts"))
+    pred = out / "prior" / "pred"
+    labels = prior.predict()
+    for e in occ3d.list_gt(heldout / "gts"):
+        occ3d.write_prediction(pred / f"{e.token}.npz", labels)
+    res = score(pred, heldout, out / "prior" / "eval.json")
+    shutil.rmtree(pred)
+    atomic_write_text(metrics, json.dumps(res, indent=1))
+    return res
+
+
+def mean_std(values: list[float]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="fusion", help="comma-separated config/models/<name>.yaml names")
+    p.add_argument("--steps", type=int, default=600, help="training steps per run (the budget)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (at least 3 for a std)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of every training and prediction")
+    p.add_argument("--data", type=Path, default=REPO / "data" / "bench", help="where the preset worlds live")
+    p.add_argument("--out", type=Path, default=REPO / "work_dirs" / "learning")
+    p.add_argument("--fresh", action="store_true", help="retrain runs that already have scores")
+    args = p.parse_args(argv)
+    names = [n for n in args.configs.split(",") if n]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    train_root = ensure_world("bench-train", args.data / "train")
+    heldout = ensure_world("bench-heldout", args.data / "heldout")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    runs = {n: [train_and_score(n, s, args, train_root, heldout) for s in seeds] for n in names}
+    prior = prior_scores(train_root, heldout, args.out)
+
+    print(f"\n# learning benchmark, {started:%Y-%m-%d %H:%M} UTC, {cpu_model()}, {args.threads} threads, "
+          f"load average {load_average()}")
+    print(f"# train: bench-train ({train_root}); scored: every keyframe of bench-heldout ({heldout}), camera mask; "
+          f"{args.steps} steps; seeds {seeds}; mean ± std over seeds\n")
+    print("| model | params | CPU min (train) | ms / frame | mIoU % | IoU % | RayIoU % |")
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for n, rs in runs.items():
+        print(f"| {n} | {rs[0]['params']:,} | {mean_std([r['cpu_min_train'] for r in rs])} | "
+              f"{mean_std([r['wall_ms_per_frame'] for r in rs])} | {mean_std([r['mIoU'] for r in rs])} | "
+              f"{mean_std([r['IoU'] for r in rs])} | {mean_std([r['RayIoU'] for r in rs])} |")
+    print(f"| per-voxel prior | | | | {prior['mIoU']:.2f} | {prior['IoU']:.2f} | {prior['RayIoU']:.2f} |")
+    classes = [c for c in OCC3D_CLASSES if c != "free"]
+    print("\nper-class IoU % (mean over seeds; n/a: class absent from the held-out labels)\n")
+    print("| class | " + " | ".join(names) + " | prior |")
+    print("|---|" + "--:|" * (len(names) + 1))
+    for c in classes:
+        cells = [mean_std([r["per_class"].get(c) for r in runs[n]]) for n in names]
+        pc = prior["per_class"].get(c)
+        print(f"| {c} | " + " | ".join(cells) + f" | {'n/a' if pc is None else f'{pc:.2f}'} |")
+    atomic_write_text(args.out / "learning.json", json.dumps(
+        {"started_utc": started.isoformat(), "cpu": cpu_model(), "threads": args.threads, "steps": args.steps,
+         "seeds": seeds, "runs": runs, "prior": prior}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
