@@ -7,7 +7,9 @@ model from ``--config`` / ``--checkpoint``) and a recorder subscribed to the nod
 ``/occupancy/grid`` (``occ_ros_msgs/SemanticOccupancyGrid``) and ``/occupancy/voxels``, both
 serialized (``raw=True``), so the recording is byte-exact. Extrinsics: tf2_ros is not installed
 with the rclpy wheels, so the node gets the bag's ``/tf_static`` (base_link -> sensors) as static
-extrinsics; the rig file is not used.
+extrinsics; the rig file is not used. The node subscribes the bag's ``/odom`` (the ego pose at
+every sample_data stamp), which places each camera at its own image stamp
+(``camera_motion_compensation``) as the offline loader does from the nuScenes ego poses.
 
 Matching and metrics: the predictions are the labels of the ``/occupancy/grid`` messages (CDR
 decoded with :func:`~occ_ros.conversions.grid_msg.grid_typestore`, unpacked by
@@ -64,7 +66,7 @@ from occ_core.fileio import atomic_write_text
 from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D
 from occ_ros.bag.bagio import bag_messages, open_bag, remove_stale_temp_dirs, temp_dir_for
-from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, MAP_FRAME, gt_cloud_to_grid
+from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, MAP_FRAME, ODOM_TOPIC, gt_cloud_to_grid
 from occ_ros.bag.play import BagPlayer, PlayConfig
 from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, SemanticGrid, grid_typestore, msg_to_grid
 from occ_ros.params import image_topic_for_bag
@@ -389,7 +391,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         node = OccupancyNode(predictor=predictor, context=context, parameter_overrides=[
             Parameter("lidar_sweeps", value=cfg.lidar_sweeps),
             Parameter("worker_queue_size", value=cfg.worker_queue_size),
-            Parameter("odom_topic", value="/odom" if cfg.lidar_sweeps > 1 else ""),
+            # the bag's ego poses: earlier sweeps, and each camera placed at its image stamp
+            Parameter("odom_topic", value=ODOM_TOPIC if ODOM_TOPIC in gt.topics or cfg.lidar_sweeps > 1 else ""),
             Parameter("compressed_image_topic", value=image_topic_for_bag(gt.topics)),
         ])
         node.extrinsics = StaticExtrinsics(gt.static)
