@@ -96,8 +96,8 @@ TF_CHECK_DELAY_S = 5.0
 #: Motion compensation: how far (s) a stamp may lie outside the received ego poses and still take
 #: the nearest one (no extrapolation beyond this) ...
 POSE_TOLERANCE_S = 0.002
-#: ... and how long (s) the worker waits for the ego pose at the LiDAR stamp when the odometry
-#: stream is alive but that pose has not arrived yet (it travels beside the cloud).
+#: ... and how long (s) the worker waits, per frame, for ego poses at the LiDAR and image stamps
+#: when the odometry stream is alive but has not reached a stamp yet (poses travel beside the data).
 POSE_WAIT_S = 0.1
 
 
@@ -576,20 +576,18 @@ class OccupancyNode(Node):
         """True when ego poses reach :attr:`motion`: ``odom_topic`` is subscribed or /tf is read here."""
         return bool(self.config.odom_topic) or isinstance(self.extrinsics, TfMessageExtrinsics)
 
-    def _lidar_pose(self, stamp_ns: int) -> np.ndarray | None:
-        """``T_odom_base`` at the LiDAR stamp; waits up to POSE_WAIT_S for it while the ego pose
-        stream is alive but behind (the pose at this stamp travels beside the cloud)."""
-        deadline = time.monotonic() + POSE_WAIT_S
+    def _pose_at(self, stamp_ns: int, deadline: float) -> np.ndarray | None:
+        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive but has not reached
+        the stamp yet (the pose at a sensor stamp travels beside its message), wait for it until
+        ``deadline`` (monotonic s); then take the nearest pose within POSE_TOLERANCE_S, or None."""
         while True:
-            P = self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
             latest = self.motion.latest_stamp()
-            if (P is not None or latest is None or latest >= stamp_ns or stamp_ns - latest > 5e8
-                    or time.monotonic() >= deadline):
-                return P
+            if latest is None or latest >= stamp_ns or stamp_ns - latest > 5e8 or time.monotonic() >= deadline:
+                return self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
             time.sleep(0.002)
 
     def camera_extrinsics(self, synced: SyncedSet, cam: str, T_static: np.ndarray,
-                          P_lidar: np.ndarray | None) -> tuple[np.ndarray, bool]:
+                          P_lidar: np.ndarray | None, deadline: float = 0.0) -> tuple[np.ndarray, bool]:
         """``(T_base_from_cam, compensated)`` of one camera of a matched set: camera ->
         base_link(t_image) -> odom -> base_link(t_lidar) when both ego poses are known, else the
         static ``T_static`` (compensated False).
@@ -597,10 +595,11 @@ class OccupancyNode(Node):
         Args:
             T_static: (4, 4) camera -> base_link from the rig or TF.
             P_lidar: (4, 4) ``T_odom_base`` at the LiDAR stamp, or None.
+            deadline: monotonic time up to which to wait for a pose that has not arrived yet.
         """
         if P_lidar is None:
             return T_static, False
-        P_cam = self.motion.pose_at(synced.stamps_ns[cam], POSE_TOLERANCE_S)
+        P_cam = self._pose_at(synced.stamps_ns[cam], deadline)
         if P_cam is None:
             return T_static, False
         return np.linalg.solve(P_lidar, P_cam) @ T_static, True
@@ -616,7 +615,8 @@ class OccupancyNode(Node):
         with self._lock:
             intrinsics = dict(self._intrinsics)
         compensate = cfg.camera_motion_compensation
-        P_lidar = self._lidar_pose(synced.stamp_ns) if compensate and self.has_pose_source() else None
+        deadline = time.monotonic() + POSE_WAIT_S
+        P_lidar = self._pose_at(synced.stamp_ns, deadline) if compensate and self.has_pose_source() else None
         compensated = fallbacks = 0
         Ks, Ts, images = [], [], []
         for cam in cfg.camera_names:
@@ -634,7 +634,7 @@ class OccupancyNode(Node):
             if intr.width > 0 and intr.height > 0 and (intr.width, intr.height) != (w, h):  # calibrated at another size
                 K = scale_matrix(w / intr.width, h / intr.height) @ K
             if compensate:
-                T, ok = self.camera_extrinsics(synced, cam, T, P_lidar)
+                T, ok = self.camera_extrinsics(synced, cam, T, P_lidar, deadline)
                 compensated, fallbacks = compensated + ok, fallbacks + (not ok)
             Ks.append(item.pixel_transform @ K)
             Ts.append(T)
