@@ -175,3 +175,27 @@ def write_occ3d_gt(out: Path, scene: str = G_SCENE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(G_FILE, path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python test/real_nuscenes.py OUT``: write ``OUT/nuscenes`` (A and B), ``OUT/sequence``
+    (H) and ``OUT/occ3d_gt`` (G) for running the tools on real data by hand (README, *Real data*)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="real_nuscenes", description=main.__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="folder to create (must not hold these three folders yet)")
+    a = p.parse_args(argv)
+    if needs_real.args[0]:  # the skip condition: the data is missing
+        print(f"real_nuscenes: {REAL} not found (the shared real nuScenes data)")
+        return 2
+    cam = write_camera_dataroot(a.out / "nuscenes")
+    seq = write_sequence_dataroot(a.out / "sequence")
+    gt = write_occ3d_gt(a.out / "occ3d_gt")
+    print(f"wrote {cam} (scenes {SCENE_A}, {SCENE_B}; split val), {seq} (scene real-h, 11 keyframes), {gt}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
