@@ -8,7 +8,7 @@ inside one axis-aligned box in base_link.
 
 Default, :data:`NUSCENES_EGO_FOOTPRINT`: x in [-1.2, 3.9], y in [-1.1, 1.1], z in [-0.5, 2.1] m
 (the nuScenes Renault Zoe, base_link at the rear axle on the ground). Measured on the 13 real
-sweeps of ``../shared/data/nuscenes_real`` (A, B and the 11 keyframes of H, 2026-12-01): every
+sweeps of ``../shared/data/nuscenes_real`` (A, B and the 11 keyframes of H, 2026-11-30): every
 point within 2 m of the sensor lies in x [-0.22, 2.83], |y| <= 0.66, z [0.86, 1.84] m (the
 roof, the LiDAR mount and the bonnet; H's labels call all of them ``others``, the class that
 holds lidarseg's ``vehicle.ego``), and no other point of H's sweeps labelled as anything but
