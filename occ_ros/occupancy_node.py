@@ -9,6 +9,18 @@ subscribes ``odom_topic`` (nav_msgs/Odometry) and adds earlier sweeps moved into
 base_link by the ego motion (:mod:`occ_ros.sweeps`; ``SensorFrame.points[:, 4]`` = their age);
 by default it uses the current sweep only.
 
+Geometry on a moving car (``camera_motion_compensation``, on by default): each camera fires at its
+own time, up to ~45 ms off the LiDAR on nuScenes, so the node places it by the ego poses at both
+stamps, camera -> base_link(t_image) -> odom -> base_link(t_lidar):
+``T = inv(P(t_lidar)) @ P(t_image) @ T_base_from_cam``, with ``P`` = ``T_odom_base`` from
+``odom_topic`` (and from ``/tf``'s ``* -> base_frame`` transforms when the node reads TF through
+tf2_msgs), interpolated (:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame
+extrinsics unchanged. When a pose is missing the camera keeps its static extrinsics and
+``camera_static_fallbacks`` on /diagnostics counts it (``cameras_motion_compensated`` counts the
+others). Ego body (``ego_filter``, ``ego_footprint``): LiDAR points inside the footprint box in
+base_link, the car's own roof and bonnet (:mod:`occ_core.ego`), are dropped before the model;
+``ego_points_removed`` on /diagnostics counts them.
+
 Outputs, stamped with the LiDAR header stamp in ``base_frame``: ``/occupancy/grid``
 (occ_ros_msgs/SemanticOccupancyGrid: the dense (X, Y, Z) labels with scores and flow when the
 predictor gives them, :mod:`occ_ros.conversions.grid_msg`), ``/occupancy/voxels``
@@ -57,6 +69,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
 from occ_core.classes import OCC3D_FREE
 from occ_core.data.transforms import check_image_size, scale_matrix
+from occ_core.ego import EgoFootprint, remove_ego_points
 from occ_core.errors import OccDataError
 from occ_core.frame import OccupancyPrediction, Predictor, SensorFrame
 from occ_core.geometry import make_transform
@@ -80,6 +93,12 @@ LIDAR = "lidar"
 INPUT_PAUSE_S = 2.0
 #: Seconds after start-up at which camera frames are checked against TF.
 TF_CHECK_DELAY_S = 5.0
+#: Motion compensation: how far (s) a stamp may lie outside the received ego poses and still take
+#: the nearest one (no extrapolation beyond this) ...
+POSE_TOLERANCE_S = 0.002
+#: ... and how long (s) the worker waits, per frame, for ego poses at the LiDAR and image stamps
+#: when the odometry stream is alive but has not reached a stamp yet (poses travel beside the data).
+POSE_WAIT_S = 0.1
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -152,6 +171,9 @@ class NodeCounters:
     synced_frames: int = 0
     incomplete_frames: int = 0
     no_calibration: int = 0
+    ego_points_removed: int = 0
+    cameras_motion_compensated: int = 0
+    camera_static_fallbacks: int = 0
     predictor_errors: int = 0
     published_frames: int = 0
     marker_messages: int = 0
@@ -227,12 +249,15 @@ class OccupancyNode(Node):
         self.motion = EgoMotion()
         self.sweeps = SweepBuffer(capacity=4 * cfg.lidar_sweeps + 8)
         self._problems_reported = 0
+        self._footprint = EgoFootprint.from_list(cfg.ego_footprint) if cfg.ego_filter else None
 
         if self.extrinsics is None:  # once: a TF listener cannot be taken back (and the parameters are read-only)
             use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
             if use_tf:
+                # ego poses on /tf (odom -> base_link) also place the cameras at their stamps
                 self.extrinsics = (TfExtrinsics(self, cfg.base_frame) if tf2_available()
-                                   else TfMessageExtrinsics(self, cfg.base_frame))
+                                   else TfMessageExtrinsics(self, cfg.base_frame,
+                                                            on_ego_pose=lambda t, T: self.motion.add(t, T)))
             else:
                 extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
                 unknown = [c for c in cfg.camera_names if c not in extrinsics.rig.camera_names]
@@ -285,6 +310,10 @@ class OccupancyNode(Node):
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
         self._tf_check_timer = (self.create_timer(TF_CHECK_DELAY_S, self._check_tf_frames)
                                 if not isinstance(self.extrinsics, RigExtrinsics) else None)
+        if cfg.camera_motion_compensation and not self.has_pose_source():
+            self.get_logger().info("camera_motion_compensation: no ego pose source (set odom_topic, or read TF through "
+                                   "tf2_msgs): the cameras keep their static extrinsics (counted as "
+                                   "camera_static_fallbacks on /diagnostics)")
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}, "
             f"{self.resolve_topic_name(cfg.image_topic(cfg.camera_names[0]))}, ...), LiDAR "
@@ -543,6 +572,38 @@ class OccupancyNode(Node):
         self._warn("predictor", f"frame failed in the predictor/publisher: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ worker thread
+    def has_pose_source(self) -> bool:
+        """True when ego poses reach :attr:`motion`: ``odom_topic`` is subscribed or /tf is read here."""
+        return bool(self.config.odom_topic) or isinstance(self.extrinsics, TfMessageExtrinsics)
+
+    def _pose_at(self, stamp_ns: int, deadline: float) -> np.ndarray | None:
+        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive but has not reached
+        the stamp yet (the pose at a sensor stamp travels beside its message), wait for it until
+        ``deadline`` (monotonic s); then take the nearest pose within POSE_TOLERANCE_S, or None."""
+        while True:
+            latest = self.motion.latest_stamp()
+            if latest is None or latest >= stamp_ns or stamp_ns - latest > 5e8 or time.monotonic() >= deadline:
+                return self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
+            time.sleep(0.002)
+
+    def camera_extrinsics(self, synced: SyncedSet, cam: str, T_static: np.ndarray,
+                          P_lidar: np.ndarray | None, deadline: float = 0.0) -> tuple[np.ndarray, bool]:
+        """``(T_base_from_cam, compensated)`` of one camera of a matched set: camera ->
+        base_link(t_image) -> odom -> base_link(t_lidar) when both ego poses are known, else the
+        static ``T_static`` (compensated False).
+
+        Args:
+            T_static: (4, 4) camera -> base_link from the rig or TF.
+            P_lidar: (4, 4) ``T_odom_base`` at the LiDAR stamp, or None.
+            deadline: monotonic time up to which to wait for a pose that has not arrived yet.
+        """
+        if P_lidar is None:
+            return T_static, False
+        P_cam = self._pose_at(synced.stamps_ns[cam], deadline)
+        if P_cam is None:
+            return T_static, False
+        return np.linalg.solve(P_lidar, P_cam) @ T_static, True
+
     def build_frame(self, synced: SyncedSet) -> SensorFrame | None:
         """The :class:`SensorFrame` of a matched set, or None when calibration is missing (logged, counted)."""
         cfg = self.config
@@ -553,6 +614,10 @@ class OccupancyNode(Node):
             missing.append(f"extrinsics of LiDAR frame {lidar.frame_id!r}")
         with self._lock:
             intrinsics = dict(self._intrinsics)
+        compensate = cfg.camera_motion_compensation
+        deadline = time.monotonic() + POSE_WAIT_S
+        P_lidar = self._pose_at(synced.stamp_ns, deadline) if compensate and self.has_pose_source() else None
+        compensated = fallbacks = 0
         Ks, Ts, images = [], [], []
         for cam in cfg.camera_names:
             item: CameraItem = synced.payloads[cam]
@@ -568,6 +633,9 @@ class OccupancyNode(Node):
             h, w = item.source_hw
             if intr.width > 0 and intr.height > 0 and (intr.width, intr.height) != (w, h):  # calibrated at another size
                 K = scale_matrix(w / intr.width, h / intr.height) @ K
+            if compensate:
+                T, ok = self.camera_extrinsics(synced, cam, T, P_lidar, deadline)
+                compensated, fallbacks = compensated + ok, fallbacks + (not ok)
             Ks.append(item.pixel_transform @ K)
             Ts.append(T)
             images.append(item.image)
@@ -578,6 +646,11 @@ class OccupancyNode(Node):
         # current sweep (LiDAR frame -> base_link, time lag 0) + earlier sweeps by ego motion
         points, _ = self.sweeps.gather(Sweep(synced.stamp_ns, lidar.points, T_lidar), cfg.lidar_sweeps,
                                        cfg.sweep_max_age, self.motion)
+        points, removed = remove_ego_points(points, self._footprint)
+        with self._lock:
+            self.counters.ego_points_removed += removed
+            self.counters.cameras_motion_compensated += compensated
+            self.counters.camera_static_fallbacks += fallbacks
         return SensorFrame(stamp_ns=synced.stamp_ns, camera_names=tuple(cfg.camera_names), images=images,
                            intrinsics=np.stack(Ks), T_base_from_cam=np.stack(Ts), points=points,
                            T_base_from_lidar=T_lidar)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE
+from occ_core.ego import NUSCENES_EGO_FOOTPRINT, EgoFootprint
 from occ_core.errors import OccDataError
 from occ_core.fileio import read_yaml
 
@@ -116,11 +117,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "ros2 bag play; no message lost to a dropped fragment between processes).",
               choices=("sensor_data", "reliable")),
     ParamSpec("odom_topic", "",
-              "nav_msgs/Odometry (odom -> base_link) for multi-sweep aggregation; empty = not subscribed."),
+              "nav_msgs/Odometry (odom -> base_link): ego poses for multi-sweep aggregation and for placing each "
+              "camera at its image stamp (camera_motion_compensation); empty = not subscribed."),
     ParamSpec("lidar_sweeps", 1,
               "LiDAR sweeps per frame (current + earlier ones moved into the current base_link with "
               "odometry); > 1 needs odom_topic.", lo=1, hi=20),
     ParamSpec("sweep_max_age", 0.6, "Oldest earlier sweep used, seconds before the current one.", lo=0.05, hi=5.0),
+    ParamSpec("camera_motion_compensation", True,
+              "Place each camera at its own image stamp: camera -> base_link(t_image) -> odom -> "
+              "base_link(t_lidar), with ego poses from odom_topic (and /tf's odom -> base_frame when TF is read "
+              "through tf2_msgs). A camera whose pose at its stamp is missing keeps its static extrinsics and is "
+              "counted on /diagnostics (camera_static_fallbacks)."),
+    ParamSpec("ego_filter", True,
+              "Drop LiDAR points inside ego_footprint (the vehicle's own body); the count is on /diagnostics "
+              "(ego_points_removed)."),
+    ParamSpec("ego_footprint", list(NUSCENES_EGO_FOOTPRINT.as_list()),
+              "The vehicle body as a box in base_frame, [xmin, ymin, zmin, xmax, ymax, zmax] metres; default: "
+              "the nuScenes car with margin (occ_core.ego, measured on real nuScenes sweeps)."),
     ParamSpec("markers_topic", "occupancy/markers", "Output MarkerArray (one CUBE_LIST per class)."),
     ParamSpec("voxels_topic", "occupancy/voxels",
               "Output PointCloud2 of non-free voxels (x, y, z, label, score, rgb = the class colour)."),
@@ -187,6 +200,9 @@ class NodeConfig:
     odom_topic: str
     lidar_sweeps: int
     sweep_max_age: float
+    camera_motion_compensation: bool
+    ego_filter: bool
+    ego_footprint: tuple[float, ...]
     markers_topic: str
     voxels_topic: str
     grid_topic: str
@@ -226,12 +242,17 @@ def _check_type(spec: ParamSpec, value: Any) -> Any:
         value = float(value) if ok else value
     elif isinstance(d, str):
         ok = isinstance(value, str)
+    elif d and isinstance(d[0], float):  # list of numbers
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      for v in value)
+        value = tuple(float(v) for v in value) if ok else value
     else:  # list of strings
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
     if not ok:
+        kind = " of numbers" if isinstance(d, list) and d and isinstance(d[0], float) else " of strings"
         raise ParameterError(f"parameter {spec.name!r}: expected {type(d).__name__}"
-                             f"{' of strings' if isinstance(d, list) else ''}, got {value!r}")
+                             f"{kind if isinstance(d, list) else ''}, got {value!r}")
     return value
 
 
@@ -283,6 +304,13 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
                              f"({out['loss_warn_fraction']}), got {out['loss_error_fraction']}")
     if not out["model_config"]:
         raise ParameterError("parameter 'model_config': expected a model config path, got ''")
+    if len(out["ego_footprint"]) != 6:
+        raise ParameterError(f"parameter 'ego_footprint': expected 6 numbers [xmin, ymin, zmin, xmax, ymax, zmax], "
+                             f"got {list(out['ego_footprint'])!r}")
+    try:
+        EgoFootprint.from_list(out["ego_footprint"], "parameter 'ego_footprint'")
+    except OccDataError as e:
+        raise ParameterError(str(e)) from None
     hidden = out["marker_hidden_classes"]
     bad = [c for c in hidden if c not in MARKER_CLASSES]
     if bad or len(set(hidden)) != len(hidden):
@@ -424,6 +452,8 @@ def descriptor(spec: ParamSpec):
     kind = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
             list: ParameterType.PARAMETER_STRING_ARRAY}[type(spec.default)]
+    if isinstance(spec.default, list) and spec.default and isinstance(spec.default[0], float):
+        kind = ParameterType.PARAMETER_DOUBLE_ARRAY
     text = spec.description
     if spec.choices:
         text += f" One of: {', '.join(spec.choices)}."

@@ -53,8 +53,15 @@ class EgoMotion:
             if len(self._stamps) > self._capacity:
                 del self._stamps[0], self._poses[0]
 
-    def pose_at(self, stamp_ns: int) -> np.ndarray | None:
-        """``T_odom_base`` (4, 4) at ``stamp_ns``, or None when no pose brackets it (within tolerance)."""
+    def latest_stamp(self) -> int | None:
+        """The newest pose's stamp (ns), or None while there is none."""
+        with self._lock:
+            return self._stamps[-1] if self._stamps else None
+
+    def pose_at(self, stamp_ns: int, tolerance_s: float | None = None) -> np.ndarray | None:
+        """``T_odom_base`` (4, 4) at ``stamp_ns``, or None when no pose brackets it; outside the
+        kept poses the nearest one is used within ``tolerance_s`` (default: the constructor's)."""
+        tol_ns = self._tol_ns if tolerance_s is None else int(tolerance_s * 1e9)
         with self._lock:
             if not self._stamps:
                 return None
@@ -63,7 +70,7 @@ class EgoMotion:
                 return self._poses[i].copy()
             if i == 0 or i == len(self._stamps):
                 j = 0 if i == 0 else len(self._stamps) - 1
-                return self._poses[j].copy() if abs(self._stamps[j] - stamp_ns) <= self._tol_ns else None
+                return self._poses[j].copy() if abs(self._stamps[j] - stamp_ns) <= tol_ns else None
             t0, t1 = self._stamps[i - 1], self._stamps[i]
             P0, P1 = self._poses[i - 1], self._poses[i]
         a = (stamp_ns - t0) / (t1 - t0)

@@ -15,7 +15,7 @@ latched transforms) and ``/tf``. :func:`rig_tf_message` turns a rig calibration 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -87,18 +87,38 @@ def tf_static_qos() -> Any:
 
 class TfMessageExtrinsics:
     """Sensor -> base_frame extrinsics from ``/tf_static`` and ``/tf`` without tf2_ros (needs
-    ``tf2_msgs``), latest transform; same interface as :class:`occ_ros.tf_source.TfExtrinsics`."""
+    ``tf2_msgs``), latest transform; same interface as :class:`occ_ros.tf_source.TfExtrinsics`.
 
-    def __init__(self, node: Any, base_frame: str, static_topic: str = "/tf_static", dynamic_topic: str = "/tf"):
+    Args:
+        on_ego_pose: called with ``(stamp_ns, T_parent_from_base)`` (4, 4) for every ``/tf``
+            transform whose child is ``base_frame`` (``odom -> base_link``, REP 105): the ego
+            poses by stamp, which the node interpolates to place each camera at its image stamp.
+    """
+
+    def __init__(self, node: Any, base_frame: str, static_topic: str = "/tf_static", dynamic_topic: str = "/tf",
+                 on_ego_pose: Callable[[int, np.ndarray], None] | None = None):
         from rclpy.qos import QoSProfile
         from tf2_msgs.msg import TFMessage
 
         self.base_frame = base_frame
         self.tree = TransformTree()
+        self._on_ego_pose = on_ego_pose
         self._subs = [
             node.create_subscription(TFMessage, static_topic, self.tree.add_message, tf_static_qos()),
-            node.create_subscription(TFMessage, dynamic_topic, self.tree.add_message, QoSProfile(depth=100)),
+            node.create_subscription(TFMessage, dynamic_topic, self._on_dynamic, QoSProfile(depth=100)),
         ]
+
+    def _on_dynamic(self, msg: Any) -> None:
+        self.tree.add_message(msg)
+        if self._on_ego_pose is None:
+            return
+        for ts in msg.transforms:
+            if _frame(ts.child_frame_id) == _frame(self.base_frame):
+                t, q = ts.transform.translation, ts.transform.rotation
+                quat = np.array([q.w, q.x, q.y, q.z])
+                if np.isfinite(quat).all() and abs(np.linalg.norm(quat) - 1.0) < 1e-3:
+                    stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
+                    self._on_ego_pose(stamp, make_transform(np.array([t.x, t.y, t.z]), quat / np.linalg.norm(quat)))
 
     def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
         """(4, 4) ``T_base_from_frame``, or None while the frame is not connected to base_frame."""

@@ -33,3 +33,26 @@ def synthetic_dataroot(tmp_path_factory) -> Path:
     generate(SynthConfig(scenes=2, samples_per_scene=3, seed=0, image_size=(320, 180), sweeps=True), out,
              progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def real_camera_dataroot(tmp_path_factory) -> Path:
+    """Real nuScenes keyframes A (scene-0061, moving) and B (scene-0003, nearly still) as one
+    nuScenes-format dataroot with six 1600x900 cameras each (``test/real_nuscenes.py``), built
+    from ``../shared/data/nuscenes_real``; skips when that data is not there. Read-only."""
+    from real_nuscenes import REAL, needs_real, write_camera_dataroot
+
+    if needs_real.args[0]:
+        pytest.skip(f"{REAL} (shared real nuScenes data) not present")
+    return write_camera_dataroot(tmp_path_factory.mktemp("real_cam") / "nuscenes")
+
+
+@pytest.fixture(scope="session")
+def real_sequence_dataroot(tmp_path_factory) -> Path:
+    """The 11 labelled real LiDAR keyframes H as a nuScenes-format dataroot (lidarseg, boxes;
+    scene ``real-h``), through the SurroundOcc own-data adapter. Read-only."""
+    from real_nuscenes import REAL, needs_real, write_sequence_dataroot
+
+    if needs_real.args[0]:
+        pytest.skip(f"{REAL} (shared real nuScenes data) not present")
+    return write_sequence_dataroot(tmp_path_factory.mktemp("real_seq") / "nuscenes")

@@ -17,6 +17,7 @@ import yaml
 
 from occ_core.classes import OCC3D_FREE
 from occ_core.frame import OccupancyPrediction, SensorFrame
+from occ_core.ego import NUSCENES_EGO_FOOTPRINT
 from occ_core.geometry import make_transform, transform_points
 from occ_core.grid import OCC3D, GridSpec
 
@@ -95,7 +96,8 @@ def load_keyframe(dataroot: Path, out_dir: Path, index: int = 0) -> Keyframe:
 
 
 def offline_frame(kf: Keyframe, cameras=CAMERAS) -> SensorFrame:
-    """The SensorFrame of a keyframe built straight from its files (no ROS)."""
+    """The SensorFrame of a keyframe built straight from its files (no ROS); LiDAR points inside
+    the default ego footprint dropped, as the node (``ego_filter``) and the loaders do."""
     images = [cv2.cvtColor(cv2.imdecode(np.frombuffer(kf.jpeg[c], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
               for c in cameras]
     pts = np.zeros((kf.lidar_points.shape[0], 5), dtype=np.float32)
@@ -103,7 +105,8 @@ def offline_frame(kf: Keyframe, cameras=CAMERAS) -> SensorFrame:
     return SensorFrame(stamp_ns=kf.stamp_ns, camera_names=tuple(cameras), images=images,
                        intrinsics=np.stack([kf.K[c] for c in cameras]),
                        T_base_from_cam=np.stack([kf.T_cam[c] for c in cameras]),
-                       points=transform_points(kf.T_lidar, pts), T_base_from_lidar=kf.T_lidar)
+                       points=NUSCENES_EGO_FOOTPRINT.remove(transform_points(kf.T_lidar, pts))[0],
+                       T_base_from_lidar=kf.T_lidar)
 
 
 def ros_time(stamp_ns: int):

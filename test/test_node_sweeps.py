@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from occ_core.ego import NUSCENES_EGO_FOOTPRINT
 from occ_core.geometry import make_transform
 from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
 
@@ -120,7 +121,11 @@ def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
         peer.send(chain[0][0])
         wait_for(lambda: peer.voxels, what="voxels")
         got = frames[-1].points
-        np.testing.assert_allclose(got, offline_sweeps(chain, 3), atol=2e-4)
+        # the node drops the points inside the ego footprint (ego_filter, on by default) and counts them
+        want = offline_sweeps(chain, 3)
+        inside = NUSCENES_EGO_FOOTPRINT.inside(want)
+        assert inside.sum() > 100 and node.counters.ego_points_removed == inside.sum()
+        np.testing.assert_allclose(got, want[~inside], atol=2e-4)
         expected = PointHeightTestPredictor().predict(frames[-1])
         np.testing.assert_array_equal(pointcloud2_to_occupancy(peer.voxels[-1]), expected.labels)
         assert node.counters.malformed_odom == 0

@@ -4,8 +4,12 @@ Per keyframe sample:
 
 - cameras: the six keyframe images (RGB; with ``image_hw``, JPEGs decoded at the reduced size
   that covers the model input, intrinsics mapped to match) with their intrinsics and ``T_base_from_cam`` into the
-  *keyframe LiDAR's* ego frame (``inv(E_lidar) @ E_cam @ C_cam`` through the ego poses, so a
-  camera that fired a few ms off the LiDAR is placed exactly, as BEVDet's ``sensor2keyego``);
+  *keyframe LiDAR's* ego frame: camera -> ego(t_cam) -> global -> ego(t_lidar), i.e.
+  ``inv(E_lidar) @ E_cam @ C_cam`` with each sample_data's own ego pose, as BEVDet's
+  ``sensor2keyego``. A camera fires up to ~45 ms off the LiDAR; on real nuScenes at 9 m/s the
+  static rig ``C_cam`` alone puts LiDAR points up to 66 px off in CAM_FRONT, this chain within
+  0.001 px of the info files' stored ``lidar2cam`` (``test/test_real_data.py``). The models take
+  these per-frame extrinsics as they are (``lss.frustum_points``, ``bevformer_sca.project_anchors``);
 - LiDAR: the keyframe sweep plus up to ``max_sweeps - 1`` earlier sweeps, aggregated with
   nuscenes-devkit's ``LidarPointCloud.from_file_multisweep`` (each sweep through its own ego
   pose into the keyframe LiDAR frame; points within 1 m of the sensor dropped) and moved into
@@ -44,6 +48,7 @@ import torch
 
 from occ_core.classes import OCC3D_FREE
 from occ_core.data.transforms import decode_image
+from occ_core.ego import NUSCENES_EGO_FOOTPRINT, EgoFootprint, remove_ego_points
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d, openocc
 from occ_core.frame import SensorFrame
@@ -230,12 +235,14 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         image_hw: the model's image input (h, w): JPEGs are decoded at the reduced size that still
             covers it (:func:`occ_core.data.transforms.decode_image`, as the node does), with the
             intrinsics mapped to match; None decodes at full size.
+        ego_footprint: LiDAR points inside this base_link box are the car's own body and are
+            dropped (None keeps them); the node's ``ego_footprint`` parameter has the same default.
     """
 
     def __init__(self, dataroot: str | Path, scenes: list[str], grid: GridSpec, max_sweeps: int = 1,
                  with_flow: bool = False, augment: bool = False, rotate_deg: float = 0.0, seed: int = 0, nusc=None,
                  image_hw: tuple[int, int] | None = None, image_scale: tuple[float, float] = (1.0, 1.0),
-                 lidar_dropout: float = 0.0):
+                 lidar_dropout: float = 0.0, ego_footprint: EgoFootprint | None = NUSCENES_EGO_FOOTPRINT):
         from nuscenes.nuscenes import NuScenes
 
         self.dataroot = Path(dataroot)
@@ -249,6 +256,9 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         self.image_scale = (float(image_scale[0]), float(image_scale[1]))
         self.lidar_dropout = float(lidar_dropout)
         self.image_hw = None if image_hw is None else (int(image_hw[0]), int(image_hw[1]))
+        self.ego_footprint = ego_footprint
+        #: sample token -> LiDAR points removed as the ego body by the last load_frame of it
+        self.removed_ego_points: dict[str, int] = {}
         self.epoch = 0
         for name in scenes:
             safe_component(name, f"{self.dataroot}: scene.name")
@@ -308,6 +318,7 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
                                                          nsweeps=self.max_sweeps, min_distance=1.0)
         xyz = pc.points[:3].T @ C_lidar[:3, :3].T + C_lidar[:3, 3]  # keyframe LiDAR -> base_link
         pts = np.concatenate([xyz, pc.points[3:4].T, times.T], 1).astype(np.float32)
+        pts, self.removed_ego_points[sample_token] = remove_ego_points(pts, self.ego_footprint)
         return SensorFrame(int(lidar_sd["timestamp"]) * 1000, tuple(names), images,
                            np.stack(Ks) if Ks else np.zeros((0, 3, 3)), np.stack(Ts) if Ts else np.zeros((0, 4, 4)),
                            pts, C_lidar)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from occ_core.ego import NUSCENES_EGO_FOOTPRINT
 from occ_core.errors import OccDataError
 from occ_core.grid import OCC3D, GridSpec
 
@@ -52,7 +53,8 @@ class LabelConfig:
             or ``auto`` (on only when no boxes are used: with boxes it removes more thin static
             structure, such as vegetation, than trails; see BENCHMARKS.md).
         ego_box: ((xmin, ymin, zmin), (xmax, ymax, zmax)) metres in base_link: LiDAR points
-            inside belong to the ego vehicle and are dropped (lidarseg's ``vehicle.ego`` too).
+            inside belong to the ego vehicle and are dropped (lidarseg's ``vehicle.ego`` too); default
+            :data:`occ_core.ego.NUSCENES_EGO_FOOTPRINT`, the box the loaders and the node use.
         box_scale: boxes are enlarged by this factor in length and width (SurroundOcc: 1.1)
             to catch every object point; the height is enlarged by the same factor upwards.
         ground_clearance: metres above an (enlarged) box's bottom below which points stay
@@ -109,7 +111,8 @@ class LabelConfig:
     use_sweeps: bool = True
     use_boxes: bool = True
     carve: str = "auto"
-    ego_box: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-1.2, -1.1, -0.5), (3.9, 1.1, 2.1))
+    ego_box: tuple[tuple[float, float, float], tuple[float, float, float]] = (NUSCENES_EGO_FOOTPRINT.lo,
+                                                                            NUSCENES_EGO_FOOTPRINT.hi)
     box_scale: float = 1.1
     ground_clearance: float = 0.1
     min_distance: float = 1.0

@@ -7,7 +7,9 @@ model from ``--config`` / ``--checkpoint``) and a recorder subscribed to the nod
 ``/occupancy/grid`` (``occ_ros_msgs/SemanticOccupancyGrid``) and ``/occupancy/voxels``, both
 serialized (``raw=True``), so the recording is byte-exact. Extrinsics: tf2_ros is not installed
 with the rclpy wheels, so the node gets the bag's ``/tf_static`` (base_link -> sensors) as static
-extrinsics; the rig file is not used.
+extrinsics; the rig file is not used. The node subscribes the bag's ``/odom`` (the ego pose at
+every sample_data stamp), which places each camera at its own image stamp
+(``camera_motion_compensation``) as the offline loader does from the nuScenes ego poses.
 
 Matching and metrics: the predictions are the labels of the ``/occupancy/grid`` messages (CDR
 decoded with :func:`~occ_ros.conversions.grid_msg.grid_typestore`, unpacked by
@@ -64,7 +66,7 @@ from occ_core.fileio import atomic_write_text
 from occ_core.geometry import make_transform
 from occ_core.grid import OCC3D
 from occ_ros.bag.bagio import bag_messages, open_bag, remove_stale_temp_dirs, temp_dir_for
-from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, MAP_FRAME, gt_cloud_to_grid
+from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, MAP_FRAME, ODOM_TOPIC, gt_cloud_to_grid
 from occ_ros.bag.play import BagPlayer, PlayConfig
 from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, SemanticGrid, grid_typestore, msg_to_grid
 from occ_ros.params import image_topic_for_bag
@@ -101,12 +103,19 @@ class GtFrame:
 @dataclass
 class BagGroundTruth:
     """What the evaluation reads from the bag before playing: keyframes, static extrinsics
-    (frame -> base_link, 4x4) and the LiDAR log-time -> header-stamp map."""
+    (frame -> base_link, 4x4) and the LiDAR log-time -> header-stamp map.
+
+    Attributes:
+        static: every ``/tf_static`` transform, later scenes overriding earlier ones.
+        scene_static: per scene in bag order, ``(first stamp ns, {frame: T_base_from_frame})``
+            of its own ``/tf_static`` (each recording has its own calibration).
+    """
 
     frames: list[GtFrame]
     static: dict[str, np.ndarray]
     lidar_stamps: dict[int, int]
     topics: frozenset[str] = frozenset()
+    scene_static: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
 
 
 def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTruth:
@@ -128,15 +137,17 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
         ego_parent: dict[int, str] = {}
         map_from: dict[str, np.ndarray] = {MAP_FRAME: np.eye(4)}  # static map -> frame (REP 105: map -> odom)
         static: dict[str, np.ndarray] = {}
+        scene_static: list[tuple[int, dict[str, np.ndarray]]] = []
         lidar_stamps: dict[int, int] = {}
         scene = -1
         for conn, t_ns, raw in bag_messages(reader, bag, conns):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == "/tf_static":
                 scene += 1
+                scene_static.append((t_ns, {}))
                 for tf in msg.transforms:
                     if tf.header.frame_id == BASE_FRAME:
-                        static[tf.child_frame_id] = _tf_matrix(tf)
+                        static[tf.child_frame_id] = scene_static[-1][1][tf.child_frame_id] = _tf_matrix(tf)
                     elif tf.header.frame_id == MAP_FRAME:
                         map_from[tf.child_frame_id] = _tf_matrix(tf)
             elif conn.topic == "/tf":
@@ -157,27 +168,35 @@ def read_ground_truth(bag: Path, lidar_frame: str = "LIDAR_TOP") -> BagGroundTru
         ego[t] = map_from[parent] @ ego[t]
     if lidar_frame not in static:
         raise OccDataError(f"{bag}: /tf_static has no {BASE_FRAME} -> {lidar_frame} transform")
-    T_lidar = static[lidar_frame]
     for s in sorted({f.scene for f in frames}):
         keys = [f for f in frames if f.scene == s]
+        T_lidar = scene_static[s][1].get(lidar_frame, static[lidar_frame]) if s < len(scene_static) else static[lidar_frame]
         missing = [f.stamp_ns for f in keys if f.stamp_ns not in ego]
         if missing:
             raise OccDataError(f"{bag}: /tf has no map -> {BASE_FRAME} at the keyframe stamps {missing[:3]} ns")
         g_from_l = np.stack([ego[f.stamp_ns] @ T_lidar for f in keys])
         for i, f in enumerate(keys):
             f.origins = select_ray_origins(g_from_l, i, T_lidar)
-    return BagGroundTruth(frames, static, lidar_stamps, frozenset(topics))
+    return BagGroundTruth(frames, static, lidar_stamps, frozenset(topics), scene_static)
 
 
 class StaticExtrinsics:
-    """Node extrinsics from the bag's ``/tf_static`` (what TF would give the node in a full ROS 2 install)."""
+    """Node extrinsics from the bag's ``/tf_static`` (what TF would give the node in a full ROS 2
+    install): for a stamp, the transforms of the last scene that started at or before it (a bag
+    of several recordings carries one calibration each), else ``T_base_from``."""
 
-    def __init__(self, T_base_from: dict[str, np.ndarray]):
+    def __init__(self, T_base_from: dict[str, np.ndarray],
+                 scenes: list[tuple[int, dict[str, np.ndarray]]] | None = None):
         self._T = dict(T_base_from)
         self._T[BASE_FRAME] = np.eye(4)
+        self._scenes = sorted(scenes or [], key=lambda s: s[0])
 
     def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
         T = self._T.get(frame_id)
+        for start, transforms in self._scenes:
+            if start > stamp_ns:
+                break
+            T = transforms.get(frame_id, T)
         return None if T is None else T.copy()
 
     def describe(self) -> str:
@@ -389,10 +408,11 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         node = OccupancyNode(predictor=predictor, context=context, parameter_overrides=[
             Parameter("lidar_sweeps", value=cfg.lidar_sweeps),
             Parameter("worker_queue_size", value=cfg.worker_queue_size),
-            Parameter("odom_topic", value="/odom" if cfg.lidar_sweeps > 1 else ""),
+            # the bag's ego poses: earlier sweeps, and each camera placed at its image stamp
+            Parameter("odom_topic", value=ODOM_TOPIC if ODOM_TOPIC in gt.topics or cfg.lidar_sweeps > 1 else ""),
             Parameter("compressed_image_topic", value=image_topic_for_bag(gt.topics)),
         ])
-        node.extrinsics = StaticExtrinsics(gt.static)
+        node.extrinsics = StaticExtrinsics(gt.static, gt.scene_static)
         recorder = Node("occ_bag_recorder", context=context)
 
         def on_grid(raw: bytes) -> None:
