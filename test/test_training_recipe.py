@@ -132,3 +132,47 @@ def test_presets_are_fixed_and_unknown_names_are_refused():
     assert set(PRESETS) >= {"demo", "bench-train", "bench-heldout"}
     with pytest.raises(OccDataError, match="bench-train"):
         preset("bench")
+
+
+def _lovasz_per_class(probs, labels):
+    """Reference: Berman et al.'s Lovasz-softmax, one class at a time."""
+    out = []
+    for c in torch.unique(labels).tolist():
+        fg = (labels == c).double()
+        err, perm = torch.sort((fg - probs[:, c]).abs(), descending=True)
+        g = fg[perm]
+        jac = 1.0 - (g.sum() - g.cumsum(0)) / (g.sum() + (1 - g).cumsum(0))
+        jac[1:] = jac[1:] - jac[:-1].clone()
+        out.append(torch.dot(err, jac))
+    return torch.stack(out).mean()
+
+
+def _sem_scal_per_class(probs, labels):
+    """Reference: MonoScene's sem_scal loss, one class at a time (BCE to 1 = -log)."""
+    total, n = 0.0, 0
+    for c in torch.unique(labels).tolist():
+        p, t = probs[:, c], (labels == c).double()
+        nom = (p * t).sum()
+        total = total - torch.log((nom / p.sum()).clamp(1e-6, 1)) - torch.log((nom / t.sum()).clamp(1e-6, 1))
+        if (1 - t).sum() > 0:
+            total = total - torch.log((((1 - p) * (1 - t)).sum() / (1 - t).sum()).clamp(1e-6, 1))
+        n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("n,k", [(1, 3), (500, 5), (4000, 18)])
+def test_batched_lovasz_and_sem_scal_equal_the_per_class_definitions(n, k):
+    from occ_core.training.losses import lovasz_softmax, sem_scal_loss
+
+    g = torch.Generator().manual_seed(n)
+    probs = torch.randn(n, k, generator=g, dtype=torch.float64).softmax(1).requires_grad_(True)
+    labels = torch.randint(0, k, (n,), generator=g)
+    labels[: n // 2] = 0  # a dominant class, and ties in the errors of the one-hot rows below
+    with torch.no_grad():
+        probs[: n // 4] = torch.nn.functional.one_hot(labels[: n // 4], k).double()
+    for fast, ref in ((lovasz_softmax, _lovasz_per_class), (sem_scal_loss, _sem_scal_per_class)):
+        a, b = fast(probs, labels), ref(probs, labels)
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (fast.__name__, a, b)
+        ga, = torch.autograd.grad(a, probs)
+        gb, = torch.autograd.grad(b, probs)
+        assert torch.allclose(ga, gb, rtol=1e-7, atol=1e-10), fast.__name__

@@ -50,48 +50,60 @@ def class_weights_from_counts(counts: np.ndarray, power: float) -> torch.Tensor:
 
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
-    """Gradient of the Lovasz extension w.r.t. sorted errors (Berman et al., Alg. 1)."""
-    gts = gt_sorted.sum()
-    intersection = gts - gt_sorted.cumsum(0)
-    union = gts + (1 - gt_sorted).cumsum(0)
+    """Gradient of the Lovasz extension w.r.t. sorted errors (Berman et al., Alg. 1), along the
+    last dim: ``gt_sorted`` (..., P) 0/1 ground truth in the order of decreasing error."""
+    gts = gt_sorted.sum(-1, keepdim=True)
+    intersection = gts - gt_sorted.cumsum(-1)
+    union = gts + (1 - gt_sorted).cumsum(-1)
     jaccard = 1.0 - intersection / union
-    if gt_sorted.numel() > 1:
-        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    if gt_sorted.shape[-1] > 1:
+        jaccard[..., 1:] = jaccard[..., 1:] - jaccard[..., :-1]
     return jaccard
 
 
 def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Lovasz-softmax over the classes present in ``labels``.
+    """Lovasz-softmax over the classes present in ``labels``, all classes in one batched sort.
 
     Args:
         probs: (P, K) class probabilities; labels: (P,) int64 in 0..K-1.
+
+    Returns:
+        the mean over the present classes c of ``dot(sorted |fg_c - p_c|, lovasz_grad)``
+        (equal errors may sort in any order: the value does not depend on it).
     """
-    losses = []
-    for c in torch.unique(labels).tolist():
-        fg = (labels == c).to(probs.dtype)
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, perm = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[perm])))
-    return torch.stack(losses).mean() if losses else probs.sum() * 0.0
+    if labels.numel() == 0:
+        return probs.sum() * 0.0
+    classes = torch.unique(labels)  # (C,)
+    fg = (labels[None, :] == classes[:, None]).to(probs.dtype)  # (C, P)
+    errors = (fg - probs[:, classes].T).abs()
+    errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
+    return (errors_sorted * lovasz_grad(torch.gather(fg, 1, perm))).sum(1).mean()
 
 
 def _bce1(x: torch.Tensor) -> torch.Tensor:
-    """BCE of a ratio in (0, 1] against the target 1."""
-    return F.binary_cross_entropy(x.clamp(1e-6, 1.0), torch.ones_like(x))
+    """Per-element BCE of ratios in (0, 1] against the target 1 (same shape as ``x``)."""
+    return F.binary_cross_entropy(x.clamp(1e-6, 1.0), torch.ones_like(x), reduction="none")
 
 
 def sem_scal_loss(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """MonoScene semantic scene-class affinity loss. probs (P, K), labels (P,)."""
-    loss, n = probs.sum() * 0.0, 0
-    for c in torch.unique(labels).tolist():
-        p = probs[:, c]
-        t = (labels == c).to(p.dtype)
-        nominator = (p * t).sum()
-        loss = loss + _bce1(nominator / p.sum().clamp_min(1e-6)) + _bce1(nominator / t.sum())
-        if (1 - t).sum() > 0:
-            loss = loss + _bce1(((1 - p) * (1 - t)).sum() / (1 - t).sum())
-        n += 1
-    return loss / max(n, 1)
+    """MonoScene semantic scene-class affinity loss, over the classes present in ``labels``.
+
+    Per class c: BCE-to-1 of the precision and recall of the soft prediction and, when some
+    voxels are not c, of its specificity; summed per class and averaged over the classes.
+    probs (P, K), labels (P,).
+    """
+    if labels.numel() == 0:
+        return probs.sum() * 0.0
+    classes = torch.unique(labels)
+    p = probs[:, classes]  # (P, C)
+    t = (labels[:, None] == classes[None, :]).to(p.dtype)
+    nominator = (p * t).sum(0)
+    loss = _bce1(nominator / p.sum(0).clamp_min(1e-6)) + _bce1(nominator / t.sum(0))
+    negatives = (1 - t).sum(0)
+    has_neg = negatives > 0
+    spec = ((1 - p) * (1 - t)).sum(0) / negatives.clamp_min(1.0)
+    loss = loss + torch.where(has_neg, _bce1(spec), torch.zeros_like(spec))
+    return loss.mean()
 
 
 def geo_scal_loss(probs: torch.Tensor, labels: torch.Tensor, free: int) -> torch.Tensor:
