@@ -282,6 +282,7 @@ ARG_CASES = {  # argparse's own errors: usage line + "<prog>: error: argument ..
     "eval metrics bogus": (eval_cli.main, lambda e: _eval(e, "--metrics", "miou,bogus"), "--metrics"),
     "render every 0": (render_cli.main, lambda e: [e.pred + "/t0.npz", "--every", "0"], "--every"),
     "render size 0": (render_cli.main, lambda e: [e.pred + "/t0.npz", "--size", "0", "10"], "--size"),
+    "render colors 300": (render_cli.main, lambda e: [e.pred + "/t0.npz", "--colors", "300"], "--colors"),
     "render gif-width 0": (render_cli.main, lambda e: ["--compare", e.pred, "--dataroot", e.root, "--gif-width", "0"],
                            "--gif-width"),
     "synth workers 0": (synth_cli.main, lambda e: ["--out", e.missing, "--workers", "0"], "--workers"),

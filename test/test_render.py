@@ -149,6 +149,22 @@ def test_cli_renders_files_and_bags(tmp_path):
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
 
 
+def test_cli_colors_writes_small_palette_pngs(tmp_path):
+    from PIL import Image
+
+    g = np.full(OCC3D.dims, OCC3D_FREE, dtype=np.uint8)
+    g[60:140, :, 2] = ROAD
+    g[90:100, 90:100, 3] = CAR
+    np.save(tmp_path / "g.npy", g)
+    assert main([str(tmp_path / "g.npy"), "-o", str(tmp_path / "full"), "--view", "bev"]) == 0
+    assert main([str(tmp_path / "g.npy"), "-o", str(tmp_path / "pal"), "--view", "bev", "--colors", "16"]) == 0
+    with Image.open(tmp_path / "pal" / "g_bev.png") as im:
+        assert im.mode == "P" and len(im.getcolors()) <= 16
+        pal = np.asarray(im.convert("RGB"))[:, :, ::-1]
+    full = cv2.imread(str(tmp_path / "full" / "g_bev.png"))
+    assert pal.shape == full.shape and np.abs(pal.astype(int) - full).mean() < 8
+
+
 def test_cli_errors_name_the_file(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", other=np.zeros(3))
     assert main([str(tmp_path / "x.npz"), "-o", str(tmp_path)]) == 2

@@ -52,6 +52,13 @@ from occ_core.viz.render import Camera3D, add_legend, render_3d, render_bev
 from occ_core.viz.sources import NamedGrid, bag_grids, is_bag, read_grid_file
 
 
+def _colors(text: str) -> int:
+    n = positive_int(text)
+    if not 2 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"expected 2..256 colours, got {n}")
+    return n
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="occ-render", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--elevation", type=float, default=None,
                    help=f"3D view: degrees above the ground (default {Camera3D.elevation_deg:g}; --compare "
                         f"{COMPARE_VIEW['elevation_deg']:g})")
+    p.add_argument("--colors", type=_colors, default=None, metavar="N",
+                   help="write palette PNGs of N colours (2-256; several times smaller, e.g. for docs); default: "
+                        "full colour")
     p.add_argument("--size", type=positive_int, nargs=2, default=None, metavar=("W", "H"),
                    help=f"3D view size in pixels (default {Camera3D.width} {Camera3D.height}; not with --compare)")
     a = p.parse_args(argv)
@@ -154,7 +164,19 @@ def _unique(names: Iterator[NamedGrid]) -> Iterator[NamedGrid]:
         yield g if n == 1 else NamedGrid(f"{g.name}_{n}", g.labels)
 
 
-def _write_png(path: Path, img) -> None:
+def _write_png(path: Path, img, colors: int | None = None) -> None:
+    """``img`` (BGR) as a PNG, atomically; with ``colors``, a palette PNG of that many colours
+    (Pillow's fast octree quantizer: several times smaller, for docs and web pages)."""
+    if colors is not None:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img[:, :, ::-1])).quantize(
+            colors=colors, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", optimize=True)
+        atomic_write_bytes(path, buf.getvalue())
+        return
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise OccDataError(f"{path}: OpenCV could not encode the render")
@@ -180,11 +202,11 @@ def _run(args: argparse.Namespace) -> int:
     for g in tqdm(_unique(_grids(args)), desc="occ-render", unit="grid"):
         if args.view in ("3d", "both"):
             _write_png(args.out / safe_component(f"{g.name}_3d.png", "render name"),
-                       add_legend(render_3d(g.labels, spec, camera), g.labels, title=g.name))
+                       add_legend(render_3d(g.labels, spec, camera), g.labels, title=g.name), args.colors)
             written += 1
         if args.view in ("bev", "both"):
             _write_png(args.out / safe_component(f"{g.name}_bev.png", "render name"),
-                       add_legend(render_bev(g.labels, spec), g.labels, title=g.name))
+                       add_legend(render_bev(g.labels, spec), g.labels, title=g.name), args.colors)
             written += 1
     print(f"occ-render: wrote {written} PNG(s) to {args.out}")
     return 0
@@ -225,7 +247,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                                  title_lines(info, model, frame_scores(gt.semantics, pred, mask), args.mask),
                                  pred_name=model, mask_name=args.mask, camera3d=camera)
         _write_png(args.out / safe_component(f"{info.scene}_{info.index:02d}_{info.token}_compare.png", "render name"),
-                   comp.image)
+                   comp.image, args.colors)
         if args.gif is not None:
             h, w = comp.image.shape[:2]
             gw = min(args.gif_width, w)
