@@ -218,7 +218,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from occ_core.data.nuscenes_dataset import find_version, label_path
     from occ_core.formats import occ3d
     from occ_core.eval.occupancy import select_mask
-    from occ_core.viz.compare import frame_scores, render_comparison, title_lines
+    from occ_core.viz.compare import comparison_layout, frame_scores, render_comparison, title_lines
     from occ_core.viz.sources import bag_predictions, camera_images, folder_predictions, keyframes
 
     spec = GRIDS[args.grid]
@@ -236,13 +236,14 @@ def _run_compare(args: argparse.Namespace) -> int:
                            f"({'no message stamp near a keyframe LIDAR_TOP stamp' if is_bag(src) else 'no <token>.npz'})")
     model = args.model_name or (src.stem if src.is_file() else src.resolve().name)
     camera = Camera3D.for_grid(spec, **{**COMPARE_VIEW, "azimuth_deg": args.azimuth, "elevation_deg": args.elevation})
+    _, _, cams_w, cams_h = comparison_layout(spec, camera3d=camera).panels["cameras"]
     gif_frames = []
     for info, pred in tqdm(pairs, desc="occ-render --compare", unit="frame"):
         gt = occ3d.read_gt(label_path(args.dataroot, info.scene, info.token), spec.dims)
         if isinstance(pred, Path):
             pred = occ3d.read_prediction(pred, spec.dims)
         mask = select_mask(args.mask, gt.mask_camera, gt.mask_lidar, str(label_path(args.dataroot, info.scene, info.token)))
-        cams = camera_images(nusc, args.dataroot, info.token, (225, 400))
+        cams = camera_images(nusc, args.dataroot, info.token, (cams_h // 2, cams_w // 3))
         comp = render_comparison(gt.semantics, pred, spec, mask, cams,
                                  title_lines(info, model, frame_scores(gt.semantics, pred, mask), args.mask),
                                  pred_name=model, mask_name=args.mask, camera3d=camera)
