@@ -34,7 +34,7 @@ IFACE_STAMP := $(VENV)/.ifaces-$(DEPS_HASH)-$(IFACE_HASH)
 ROS_PINS := ^(ros-|colcon-|catkin-pkg==|empy==|lark-parser==)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo train-demo colcon bench clean-venv
+.PHONY: venv test demo train-demo docs-renders colcon bench clean-venv
 
 venv: $(PKG_STAMP) $(IFACE_STAMP)
 
@@ -85,6 +85,18 @@ demo: venv
 train-demo: venv
 	@test -d data/synthetic/v1.0-mini || $(BIN)/python -c "from occ_core.demo import DEFAULT_WORLD; from occ_core.data.synthetic import generate; generate(DEFAULT_WORLD, 'data/synthetic')"
 	$(BIN)/occ-train --config config/models/fusion.yaml --dataroot data/synthetic --work-dir work_dirs/fusion_demo --threads 2
+
+# Regenerate docs/demo_compare.png (README): the shipped model's offline prediction of keyframe
+# DOCS_KEYFRAME of the held-out scene-0005 beside its ground truth, as a 256-colour PNG (< 400 KB).
+# Run it after replacing config/models/fusion_demo.pt.
+DOCS_KEYFRAME ?= 04
+docs-renders: venv
+	@test -d data/synthetic/v1.0-mini || $(BIN)/python -c "from occ_core.demo import DEFAULT_WORLD; from occ_core.data.synthetic import generate; generate(DEFAULT_WORLD, 'data/synthetic')"
+	$(BIN)/python -m occ_core.training.predict --config config/models/fusion.yaml --checkpoint config/models/fusion_demo.pt \
+		--dataroot data/synthetic --split val --out work_dirs/docs_renders/pred_fusion --overwrite
+	$(BIN)/python -m occ_core.viz.cli --compare work_dirs/docs_renders/pred_fusion --dataroot data/synthetic \
+		--scenes scene-0005 --model-name "fusion_demo.pt (fusion.yaml)" --colors 256 -o work_dirs/docs_renders
+	cp work_dirs/docs_renders/scene-0005_$(DOCS_KEYFRAME)_*_compare.png docs/demo_compare.png
 
 # The same tests through colcon, as a ROS developer runs them (build/, install/, log/ are ignored).
 colcon: venv

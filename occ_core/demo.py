@@ -7,7 +7,10 @@
 3. Fit the per-voxel prior on the training scenes (:mod:`occ_core.models.prior`), the floor
    every learned model must beat, and predict the same keyframes with it.
 4. Evaluate both with ``occ-eval``: Occ3D mIoU and geometric IoU inside the camera mask, and
-   RayIoU@1/2/4 m from the scenes' LiDAR origins; print the tables, write JSON.
+   RayIoU@1/2/4 m from the scenes' LiDAR origins; print the tables, write JSON. Render the fusion
+   model's predictions beside the ground truth (``occ-render --compare``: the six cameras, GT /
+   prediction / difference maps, 3D views, per-frame scores) into ``<out>/renders``, one
+   ``<scene>_<kk>_<token>_compare.png`` per keyframe and one ``<scene>.gif`` per validation scene.
 5. The ROS loop: convert the keyframes of the validation scenes into a ROS 2 bag (``occ-nusc2bag``,
    MCAP), and score the occupancy node on its playback (``occ-bag-eval``: player + node with the
    shipped model + recorder on the live DDS graph, at ``--rate`` x real time so that the node keeps
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== evaluating {name} on {len(val)} keyframes of {', '.join(splits['val'])}")
         docs[name] = evaluate(args, pred_dir, name, splits["val"])
 
+    compare_renders(args, model_dir, splits["val"])
+
     # the same model with the node's LiDAR input (current sweep only), offline
     one_sweep = args.out / "fusion_1sweep.yaml"
     cfg = yaml.safe_load(args.config.read_text())
@@ -138,6 +143,20 @@ def main(argv: list[str] | None = None) -> int:
           f"effective rate {b['effective_rate_hz']:.2f} Hz")
     print(f"== demo finished in {time.perf_counter() - t0:.0f} s; reports in {args.out}")
     return 0
+
+
+def compare_renders(args: argparse.Namespace, pred_dir: Path, val_scenes: list[str]) -> None:
+    """Step 4b: prediction beside ground truth per keyframe and a GIF per scene, into ``<out>/renders``."""
+    renders = args.out / "renders"
+    model = f"{args.checkpoint.name} ({args.config.name})"
+    print(f"\n== rendering {model} beside the ground truth into {renders}")
+    t0 = time.perf_counter()
+    for scene in val_scenes:
+        status = render_cli.main(["--compare", str(pred_dir), "--dataroot", str(args.dataroot), "--scenes", scene,
+                                  "-o", str(renders), "--model-name", model, "--gif", str(renders / f"{scene}.gif")])
+        if status != 0:
+            raise SystemExit(f"occ-demo: occ-render --compare failed on {scene} (exit {status})")
+    print(f"   comparison renders took {time.perf_counter() - t0:.1f} s")
 
 
 def _run(step: str, cmd: list[str]) -> None:

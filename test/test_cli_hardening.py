@@ -231,6 +231,15 @@ BAD_CASES = {
     "render out unwritable": (render_cli.main, lambda e: [e.pred + "/t0.npz", "-o", e.unwritable], "--out"),
     "render out is a file": (render_cli.main, lambda e: [e.pred + "/t0.npz", "-o", e.afile], "--out"),
     "render input missing": (render_cli.main, lambda e: [e.missing + ".npz", "-o", str(e.base / "r")], "missing"),
+    "render compare dataroot missing": (render_cli.main, lambda e: ["--compare", e.pred, "--dataroot", e.missing, "-o",
+                                                                    str(e.base / "r")], "--dataroot"),
+    "render compare dataroot no tables": (render_cli.main, lambda e: ["--compare", e.pred, "--dataroot", e.dir, "-o",
+                                                                      str(e.base / "r")], "--dataroot"),
+    "render compare input is a file": (render_cli.main, lambda e: ["--compare", e.pred + "/t0.npz", "--dataroot", e.root,
+                                                                   "-o", str(e.base / "r")], "t0.npz"),
+    "render compare gif unwritable": (render_cli.main, lambda e: ["--compare", e.pred, "--dataroot", e.root, "-o",
+                                                                  str(e.base / "r"), "--gif", e.unwritable + "/a.gif"],
+                                      "--gif"),
 }
 
 
@@ -248,6 +257,7 @@ def no_long_work(monkeypatch):
     monkeypatch.setattr(eval_cli, "check_all", boom)
     monkeypatch.setattr(render_cli, "render_3d", boom)
     monkeypatch.setattr(render_cli, "render_bev", boom)
+    monkeypatch.setattr(render_cli, "_run_compare", boom)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -272,6 +282,9 @@ ARG_CASES = {  # argparse's own errors: usage line + "<prog>: error: argument ..
     "eval metrics bogus": (eval_cli.main, lambda e: _eval(e, "--metrics", "miou,bogus"), "--metrics"),
     "render every 0": (render_cli.main, lambda e: [e.pred + "/t0.npz", "--every", "0"], "--every"),
     "render size 0": (render_cli.main, lambda e: [e.pred + "/t0.npz", "--size", "0", "10"], "--size"),
+    "render colors 300": (render_cli.main, lambda e: [e.pred + "/t0.npz", "--colors", "300"], "--colors"),
+    "render gif-width 0": (render_cli.main, lambda e: ["--compare", e.pred, "--dataroot", e.root, "--gif-width", "0"],
+                           "--gif-width"),
     "synth workers 0": (synth_cli.main, lambda e: ["--out", e.missing, "--workers", "0"], "--workers"),
 }
 

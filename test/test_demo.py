@@ -25,6 +25,11 @@ def test_demo_predicts_evaluates_and_scores_the_node_on_bag_playback(synthetic_d
     assert bag["summary"]["frames"] == 3 and bag["summary"]["predicted"] + bag["summary"]["dropped"] == 3
     assert (out / "val_bag" / "metadata.yaml").is_file() and list((out / "predictions_bag").glob("*.mcap"))
     assert len(list((out / "renders").glob("*_3d.png"))) == bag["summary"]["predicted"] > 0
+    # prediction beside ground truth, per keyframe of the val scene, and its GIF
+    assert len(list((out / "renders").glob("scene-0002_*_compare.png"))) == 3
+    from PIL import Image
+    with Image.open(out / "renders" / "scene-0002.gif") as gif:
+        assert gif.n_frames == 3
     if bag["summary"]["dropped"] == 0:  # the node kept up: same inputs as the 1-sweep offline run, same scores
         one = json.loads((out / "metrics_fusion_1sweep.json").read_text())["reports"]
         assert bag["reports"]["voxel"]["summary"] == one["voxel"]["summary"]

@@ -77,6 +77,24 @@ class Camera3D:
     def focal(self) -> float:
         return 0.5 * self.width / np.tan(np.radians(self.fov_deg) / 2)
 
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates (N, 2) of base_link points (N, 3) and (N,) bool: in front of the camera."""
+        P = self.world_to_camera()
+        cam = np.asarray(points, np.float64) @ P[:, :3].T + P[:, 3]
+        front = cam[:, 2] > 0.5
+        z = np.where(front, cam[:, 2], 1.0)
+        return self.focal() * cam[:, :2] / z[:, None] + np.array([self.width / 2, self.height / 2]), front
+
+    @classmethod
+    def for_grid(cls, spec: GridSpec, **kwargs) -> "Camera3D":
+        """A camera for ``spec``: ``distance`` and ``target`` (given for the 80 m Occ3D grid; default
+        the class defaults) are scaled by the grid's largest horizontal extent / 80 m; the other
+        fields as given in ``kwargs``."""
+        s = max(spec.range_max[0] - spec.range_min[0], spec.range_max[1] - spec.range_min[1]) / 80.0
+        distance = kwargs.pop("distance", cls.distance) * s
+        target = tuple(float(v) * s for v in kwargs.pop("target", cls.target))
+        return cls(distance=distance, target=target, **kwargs)
+
 
 def _check(labels: np.ndarray, spec: GridSpec, palette: np.ndarray, free: int) -> np.ndarray:
     labels = np.asarray(labels)
@@ -113,8 +131,11 @@ def exposed_faces(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def render_3d(labels: np.ndarray, spec: GridSpec = OCC3D, camera: Camera3D = Camera3D(),
               palette: np.ndarray = OCC3D_PALETTE, free: int = OCC3D_FREE,
-              draw_edges: bool = True) -> np.ndarray:
+              draw_edges: bool = True, ego: bool = False) -> np.ndarray:
     """A perspective view of the occupied voxels of ``labels`` (X, Y, Z) uint8 (base_link grid).
+
+    ``ego``: draw the ego car (the :data:`EGO_BOX_M` footprint, 1.5 m high, in black wireframe,
+    with a heading line along +x on the ground) over the voxels.
 
     Returns:
         (H, W, 3) uint8 BGR image (OpenCV order), white background.
@@ -122,8 +143,15 @@ def render_3d(labels: np.ndarray, spec: GridSpec = OCC3D, camera: Camera3D = Cam
     labels = _check(labels, spec, palette, free)
     img = np.full((camera.height, camera.width, 3), _BACKGROUND, dtype=np.uint8)
     occupied = (labels != free) & (labels < len(palette))
-    if not occupied.any():
-        return img
+    if occupied.any():
+        _paint_voxels(img, labels, occupied, spec, camera, palette, draw_edges)
+    if ego:
+        _draw_ego_3d(img, camera)
+    return img
+
+
+def _paint_voxels(img: np.ndarray, labels: np.ndarray, occupied: np.ndarray, spec: GridSpec, camera: Camera3D,
+                  palette: np.ndarray, draw_edges: bool) -> None:
     ijk, face = exposed_faces(occupied)
     vs = np.asarray(spec.voxel_size, dtype=np.float64)
     lo = np.asarray(spec.range_min, dtype=np.float64)
@@ -151,38 +179,150 @@ def render_3d(labels: np.ndarray, spec: GridSpec = OCC3D, camera: Camera3D = Cam
         cv2.fillConvexPoly(img, poly, bgr[k].tolist(), lineType=cv2.LINE_8, shift=4)
         if draw_edges:
             cv2.polylines(img, [poly], True, edge[k].tolist(), 1, lineType=cv2.LINE_8, shift=4)
+
+
+def _draw_ego_3d(img: np.ndarray, camera: Camera3D) -> None:
+    x0, x1, y0, y1 = EGO_BOX_M
+    corners = np.array([[x, y, z] for z in (0.0, 1.5) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))])
+    edges = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+    uv, front = camera.project(np.vstack([corners, [[0.0, 0.0, 0.05], [x1 + 2.5, 0.0, 0.05]]]))
+    pts = np.round(uv * 16).astype(np.int64)
+    lines = [(a, b) for a, b in edges] + [(8, 9)]
+    for color, width in (((255, 255, 255), 4), ((0, 0, 0), 2)):
+        for a, b in lines:
+            if front[a] and front[b]:
+                cv2.line(img, tuple(pts[a].tolist()), tuple(pts[b].tolist()), color, width, cv2.LINE_AA, shift=4)
+
+
+def bev_pixel(spec: GridSpec, pixels_per_voxel: int, x: float, y: float) -> tuple[float, float]:
+    """(col, row) pixel coordinates in a :func:`render_bev` image of the base_link point (x, y) metres
+    (pixel edges at integers: the grid's max-x, max-y corner is (0, 0))."""
+    x_max = spec.range_min[0] + spec.dims[0] * spec.voxel_size[0]
+    y_max = spec.range_min[1] + spec.dims[1] * spec.voxel_size[1]
+    return ((y_max - y) / spec.voxel_size[1] * pixels_per_voxel, (x_max - x) / spec.voxel_size[0] * pixels_per_voxel)
+
+
+def bev_image(colors: np.ndarray, pixels_per_voxel: int) -> np.ndarray:
+    """A BEV map from per-column colours.
+
+    Args:
+        colors: (X, Y, 3) uint8 RGB, one colour per (x, y) column of the grid.
+        pixels_per_voxel: size of a column in pixels.
+
+    Returns:
+        (X * ppv, Y * ppv, 3) uint8 BGR image, x forward up and y left left.
+    """
+    X, Y = colors.shape[:2]
+    img = np.ascontiguousarray(colors[::-1, ::-1, ::-1])  # row 0 = max x, col 0 = max y, RGB -> BGR
+    return cv2.resize(img, (Y * pixels_per_voxel, X * pixels_per_voxel), interpolation=cv2.INTER_NEAREST)
+
+
+def draw_range_rings(img: np.ndarray, spec: GridSpec, pixels_per_voxel: int, every_m: float,
+                     color: tuple[int, int, int] = (70, 70, 70)) -> np.ndarray:
+    """Circles around the base_link origin every ``every_m`` metres on a BEV map (in place), each
+    labelled with its radius where it crosses the forward-left diagonal; blended at 55 % so the
+    map stays readable under them. Returns ``img``."""
+    if every_m <= 0:
+        raise ValueError(f"range rings: every_m must be > 0, got {every_m}")
+    lo, hi = np.asarray(spec.range_min[:2], float), np.asarray(spec.range_max[:2], float)
+    far = float(np.max(np.hypot(np.maximum(np.abs(lo), np.abs(hi))[0], np.maximum(np.abs(lo), np.abs(hi))[1])))
+    overlay = img.copy()
+    cx, cy = bev_pixel(spec, pixels_per_voxel, 0.0, 0.0)
+    scale = pixels_per_voxel / spec.voxel_size[0]
+    labels = []
+    r = every_m
+    while r <= far + 1e-9:
+        cv2.circle(overlay, (int(round(cx * 16)), int(round(cy * 16))), int(round(r * scale * 16)), color, 1,
+                   lineType=cv2.LINE_AA, shift=4)
+        u, v = bev_pixel(spec, pixels_per_voxel, r * np.sqrt(0.5), r * np.sqrt(0.5))
+        labels.append((f"{r:g} m", int(round(u)) + 3, int(round(v)) + 4))
+        r += every_m
+    cv2.addWeighted(overlay, 0.55, img, 0.45, 0.0, dst=img)
+    h, w = img.shape[:2]
+    for text, u, v in labels:
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        if 0 <= u and u + tw < w and th <= v < h:
+            cv2.putText(img, text, (u, v), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 3, cv2.LINE_AA)
+            cv2.putText(img, text, (u, v), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+#: The ego vehicle drawn on maps: a 4.5 m x 1.9 m box around base_link (rear axle, 1.2 m from the rear).
+EGO_BOX_M = (-1.2, 3.3, -0.95, 0.95)
+
+
+def draw_ego(img: np.ndarray, spec: GridSpec, pixels_per_voxel: int) -> np.ndarray:
+    """The ego marker on a BEV map (in place): the car outline (:data:`EGO_BOX_M`) with an arrow
+    head in its front half pointing along +x (the heading) and a dot on the base_link origin;
+    black with a white border so it shows on any class colour. Returns ``img``."""
+    x0, x1, y0, y1 = EGO_BOX_M
+
+    def px(x, y):
+        u, v = bev_pixel(spec, pixels_per_voxel, x, y)
+        return int(round(u)), int(round(v))
+
+    thick = max(1, pixels_per_voxel // 2)
+    head = np.array([px(x1, 0.0), px(x1 - 1.9, 0.8 * y1), px(x1 - 1.9, 0.8 * y0)], dtype=np.int32)
+    dot = max(2, pixels_per_voxel)
+    for color, extra in (((255, 255, 255), 2), ((0, 0, 0), 0)):
+        cv2.rectangle(img, px(x1, y1), px(x0, y0), color, thick + extra)
+        cv2.circle(img, px(0.0, 0.0), dot + extra // 2, color, -1)
+        if extra:
+            cv2.polylines(img, [head], True, color, extra)
+        else:
+            cv2.fillConvexPoly(img, head, color)
     return img
 
 
 def render_bev(labels: np.ndarray, spec: GridSpec = OCC3D, pixels_per_voxel: int = 4,
-               palette: np.ndarray = OCC3D_PALETTE, free: int = OCC3D_FREE) -> np.ndarray:
+               palette: np.ndarray = OCC3D_PALETTE, free: int = OCC3D_FREE, ego: bool = True,
+               rings_m: float | None = None) -> np.ndarray:
     """Top-down map: each (x, y) column takes the colour of its highest occupied voxel.
 
     Lower tops are drawn darker (from 55 % brightness at z index 0 to 100 % at the top). x
-    forward is up, y left is left. The ego (base_link origin) is a black box outline.
+    forward is up, y left is left (pixels of a point: :func:`bev_pixel`).
+
+    Args:
+        ego: draw the ego marker with its heading (:func:`draw_ego`) at the base_link origin.
+        rings_m: draw range rings every this many metres (:func:`draw_range_rings`); None: none.
 
     Returns:
         (X * ppv, Y * ppv, 3) uint8 BGR image.
     """
     labels = _check(labels, spec, palette, free)
-    X, Y, Z = labels.shape
+    Z = labels.shape[2]
     occupied = (labels != free) & (labels < len(palette))
     has = occupied.any(axis=2)
     top = Z - 1 - np.argmax(occupied[:, :, ::-1], axis=2)  # highest occupied z per column
     cls = np.take_along_axis(labels, top[:, :, None], axis=2)[:, :, 0]
     bright = 0.55 + 0.45 * top / max(Z - 1, 1)
     rgb = palette[np.where(has, cls, 0)].astype(np.float64) * bright[..., None]
-    bev = np.where(has[..., None], rgb, np.array(_EMPTY_BEV, dtype=np.float64)[::-1])
-    bev = np.clip(bev, 0, 255).astype(np.uint8)[:, :, ::-1]  # (X, Y, 3) BGR
-    img = np.ascontiguousarray(bev[::-1, ::-1])  # row 0 = max x (forward up), col 0 = max y (left)
-    img = cv2.resize(img, (Y * pixels_per_voxel, X * pixels_per_voxel), interpolation=cv2.INTER_NEAREST)
-    # ego outline: a 4.5 m x 1.9 m car at the origin
-    def px(x, y):
-        col = (spec.range_min[1] + spec.dims[1] * spec.voxel_size[1] - y) / spec.voxel_size[1] * pixels_per_voxel
-        row = (spec.range_min[0] + spec.dims[0] * spec.voxel_size[0] - x) / spec.voxel_size[0] * pixels_per_voxel
-        return int(round(col)), int(round(row))
-    cv2.rectangle(img, px(3.3, 0.95), px(-1.2, -0.95), (0, 0, 0), max(1, pixels_per_voxel // 2))
+    rgb = np.where(has[..., None], rgb, np.array(_EMPTY_BEV, dtype=np.float64)[::-1])
+    img = bev_image(np.clip(rgb, 0, 255).astype(np.uint8), pixels_per_voxel)
+    if rings_m:
+        draw_range_rings(img, spec, pixels_per_voxel, rings_m)
+    if ego:
+        draw_ego(img, spec, pixels_per_voxel)
     return img
+
+
+def legend_panel(height: int, entries: Sequence[tuple[tuple[int, int, int], str]], title: str = "",
+                 width: int = 300, font_scale: float = 0.5, row: int = 26) -> np.ndarray:
+    """A white (height, width, 3) uint8 BGR panel listing ``entries`` (BGR swatch colour, text)
+    top-down under an optional title; rows that do not fit are left out."""
+    panel = np.full((height, width, 3), 255, dtype=np.uint8)
+    y = 30
+    if title:
+        cv2.putText(panel, title[:34], (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        y += 30
+    for color, text in entries:
+        if y > height - 10:
+            break
+        cv2.rectangle(panel, (12, y - 14), (32, y + 4), tuple(int(c) for c in color), -1)
+        cv2.rectangle(panel, (12, y - 14), (32, y + 4), (90, 90, 90), 1)
+        cv2.putText(panel, text, (42, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+        y += row
+    return panel
 
 
 def add_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] = OCC3D_CLASSES,
@@ -191,21 +331,7 @@ def add_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] =
     labels = np.asarray(labels)
     counts = np.bincount(labels.reshape(-1), minlength=len(palette))
     present = [c for c in range(min(len(palette), len(class_names))) if c != free and counts[c] > 0]
-    h = img.shape[0]
-    panel = np.full((h, 300, 3), 255, dtype=np.uint8)
-    y = 30
-    if title:
-        cv2.putText(panel, title[:34], (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-        y += 30
-    for c in present:
-        if y > h - 10:
-            break
-        color = tuple(int(v) for v in palette[c][::-1])
-        cv2.rectangle(panel, (12, y - 14), (32, y + 4), color, -1)
-        cv2.rectangle(panel, (12, y - 14), (32, y + 4), (90, 90, 90), 1)
-        cv2.putText(panel, f"{class_names[c]} ({counts[c]})", (42, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        y += 26
+    entries = [(tuple(int(v) for v in palette[c][::-1]), f"{class_names[c]} ({counts[c]})") for c in present]
     if not present:
-        cv2.putText(panel, "no occupied voxels", (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.hstack([img, panel])
+        entries = [((255, 255, 255), "no occupied voxels")]
+    return np.hstack([img, legend_panel(img.shape[0], entries, title)])

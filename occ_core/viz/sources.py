@@ -1,4 +1,6 @@
-"""Where ``occ-render`` reads grids from: label/prediction files and rosbag2 ``/occupancy/voxels``.
+"""Where ``occ-render`` reads grids from: label/prediction files and rosbag2 ``/occupancy/voxels``;
+for ``--compare``, the keyframes, camera images and ground truth of a nuScenes-format dataroot
+and the predictions that belong to them (``<token>.npz`` files, or bag messages matched by stamp).
 
 No ROS imports: bags are read with ``rosbags`` and the voxel PointCloud2 is decoded with numpy
 from its ``fields`` (x, y, z and a label field, any PointField datatype, either byte order).
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from occ_core.errors import OccDataError
 from occ_core.formats._npz import load_npz
 from occ_core.formats.occ3d import PRED_KEYS
 from occ_core.grid import GridSpec
+from occ_core.viz.compare import CAMERA_LAYOUT, FrameInfo
 
 #: sensor_msgs/PointField datatypes.
 _POINTFIELD = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
@@ -24,10 +27,12 @@ _POINTFIELD = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8:
 
 @dataclass
 class NamedGrid:
-    """A grid to render: (X, Y, Z) uint8 labels and a name for its output files."""
+    """A grid to render: (X, Y, Z) uint8 labels, a name for its output files and, from a bag, the
+    message's header stamp (ns)."""
 
     name: str
     labels: np.ndarray
+    stamp_ns: int | None = None
 
 
 def read_grid_file(path: str | Path, spec: GridSpec, mask: str = "none", free: int = OCC3D_FREE) -> np.ndarray:
@@ -118,7 +123,7 @@ def bag_grids(path: str | Path, spec: GridSpec, topic: str = "/occupancy/voxels"
                 continue
             msg = reader.deserialize(raw, conn.msgtype)
             stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-            yield NamedGrid(f"{path.stem}_{stamp}", voxel_cloud_to_grid(msg, spec))
+            yield NamedGrid(f"{path.stem}_{stamp}", voxel_cloud_to_grid(msg, spec), stamp)
     finally:
         reader.close()
 
@@ -127,3 +132,100 @@ def is_bag(path: str | Path) -> bool:
     """A rosbag2 folder (``metadata.yaml``) or a single ``.mcap`` / ``.db3`` file."""
     path = Path(path)
     return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix in (".mcap", ".db3")
+
+
+#: A bag message matches the keyframe whose LIDAR_TOP stamp is nearest, within this (the node
+#: stamps its output with its LiDAR input's stamp; sweeps are 50 ms apart at 20 Hz).
+MATCH_TOLERANCE_NS = 20_000_000
+
+
+def keyframes(nusc: Any, scenes: Sequence[str] | None = None) -> list[FrameInfo]:
+    """The keyframes of ``scenes`` (default: every scene, by name), in time order per scene.
+
+    Args:
+        nusc: a loaded ``nuscenes.nuscenes.NuScenes``.
+
+    Raises:
+        OccDataError: a scene that is not in the scene table, or a scene/token that cannot be a
+            file name (:func:`occ_core.paths.safe_component`).
+    """
+    from occ_core.paths import safe_component
+
+    by_name = {s["name"]: s for s in nusc.scene}
+    names = sorted(by_name) if scenes is None else list(scenes)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise OccDataError(f"--scenes: {missing} not in the scene table (it has {sorted(by_name)})")
+    frames = []
+    for name in names:
+        safe_component(name, "scene.name")
+        tok, i, start = by_name[name]["first_sample_token"], 0, None
+        while tok:
+            sample = nusc.get("sample", safe_component(tok, f"sample.token (scene {name})"))
+            start = sample["timestamp"] if start is None else start
+            lidar = sample["data"].get("LIDAR_TOP")
+            stamp = int(nusc.get("sample_data", lidar)["timestamp"]) * 1000 if lidar else int(sample["timestamp"]) * 1000
+            frames.append(FrameInfo(name, i, tok, int(sample["timestamp"]), int(start), stamp))
+            tok, i = sample["next"], i + 1
+    return frames
+
+
+def camera_images(nusc: Any, dataroot: str | Path, token: str, tile_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The keyframe images of the six cameras of sample ``token``, decoded at about ``tile_hw``
+    (JPEG DCT reduction, :func:`occ_core.data.transforms.decode_image`): name -> (H, W, 3) uint8 BGR.
+    A camera the sample lacks is left out.
+
+    Raises:
+        OccDataError: an image file that is missing or does not decode (naming it).
+    """
+    from occ_core.data.nuscenes_dataset import data_path
+    from occ_core.data.transforms import decode_image
+
+    sample = nusc.get("sample", token)
+    out = {}
+    for name in (n for row in CAMERA_LAYOUT for n in row):
+        if name not in sample["data"]:
+            continue
+        path = data_path(Path(dataroot), nusc.get("sample_data", sample["data"][name]))
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise OccDataError(f"{path}: cannot read the {name} image ({e})") from None
+        rgb = decode_image(raw, tile_hw, where=str(path)).image
+        out[name] = np.ascontiguousarray(rgb[:, :, ::-1])
+    return out
+
+
+def folder_predictions(folder: str | Path, frames: Sequence[FrameInfo]) -> list[tuple[FrameInfo, Path]]:
+    """The keyframes that have a prediction ``<folder>/<token>.npz``, with its path."""
+    from occ_core.formats.occ3d import prediction_path
+
+    return [(f, prediction_path(folder, f.token)) for f in frames if prediction_path(folder, f.token).is_file()]
+
+
+def bag_predictions(path: str | Path, frames: Sequence[FrameInfo], spec: GridSpec, topic: str = "/occupancy/voxels",
+                    every: int = 1, tolerance_ns: int = MATCH_TOLERANCE_NS) -> tuple[list[tuple[FrameInfo, np.ndarray]], int]:
+    """The voxel clouds of a bag matched to keyframes by stamp: each message goes to the keyframe
+    with the nearest LIDAR_TOP stamp within ``tolerance_ns``; of several messages for one keyframe
+    the nearest wins.
+
+    Returns:
+        (pairs in keyframe order, number of messages that matched no keyframe).
+    """
+    stamps = np.array([f.lidar_stamp_ns for f in frames], dtype=np.int64)
+    order = np.argsort(stamps, kind="stable")
+    best: dict[int, tuple[int, np.ndarray]] = {}
+    unmatched = 0
+    for g in bag_grids(path, spec, topic, every):
+        if not len(stamps):
+            unmatched += 1
+            continue
+        k = int(np.searchsorted(stamps[order], g.stamp_ns))
+        cands = [int(order[j]) for j in (k - 1, k) if 0 <= j < len(order)]
+        i = min(cands, key=lambda c: abs(int(stamps[c]) - g.stamp_ns))
+        d = abs(int(stamps[i]) - g.stamp_ns)
+        if d > tolerance_ns:
+            unmatched += 1
+        elif i not in best or d < best[i][0]:
+            best[i] = (d, g.labels)
+    return [(frames[i], best[i][1]) for i in sorted(best)], unmatched
