@@ -5,6 +5,11 @@ import json
 from occ_core import demo
 
 
+def _scores(out, name):
+    doc = json.loads((out / f"metrics_{name}.json").read_text())
+    return {k: (doc["reports"][k]["summary"], doc["reports"][k]["rows"]) for k in ("voxel", "ray")}
+
+
 def test_demo_predicts_evaluates_and_scores_the_node_on_bag_playback(synthetic_dataroot, tmp_path, capsys):
     out = tmp_path / "demo"
     assert demo.main(["--dataroot", str(synthetic_dataroot), "--out", str(out), "--rate", "0.25"]) == 0
@@ -34,3 +39,11 @@ def test_demo_predicts_evaluates_and_scores_the_node_on_bag_playback(synthetic_d
         one = json.loads((out / "metrics_fusion_1sweep.json").read_text())["reports"]
         assert bag["reports"]["voxel"]["summary"] == one["voxel"]["summary"]
         assert bag["reports"]["ray"]["summary"] == one["ray"]["summary"]
+    # a second run prints the same numbers (issue 16: the figures in README must reproduce exactly)
+    out2 = tmp_path / "demo2"
+    assert demo.main(["--dataroot", str(synthetic_dataroot), "--out", str(out2), "--rate", "0.25"]) == 0
+    for name in ("fusion", "prior", "fusion_1sweep"):
+        assert _scores(out2, name) == _scores(out, name), name
+    bag2 = json.loads((out2 / "metrics_bag.json").read_text())
+    if bag["summary"]["dropped"] == bag2["summary"]["dropped"] == 0:
+        assert bag2["reports"] == bag["reports"]
