@@ -25,7 +25,8 @@ Inputs (B = 1 in exported files, N cameras fixed per file, any rig):
     T_base_from_cam (B, N, 4, 4) float32 camera (optical) -> base_link;
     lidar_features (B, Cl, X', Y', Z') float32: the LiDAR encoder's dense output (LiDAR and
         fusion models: the spconv encoder itself stays in torch, see :data:`NOT_EXPORTABLE`).
-Outputs: logits (B, K, X, Y, Z) in base_link; flow (B, X, Y, Z, 2) m/s for flow models.
+Outputs: logits (B, K, X, Y, Z) in base_link; labels (B, X, Y, Z) uint8 and scores (B, X, Y, Z)
+float32 (:func:`labels_and_scores`); flow (B, X, Y, Z, 2) m/s for flow models.
 
 With ``fixed_ranks`` (a fixed rig: :func:`frustum_voxel_index` precomputed) the LSS graph takes
 no geometry inputs; the indices are a constant of the file.
@@ -133,6 +134,16 @@ def lss_splat(lss: LSSViewTransformer, feats: torch.Tensor, batch: int, ranks: t
     return buf[:-1].view(batch, Z, Y, X, C).permute(0, 4, 3, 2, 1)
 
 
+def labels_and_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, K, X, Y, Z) -> labels (B, X, Y, Z) uint8 argmax and scores (B, X, Y, Z) float32,
+    the softmax probability of that label, ``1 / sum_k exp(logit_k - max)`` (what
+    :func:`occ_core.models.predictor.logits_to_prediction` gives, in the graph: the (K, X, Y, Z)
+    logits need not leave it)."""
+    m = logits.amax(1, keepdim=True)
+    scores = 1.0 / torch.exp(logits - m).sum(1)
+    return logits.argmax(1).to(torch.uint8), scores
+
+
 def _rigid_inverse(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., 4, 4) rigid transforms -> (R^T (..., 3, 3), -R^T t (..., 3))."""
     Rt = T[..., :3, :3].transpose(-1, -2)
@@ -178,14 +189,18 @@ class DeployGraph(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        return ["logits"] + (["flow"] if self.cfg.flow else [])
+        return ["logits", "labels", "scores"] + (["flow"] if self.cfg.flow else [])
 
     # ---------------------------------------------------------------- forward
     def forward(self, *inputs: torch.Tensor):
         named = dict(zip(self.input_names, inputs))
         if self.kind == "bevformer":
-            return self._bevformer(named["images"], named["intrinsics"], named["T_base_from_cam"])
-        return self._occnet(named)
+            out = self._bevformer(named["images"], named["intrinsics"], named["T_base_from_cam"])
+        else:
+            out = self._occnet(named)
+        logits, flow = out if isinstance(out, tuple) else (out, None)
+        labels, scores = labels_and_scores(logits)
+        return (logits, labels, scores) + ((flow,) if flow is not None else ())
 
     def lss_ranks(self, intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """(B*N*D*h*w,) voxel indices of the LSS frustum for this geometry (see :func:`voxel_index`)."""

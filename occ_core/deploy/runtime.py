@@ -27,8 +27,8 @@ default folder is ``$OCC_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/occ_ros/engines`
 A backend whose package or provider is missing raises :class:`BackendUnavailableError` naming the
 backend, what is missing and how to get it, before anything is exported.
 
-Post-processing (softmax, argmax, scores) is :func:`occ_core.models.predictor.logits_to_prediction`
-for every backend.
+Post-processing: the torch backend's :func:`occ_core.models.predictor.logits_to_prediction`; in
+the ONNX graph the same labels and scores (:func:`occ_core.deploy.graph.labels_and_scores`).
 """
 
 from __future__ import annotations
@@ -245,16 +245,18 @@ class OnnxPredictor:
                 feed["lidar_features"] = self.lidar(inputs.points).numpy()
         return feed
 
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The session's outputs (``logits`` (1, K, X, Y, Z)[, ``flow`` (1, X, Y, Z, 2)])."""
-        return self.session.run(self.outputs, feed)
+    def run(self, feed: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+        """The session's outputs ``names`` (default ``logits`` (1, K, X, Y, Z), ``labels``,
+        ``scores`` (1, X, Y, Z)[, ``flow`` (1, X, Y, Z, 2)]): only the requested ones are copied out."""
+        return self.session.run(names or self.outputs, feed)
 
     def predict(self, frame: SensorFrame) -> OccupancyPrediction:
-        from occ_core.models.predictor import logits_to_prediction
-
-        out = self.run(self.feed(frame))
-        flow = torch.from_numpy(out[1][0]) if len(out) > 1 else None
-        return logits_to_prediction(torch.from_numpy(out[0][0]), flow)
+        """Labels and scores as :func:`occ_core.models.predictor.logits_to_prediction` gives them,
+        computed in the graph (:func:`occ_core.deploy.graph.labels_and_scores`)."""
+        names = ["labels", "scores"] + (["flow"] if "flow" in self.outputs else [])
+        out = self.run(self.feed(frame), names)
+        flow = out[2][0].astype(np.float32) if len(out) > 2 else None
+        return OccupancyPrediction(out[0][0], out[1][0].astype(np.float32, copy=False), flow)
 
 
 def load_backend_predictor(config_path: str | Path, checkpoint_path: str | Path | None = None, backend: str = "torch",
