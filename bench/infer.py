@@ -13,7 +13,7 @@ LiDAR encoder, network, softmax/argmax: what the node calls) on held-out keyfram
 keyframes of a world generated with seed 7 (no shipped model saw it; ``--dataroot`` takes an
 existing one, its val split or else every scene). Time: median (p50) over ``--repeats``
 calls cycling over the frames after one warm-up per frame, and the minimum (the least disturbed
-call on a shared machine). Accuracy: Occ3D mIoU and IoU inside
+call on a shared machine) and the process's CPU time per call (both threads summed). Accuracy: Occ3D mIoU and IoU inside
 the camera mask over those frames, and the share of voxels whose label equals eager torch's.
 
 ``torch.compile``: the whole model is compiled (the spconv LiDAR encoder falls back to eager at a
@@ -63,15 +63,17 @@ def held_out_frames(dataroot: Path | None, count: int, max_sweeps: int, work: Pa
 
 
 def measure(predictor, frames, repeats: int):
-    """(p50 s, min s, predictions per frame)."""
+    """(p50 s, min s, p50 CPU s, predictions per frame); CPU: this process's CPU time per call, all
+    threads summed (less sensitive to other processes than wall time)."""
     preds = [predictor.predict(f) for f, _, _ in frames]  # warm-up and the accuracy predictions
-    ts = []
+    ts, cpu = [], []
     for i in range(repeats):
         f = frames[i % len(frames)][0]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         predictor.predict(f)
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts)), float(np.min(ts)), preds
+        cpu.append(time.process_time() - c)
+    return float(np.median(ts)), float(np.min(ts)), float(np.median(cpu)), preds
 
 
 def accuracy(preds, frames, eager_preds) -> tuple[float, float, float]:
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
         frames = held_out_frames(args.dataroot, args.frames, 1 if args.dataroot is None else sweeps, work)
         rows = []
-        p50, pmin, eager_preds = measure(eager, frames, args.repeats)
-        rows.append(("torch eager", p50, pmin, accuracy(eager_preds, frames, eager_preds), ""))
+        p50, pmin, pcpu, eager_preds = measure(eager, frames, args.repeats)
+        rows.append(("torch eager", p50, pmin, pcpu, accuracy(eager_preds, frames, eager_preds), ""))
 
         lidar = getattr(eager.model, "lidar", None)
         t = time.perf_counter()
@@ -156,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, path, note in variants:
             try:
                 pred = OnnxPredictor(path, cfg, lidar, ["CPUExecutionProvider"], threads=args.threads)
-                p50, pmin, preds = measure(pred, frames, args.repeats)
-                rows.append((name, p50, pmin, accuracy(preds, frames, eager_preds), note))
+                p50, pmin, pcpu, preds = measure(pred, frames, args.repeats)
+                rows.append((name, p50, pmin, pcpu, accuracy(preds, frames, eager_preds), note))
             except Exception as e:  # noqa: BLE001 - a variant ORT cannot run is reported, not fatal
-                rows.append((name, float("nan"), float("nan"), (float("nan"),) * 3, f"fails: {type(e).__name__}: {str(e)[:80]}"))
+                rows.append((name, float("nan"), float("nan"), float("nan"), (float("nan"),) * 3, f"fails: {type(e).__name__}: {str(e)[:80]}"))
 
         if not args.no_compile:
             comp = load_predictor(args.config, args.checkpoint)
@@ -168,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 c.predict(frames[0][0])
                 first = time.perf_counter() - t
-                p50, pmin, preds = measure(c, frames, args.repeats)
-                rows.append(("torch.compile (inductor)", p50, pmin, accuracy(preds, frames, eager_preds),
+                p50, pmin, pcpu, preds = measure(c, frames, args.repeats)
+                rows.append(("torch.compile (inductor)", p50, pmin, pcpu, accuracy(preds, frames, eager_preds),
                              f"first call {first:.0f} s"))
             except Exception as e:  # noqa: BLE001
-                rows.append(("torch.compile (inductor)", float("nan"), float("nan"), (float("nan"),) * 3,
+                rows.append(("torch.compile (inductor)", float("nan"), float("nan"), float("nan"), (float("nan"),) * 3,
                              f"fails: {type(e).__name__}: {str(e)[:80]}"))
 
     print(f"# bench/infer.py, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
@@ -182,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# model {args.config.name} + {args.checkpoint.name if args.checkpoint else 'random init'}; "
           f"{len(frames)} held-out keyframes ({'seed-7 world' if args.dataroot is None else args.dataroot}), "
           f"{args.repeats} timed calls; onnxruntime {onnxruntime.__version__}")
-    print("| engine | p50 ms | min ms | mIoU % | IoU % | labels = eager % | note |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name, p50, pmin, (miou, iou, agree), note in rows:
-        print(f"| {name} | {p50 * 1e3:.1f} | {pmin * 1e3:.1f} | {miou:.2f} | {iou:.2f} | {agree:.3f} | {note} |")
+    print("| engine | p50 ms | min ms | CPU ms (p50) | mIoU % | IoU % | labels = eager % | note |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, p50, pmin, pcpu, (miou, iou, agree), note in rows:
+        print(f"| {name} | {p50 * 1e3:.1f} | {pmin * 1e3:.1f} | {pcpu * 1e3:.1f} | {miou:.2f} | {iou:.2f} | {agree:.3f} | {note} |")
     return 0
 
 
