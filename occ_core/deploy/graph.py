@@ -35,7 +35,6 @@ no geometry inputs; the indices are a constant of the file.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from occ_core.errors import OccDataError
