@@ -53,6 +53,7 @@ setup(
             "occ-bag-play = occ_ros.bag.play:main",
             "occ-bag-eval = occ_ros.bag.evaluate:main",
             "occ-label = occ_core.labels.cli:main",
+            "occ-export = occ_core.deploy.export:main",
         ],
     },
 )

@@ -425,10 +425,18 @@ class OccupancyNode(Node):
             raise ParameterError(f"parameter 'rig_file': {e}") from None
 
     def _load_predictor(self, cfg: NodeConfig) -> Predictor:
-        from occ_core.models.predictor import load_predictor
+        """The model on ``backend`` (:func:`occ_core.deploy.runtime.load_backend_predictor`): an
+        ONNX backend exports once into ``engine_cache_dir`` and reuses the file while the checkpoint
+        stays; a missing backend raises its named ``BackendUnavailableError`` here, at configure."""
+        from occ_core.deploy.runtime import load_backend_predictor
 
         ckpt = str(resolve_share_path(cfg.checkpoint)) if cfg.checkpoint else None
-        return load_predictor(str(resolve_share_path(cfg.model_config)), ckpt, device=cfg.device)
+        predictor = load_backend_predictor(str(resolve_share_path(cfg.model_config)), ckpt, backend=cfg.backend,
+                                           device=cfg.device, cameras=len(cfg.camera_names),
+                                           cache_dir=cfg.engine_cache_dir or None)
+        if cfg.backend != "torch":
+            self.get_logger().info(f"backend {cfg.backend}: {predictor.path} ({', '.join(predictor.session.get_providers())})")
+        return predictor
 
     def destroy_node(self) -> None:
         if self.worker is not None:

@@ -99,6 +99,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "config/models/fusion_demo.pt",
               "Model checkpoint file (relative paths: from the package share folder); empty = seeded random-init weights."),
     ParamSpec("device", "cpu", "Torch device of the predictor: 'cpu', 'cuda' or 'cuda:N'."),
+    ParamSpec("backend", "torch",
+              "Inference engine: 'torch' (eager), 'onnxruntime' or 'tensorrt' (ONNX Runtime's TensorRT provider, "
+              "fp16). The model is exported to ONNX once and cached (engine_cache_dir); LiDAR/fusion models keep "
+              "their spconv LiDAR encoder in torch.",
+              choices=("torch", "onnxruntime", "tensorrt")),
+    ParamSpec("engine_cache_dir", "",
+              "Folder of the exported ONNX files and TensorRT engines, keyed by checkpoint hash, config, "
+              "camera count and opset; empty = $OCC_ENGINE_CACHE or ~/.cache/occ_ros/engines."),
     ParamSpec("camera_names", list(NUSCENES_CAMERAS),
               "Camera names, in the order the model expects them; each is also the camera's default frame id."),
     ParamSpec("image_transport", "compressed",
@@ -190,6 +198,8 @@ class NodeConfig:
     model_config: str
     checkpoint: str
     device: str
+    backend: str
+    engine_cache_dir: str
     camera_names: tuple[str, ...]
     image_transport: str
     compressed_image_topic: str

@@ -64,10 +64,15 @@ class OccupancyPredictor:
         """Labels (X, Y, Z) uint8 (free = 17 for Occ3D) = argmax of the logits, scores = their
         softmax probability, flow (X, Y, Z, 2) m/s for flow models; all in base_link."""
         out = self.model(frame_to_inputs(frame, self.cfg).to(self.device))
-        prob = out.logits[0].float().softmax(0)
-        scores, labels = prob.max(0)
-        flow = None if out.flow is None else out.flow[0].float().cpu().numpy()
-        return OccupancyPrediction(labels.to(torch.uint8).cpu().numpy(), scores.cpu().numpy().astype(np.float32), flow)
+        return logits_to_prediction(out.logits[0], None if out.flow is None else out.flow[0])
+
+def logits_to_prediction(logits: torch.Tensor, flow: torch.Tensor | None = None) -> OccupancyPrediction:
+    """One sample's logits (K, X, Y, Z) -> labels = argmax (uint8), scores = their softmax
+    probability (float32), flow (X, Y, Z, 2) as float32 numpy; shared by every backend."""
+    prob = logits.float().softmax(0)
+    scores, labels = prob.max(0)
+    flow_np = None if flow is None else flow.float().cpu().numpy()
+    return OccupancyPrediction(labels.to(torch.uint8).cpu().numpy(), scores.cpu().numpy().astype(np.float32), flow_np)
 
 def load_checkpoint_state(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint written by :mod:`occ_core.training` (or a bare ``state_dict``).
