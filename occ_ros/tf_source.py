@@ -10,6 +10,7 @@ then counts the frame as "no calibration" and skips it).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +20,23 @@ from occ_core.geometry import make_transform
 from occ_core.rig import Rig, load_rig
 
 
-def tf_messages_available() -> bool:
-    """True when ``tf2_msgs`` can be imported (a ROS 2 install, or the venv's generated one)."""
+def _importable(module: str) -> bool:
+    """True when ``module`` (dotted) is installed, found without importing it (its parent package
+    is imported, as ``importlib.util.find_spec`` does)."""
     try:
-        import tf2_msgs.msg  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
         return False
-    return True
+
+
+def tf_messages_available() -> bool:
+    """True when ``tf2_msgs.msg`` is installed (a ROS 2 install, or the venv's generated one)."""
+    return _importable("tf2_msgs.msg")
 
 
 def tf2_available() -> bool:
-    """True when ``tf2_ros`` can be imported (a full ROS 2 install; not the PyPI wheels)."""
-    try:
-        import tf2_ros  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when ``tf2_ros`` is installed (a full ROS 2 install; not the PyPI wheels)."""
+    return _importable("tf2_ros")
 
 
 class RigExtrinsics:

@@ -12,7 +12,7 @@ import yaml
 
 from occ_ros.launch_description import (ARGUMENTS, LaunchArgumentError, LaunchPlan, commands, describe, main,
                                         node_command, node_topics, param_value_text, run, rviz_topics)
-from occ_ros.params import DEFAULT_PARAMS_FILE, NUSCENES_CAMERAS, PARAMETERS_BY_NAME
+from occ_ros.params import DEFAULT_PARAMS_FILE, PARAMETERS_BY_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 
