@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,14 +60,32 @@ class TfExtrinsics:
     """Extrinsics from TF (``tf2_ros.Buffer`` + ``TransformListener`` on ``node``), latest available.
 
     Sensor mounts are static, so the latest transform is used rather than one at the stamp.
+
+    Args:
+        on_ego_pose: called with ``(stamp_ns, T_parent_from_base)`` (4, 4) for every ``/tf``
+            transform whose child is ``base_frame`` (``odom -> base_link``), from a second
+            ``/tf`` subscription (tf2_msgs), as :class:`occ_ros.tf_buffer.TfMessageExtrinsics`
+            does: the ego poses by stamp for the camera motion compensation.
     """
 
-    def __init__(self, node: Any, base_frame: str):
+    def __init__(self, node: Any, base_frame: str, on_ego_pose: Callable[[int, np.ndarray], None] | None = None):
         import tf2_ros
 
         self.base_frame = base_frame
         self._buffer = tf2_ros.Buffer()
         self._listener = tf2_ros.TransformListener(self._buffer, node)
+        self._sub = None
+        if on_ego_pose is not None:
+            from rclpy.qos import QoSProfile
+            from tf2_msgs.msg import TFMessage
+
+            from occ_ros.tf_buffer import ego_poses
+
+            def on_tf(msg: Any) -> None:
+                for stamp, T in ego_poses(msg, base_frame):
+                    on_ego_pose(stamp, T)
+
+            self._sub = node.create_subscription(TFMessage, "/tf", on_tf, QoSProfile(depth=100))
 
     def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
         import rclpy.time

@@ -6,7 +6,9 @@ images are stamped up to 45 ms before the LiDAR (within the sync slop; one camer
 first pose). The node (``extrinsics_source: tf``, read through
 tf2_msgs) must place each camera at its image stamp, ``inv(P(t_lidar)) @ P(t_image) @
 T_base_from_cam``, fall back to the static extrinsics for the one without a pose, and count both
-on /diagnostics (``cameras_motion_compensated``, ``camera_static_fallbacks``).
+on /diagnostics (``cameras_motion_compensated``, ``camera_static_fallbacks``). With tf2_ros
+installed the node reads TF through it and the same test covers that path (not tried here: the
+venv has the PyPI wheels only).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from test_node_geometry import S, _yaw  # noqa: E402
 from test_node_support import (CAMERAS, PointHeightTestPredictor, camera_info_msg, image_msg, lidar_msg,  # noqa: E402
                                load_keyframe, ros_time, wait_for)
 from occ_core.geometry import make_transform, matrix_to_quat_wxyz  # noqa: E402
-from occ_ros.tf_source import tf2_available  # noqa: E402
 
 PREFIX = "/t_node_tf_motion"
 #: image stamp - LiDAR stamp (ms) per camera (within the 50 ms sync slop of topic_overrides);
@@ -52,7 +53,6 @@ def odom_tf_message(stamp_ns: int, T: np.ndarray):
     return TFMessage(transforms=[ts])
 
 
-@pytest.mark.skipif(tf2_available(), reason="tf2_ros is installed: the node reads TF through it, not tf2_msgs")
 def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot, tmp_path):
     from rclpy.parameter import Parameter
     from tf2_msgs.msg import TFMessage
@@ -60,6 +60,7 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
     from occ_core.rig import load_rig
     from occ_ros.occupancy_node import OccupancyNode
     from occ_ros.tf_buffer import TfMessageExtrinsics, rig_tf_message, tf_static_qos
+    from occ_ros.tf_source import TfExtrinsics, tf2_available
 
     kf = load_keyframe(synthetic_dataroot, tmp_path)
     t = kf.stamp_ns
@@ -77,7 +78,9 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
         pubs["tf"] = peer.node.create_publisher(TFMessage, "/tf", 100)
 
     with graph(make, PREFIX, kf, setup) as (node, peer):
-        assert isinstance(node.extrinsics, TfMessageExtrinsics) and node.has_pose_source()
+        # tf2_ros where installed (a ROS 2 install), else the tf2_msgs buffer: both feed the ego poses
+        assert isinstance(node.extrinsics, TfExtrinsics if tf2_available() else TfMessageExtrinsics)
+        assert node.has_pose_source()
         pubs["static"].publish(rig_tf_message(load_rig(kf.rig_file), t))
         wait_for(lambda: peer.connected() and pubs["tf"].get_subscription_count() > 0
                  and node.voxels_pub.get_subscription_count() > 0
@@ -113,3 +116,20 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
         np.testing.assert_allclose(frame.T_base_from_cam[i], expected, atol=1e-6, err_msg=cam)
         if abs(dt) > 0.01:  # the car moved 10 |dt| m: far from the static mount
             assert np.abs(frame.T_base_from_cam[i][:3, 3] - kf.T_cam[cam][:3, 3]).max() > 0.19
+
+
+def test_ego_poses_are_the_base_frame_transforms_with_valid_rotations():
+    from occ_ros.tf_buffer import ego_poses
+
+    T = ego_pose(0.02)
+    good = odom_tf_message(5 * S + 7, T)
+    other = odom_tf_message(6 * S, T)
+    other.transforms[0].child_frame_id = "CAM_FRONT"  # a sensor, not the ego pose
+    bad = odom_tf_message(7 * S, T)
+    bad.transforms[0].transform.rotation.w = 3.0  # not a unit quaternion
+    nan = odom_tf_message(8 * S, T)
+    nan.transforms[0].transform.translation.x = float("nan")
+    good.transforms += other.transforms + bad.transforms + nan.transforms
+    (stamp, got), = ego_poses(good, "/base_link")  # tf2 ignores a leading slash
+    assert stamp == 5 * S + 7
+    np.testing.assert_allclose(got, T, atol=1e-12)
