@@ -317,9 +317,8 @@ def side_by_side(results: dict[str, dict[str, np.ndarray]]) -> list[str]:
     cells = []
     for rows in results.values():
         v = rows["decode + total"]
-        cells.append(f"{1000.0 / np.percentile(v, 50):.2f} Hz | " if v.size else "- | ")
-    out.append("| rate (1000 / p50 of decode + total) | " + " | ".join(c.rstrip(" |") + " | " for c in cells).rstrip()
-               + " |")
+        cells += [f"{1000.0 / np.percentile(v, 50):.2f} Hz" if v.size else "-", ""]
+    out.append("| rate, 1000 / p50 of (decode + total) | " + " | ".join(cells) + " |")
     return out
 
 
