@@ -1,6 +1,7 @@
 """End-to-end latency of occupancy_node over real DDS, split by stage.
 
-Run from the repository root: ``.venv/bin/python bench/node.py [--frames N] [--model config/models/fusion.yaml]``.
+Run from the repository root: ``.venv/bin/python bench/node.py [--frames N] [--model config/models/fusion.yaml]
+[--backend torch onnxruntime]``.
 
 Two processes, as on a robot: this one runs ``occupancy_node`` (the model of ``--model`` with
 ``--checkpoint``, default the shipped fusion_demo.pt, empty for seeded random init; CPU) on a
@@ -13,6 +14,14 @@ without queueing; the markers topic has a subscriber, so markers are built (CDR)
 every frame. The subscriber takes the markers as CDR bytes; deserializing them into Python
 objects in the node's process would hold its GIL while the worker runs (RViz decodes them in
 its own process).
+
+``--backend B ...`` (``torch``, ``onnxruntime``, ``tensorrt``; default ``torch``) runs the whole
+measurement once per backend, one after the other in this run (a fresh node and sensor process
+each), and ends with a side-by-side table: the node loads the model itself with its ``backend``
+parameter, as ``occupancy_node`` does (an ONNX backend exports once into the engine cache,
+``$OCC_ENGINE_CACHE`` or ``~/.cache/occ_ros/engines``; the export is outside the measured
+frames). "rate" there is the node's end-to-end bound, 1000 / p50 of (decode + total) ms: the
+frames a single worker can turn out per second when the decoding does not overlap.
 
 ``--predictor gt`` replaces the model by a replay of the synthetic ground truth of each
 keyframe (Occ3D labels, score 1): the stages other than ``model`` then run on a realistic
@@ -208,53 +217,20 @@ def stamp_step_ns(rate: float) -> int:
     return int(round(1e9 / rate)) if rate > 0 else 500_000_000
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=30, help="frames measured (after --warmup)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--model", default="config/models/fusion.yaml")
-    p.add_argument("--checkpoint", default="config/models/fusion_demo.pt", help="empty: seeded random init")
-    p.add_argument("--predictor", choices=("model", "gt"), default="model",
-                   help="'gt': replay the ground truth instead of running the model (node overhead on real occupancy)")
-    p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
-    p.add_argument("--full-decode", action="store_true",
-                   help="with --predictor gt: decode the JPEGs at full size (not for the model's input)")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--output-timeout", type=float, default=10.0,
-                   help="seconds the sensors wait for a frame's markers before sending the next (it counts as lost)")
-    p.add_argument("--rate", type=float, default=0.0,
-                   help="soak: send frames at this rate (Hz) without waiting for outputs, then report every "
-                        "cloud sent against what the node received, counted lost and dropped (0: latency mode)")
-    p.add_argument("--input-qos", choices=("reliable", "sensor_data"), default="reliable",
-                   help="the node's input_qos (sensor_data = the node's default, best effort)")
-    p.add_argument("--sensors-of", type=Path, help=argparse.SUPPRESS)  # internal: run the sensor process
-    args = p.parse_args(argv)
-    total = args.warmup + args.frames
-    if args.sensors_of is not None:
-        run_sensors(args.sensors_of / "nuscenes", tuple(args.size), args.sensors_of / "sensors", total, args.output_timeout,
-                    args.rate)
+STAGES = ("decode", "preprocess", "model", "postprocess", "publish", "total")
 
-    os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
-    from occ_ros.dds_profile import use_shipped_profile
 
-    print(use_shipped_profile().message, file=sys.stderr)  # as occupancy_node's main() does
+def measure(args, backend: str, tmp: Path, frames, rig_file: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One measurement: a fresh ``OccupancyNode`` (``backend``) in this process and a sensor process;
+    returns the per-stage times (ms, measured frames) and the lines describing the run."""
     import rclpy
-    import torch
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from occ_core.models.config import load_config
-    from occ_core.models.predictor import load_predictor
     from occ_ros.occupancy_node import OccupancyNode
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
-    print("generating a synthetic dataroot ...", file=sys.stderr)
-    generate(SynthConfig(scenes=2, samples_per_scene=3, seed=0, image_size=(320, 180), sweeps=False), tmp / "nuscenes",
-             progress=True)
-    frames, rig_file = load_keyframes(tmp / "nuscenes", tuple(args.size), tmp)
-
+    total = args.warmup + args.frames
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     overrides = [Parameter("compressed_image_topic", value=PREFIX + "/{camera}/image"),
@@ -264,14 +240,19 @@ def main(argv=None) -> int:
                  Parameter("diagnostics_topic", value=PREFIX + "/diagnostics"),
                  Parameter("rig_file", value=str(rig_file)), Parameter("extrinsics_source", value="rig"),
                  Parameter("sync_slop", value=0.05), Parameter("input_qos", value=args.input_qos)]
+    predictor = None
     if args.predictor == "gt":
         gts = gt_by_sample(tmp / "nuscenes")
         image_hw = None if args.full_decode else load_config(REPO / args.model).image_hw
         predictor = GroundTruthReplay({frames[0][0] + i * stamp_step_ns(args.rate): gts[i % len(frames)]
                                        for i in range(args.warmup + args.frames)}, image_hw)
-    else:
-        predictor = load_predictor(REPO / args.model, REPO / args.checkpoint if args.checkpoint else None)
+    else:  # the node loads the model on its backend, as occupancy_node does
+        overrides += [Parameter("model_config", value=str(REPO / args.model)),
+                      Parameter("checkpoint", value=str(REPO / args.checkpoint) if args.checkpoint else ""),
+                      Parameter("backend", value=backend)]
+    t_load = time.perf_counter()
     node = OccupancyNode(predictor, context=ctx, parameter_overrides=overrides)
+    load_s = time.perf_counter() - t_load
     ex = SingleThreadedExecutor(context=ctx)  # what rclpy.spin(node) in occupancy_node's main() uses
     ex.add_node(node)
     threading.Thread(target=ex.spin, daemon=True).start()
@@ -289,34 +270,120 @@ def main(argv=None) -> int:
     node.destroy_node()
     rclpy.shutdown(context=ctx)
 
-    rows = {name: np.array([getattr(tm, name) for tm in timings]) * 1e3
-            for name in ("decode", "preprocess", "model", "postprocess", "publish", "total")}
+    rows = {name: np.array([getattr(tm, name) for tm in timings]) * 1e3 for name in STAGES}
     rows["total - model"] = rows["total"] - rows["model"]
     rows["decode + total - model"] = rows["decode"] + rows["total - model"]  # all but the model, decode included
-    cpu = cpu_model()
-    print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    what = (f"model {args.model} + {args.checkpoint or 'random init'}" if args.predictor == "model"
+    rows["decode + total"] = rows["decode"] + rows["total"]
+    what = (f"model {args.model} + {args.checkpoint or 'random init'}, backend {backend} (node start with the model "
+            f"load{' and the cached export' if backend != 'torch' else ''}: {load_s:.1f} s)" if args.predictor == "model"
             else f"ground-truth replay (no model; images decoded {'full size' if args.full_decode else 'for ' + args.model})")
-    print(f"{what}, images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
-          f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output")
-    print(f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "
-          f"{counters.synced_frames} synced, {counters.incomplete_frames} incomplete, {counters.published_frames} published")
+    lines = [f"{what}, images {args.size[0]}x{args.size[1]} JPEG q90 x6, "
+             f"LiDAR {frames[0][3].shape[0]} points; {len(timings)} frames measured, {lost} without output",
+             f"node counters: {total} frames sent, {counters.lidar_msgs} clouds / {counters.image_msgs} images received, "
+             f"{counters.synced_frames} synced, {counters.incomplete_frames} incomplete, {counters.published_frames} published"]
     if args.rate > 0:
         uncounted = total - lidar_counts.received - lidar_counts.lost
-        print(f"soak at {args.rate:g} Hz, input_qos {args.input_qos}: {total} clouds sent; node received "
-              f"{lidar_counts.received} ({100.0 * (total - lidar_counts.received) / total:.1f} % lost in transport), "
-              f"counted lost {lidar_counts.lost} from stamps, {lidar_counts.transport_lost} by Fast DDS, uncounted "
-              f"{uncounted} by stamps, {total - lidar_counts.received - lidar_counts.transport_lost} by Fast DDS; "
-              f"dropped at the worker {worker_dropped}, at sync {counters.incomplete_frames}")
+        lines.append(f"soak at {args.rate:g} Hz, input_qos {args.input_qos}: {total} clouds sent; node received "
+                     f"{lidar_counts.received} ({100.0 * (total - lidar_counts.received) / total:.1f} % lost in "
+                     f"transport), counted lost {lidar_counts.lost} from stamps, {lidar_counts.transport_lost} by Fast "
+                     f"DDS, uncounted {uncounted} by stamps, {total - lidar_counts.received - lidar_counts.transport_lost}"
+                     f" by Fast DDS; dropped at the worker {worker_dropped}, at sync {counters.incomplete_frames}")
     vox = np.array([tm.voxels for tm in timings])
-    print(f"occupied voxels per frame (voxel cloud points = marker cubes): median {int(np.median(vox)) if vox.size else 0}, "
-          f"of {200 * 200 * 16}\n")
-    print(f"| {'stage':<22} | {'p50 ms':>8} | {'p95 ms':>8} |")
-    print(f"|{'-' * 24}|{'-' * 10}|{'-' * 10}|")
+    lines.append(f"occupied voxels per frame (voxel cloud points = marker cubes): median "
+                 f"{int(np.median(vox)) if vox.size else 0}, of {200 * 200 * 16}")
+    return rows, lines
+
+
+def stage_table(rows: dict[str, np.ndarray]) -> list[str]:
+    """The p50/p95 table of one measurement (Markdown)."""
+    out = [f"| {'stage':<22} | {'p50 ms':>8} | {'p95 ms':>8} |", f"|{'-' * 24}|{'-' * 10}|{'-' * 10}|"]
     for name, v in rows.items():
-        if v.size:
-            print(f"| {name:<22} | {np.percentile(v, 50):8.1f} | {np.percentile(v, 95):8.1f} |")
+        if v.size and name != "decode + total":
+            out.append(f"| {name:<22} | {np.percentile(v, 50):8.1f} | {np.percentile(v, 95):8.1f} |")
+    return out
+
+
+def side_by_side(results: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """One row per stage, p50 / p95 ms per backend, and the end-to-end rate bound (Markdown)."""
+    head = "| stage | " + " | ".join(f"{b} p50 ms | {b} p95 ms" for b in results) + " |"
+    out = [head, "|---|" + "--:|--:|" * len(results)]
+    names = [n for n in next(iter(results.values())) if n != "decode + total"]
+    for name in names:
+        cells = []
+        for rows in results.values():
+            v = rows[name]
+            cells.append(f"{np.percentile(v, 50):.1f} | {np.percentile(v, 95):.1f}" if v.size else "- | -")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = []
+    for rows in results.values():
+        v = rows["decode + total"]
+        cells += [f"{1000.0 / np.percentile(v, 50):.2f} Hz" if v.size else "-", ""]
+    out.append("| rate, 1000 / p50 of (decode + total) | " + " | ".join(cells) + " |")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=30, help="frames measured (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--model", default="config/models/fusion.yaml")
+    p.add_argument("--checkpoint", default="config/models/fusion_demo.pt", help="empty: seeded random init")
+    p.add_argument("--predictor", choices=("model", "gt"), default="model",
+                   help="'gt': replay the ground truth instead of running the model (node overhead on real occupancy)")
+    p.add_argument("--backend", nargs="+", choices=("torch", "onnxruntime", "tensorrt"), default=["torch"],
+                   help="the node's inference backend(s); several: measured one after the other, then side by side")
+    p.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
+    p.add_argument("--full-decode", action="store_true",
+                   help="with --predictor gt: decode the JPEGs at full size (not for the model's input)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--output-timeout", type=float, default=10.0,
+                   help="seconds the sensors wait for a frame's markers before sending the next (it counts as lost)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="soak: send frames at this rate (Hz) without waiting for outputs, then report every "
+                        "cloud sent against what the node received, counted lost and dropped (0: latency mode)")
+    p.add_argument("--input-qos", choices=("reliable", "sensor_data"), default="reliable",
+                   help="the node's input_qos (sensor_data = the node's default, best effort)")
+    p.add_argument("--sensors-of", type=Path, help=argparse.SUPPRESS)  # internal: run the sensor process
+    args = p.parse_args(argv)
+    total = args.warmup + args.frames
+    if args.sensors_of is not None:
+        run_sensors(args.sensors_of / "nuscenes", tuple(args.size), args.sensors_of / "sensors", total, args.output_timeout,
+                    args.rate)
+    backends = list(dict.fromkeys(args.backend)) if args.predictor == "model" else ["torch"]
+
+    os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+    from occ_ros.dds_profile import use_shipped_profile
+
+    print(use_shipped_profile().message, file=sys.stderr)  # as occupancy_node's main() does
+    import torch
+
+    from occ_core.deploy.runtime import check_backend
+
+    for b in backends:  # a missing backend: its named error before anything runs
+        check_backend(b)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    print("generating a synthetic dataroot ...", file=sys.stderr)
+    generate(SynthConfig(scenes=2, samples_per_scene=3, seed=0, image_size=(320, 180), sweeps=False), tmp / "nuscenes",
+             progress=True)
+    frames, rig_file = load_keyframes(tmp / "nuscenes", tuple(args.size), tmp)
+    load_start = os.getloadavg()
+    results, lines = {}, {}
+    for b in backends:
+        results[b], lines[b] = measure(args, b, tmp, frames, rig_file)
+    load_end = os.getloadavg()
+
+    print(f"\nbench/node.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu_model()}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); load average "
+          f"(1/5/15 min) {' '.join(f'{x:.1f}' for x in load_start)} at the start, "
+          f"{' '.join(f'{x:.1f}' for x in load_end)} at the end")
+    for b in backends:
+        print("\n" + "\n".join(lines[b]) + "\n")
+        print("\n".join(stage_table(results[b])))
+    if len(backends) > 1:
+        print("\nside by side (ms):\n")
+        print("\n".join(side_by_side(results)))
     return 0
 
 

@@ -7,7 +7,9 @@ runs without ``ros2 launch``): occupancy_node with config/occupancy.yaml (``mana
 lifecycle node, to be configured and activated), optionally RViz2 with config/occupancy.rviz (or a
 copy on the launched topics) and ``occ-bag-play <bag>`` (our rosbag2 player; it publishes /clock, waits
 until the node's inputs are subscribed, and exits once every played LiDAR frame is predicted;
-its exit shuts the launch down).
+its exit shuts the launch down). ``namespace:=/robot1 bag:=...``: the node and the player's topics
+go below the namespace together (/tf, /tf_static and /clock stay global, as tf2 and use_sim_time
+expect).
 """
 
 from launch import LaunchDescription

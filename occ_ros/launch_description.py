@@ -26,8 +26,11 @@ on the node's voxel topic (or none came for 10 s), prints ``predicted N of M LiD
 exits 0, which ends the launch (the runner stops the node; the launch file shuts down). Gaps of
 more than 2 s between messages (separate scenes) are skipped.
 
-Topics: the node's default topics are relative, so ``namespace:=/robot1`` moves them all (not
-with ``bag:=``: the player publishes the bag's absolute names); ``output_ns:=NS`` remaps every
+Topics: the node's default topics are relative, so ``namespace:=/robot1`` moves them all; with
+``bag:=`` the player then publishes the bag's topics below the namespace too (``occ-bag-play
+--namespace``: ``/LIDAR_TOP`` as ``/robot1/LIDAR_TOP``), except ``/tf``, ``/tf_static`` (tf2 reads
+these absolute names in every namespace, and so does the node) and the node inputs that the params
+file names absolutely (the node does not move them either); ``/clock`` stays global. ``output_ns:=NS`` remaps every
 output (grid, voxels, markers) to ``NS/<leaf>``; ``image_topic:=PATTERN`` sets the camera topics
 (with a bag of an older ``occ-nusc2bag``, its ``/<CH>/image_rect_compressed`` are followed on
 their own). ``rviz:=true`` hands RViz2 ``config/occupancy.rviz``, or a copy on the launched
@@ -94,7 +97,9 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("output_ns", "", "Namespace of every output: <output_ns>/grid, <output_ns>/voxels, <output_ns>/markers "
                                     "(relative: below namespace); empty = the params file's topics (occupancy/...)."),
     LaunchArgument("namespace", "", "Namespace of the node (e.g. /robot1): its relative topics, i.e. every default "
-                                    "input and output except /diagnostics, move below it. Empty = the root."),
+                                    "input and output except /diagnostics, move below it; with bag:= the player "
+                                    "publishes the bag's topics below it too (not /tf, /tf_static, /clock). "
+                                    "Empty = the root."),
     LaunchArgument("managed", "false", "Start occupancy_node as a managed (lifecycle) node: 'configure' loads the "
                                        "model, 'activate' subscribes (ros2 lifecycle set / occ-lifecycle).",
                    ("true", "false")),
@@ -163,9 +168,6 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
     if out["namespace"] and not out["namespace"].startswith("/"):
         raise LaunchArgumentError(f"launch argument namespace:={out['namespace']!r}: expected an absolute namespace "
                                   f"(e.g. /robot1)")
-    if out["namespace"].strip("/") and out["bag"]:
-        raise LaunchArgumentError(f"launch argument namespace:={out['namespace']!r}: not with bag:= (occ-bag-play "
-                                  f"publishes the bag's absolute topic names); remap the node's inputs instead")
     if out["image_topic"] and ("{camera}" not in out["image_topic"]
                                or not _TOPIC.match(out["image_topic"].format(camera="CAM"))):
         raise LaunchArgumentError(f"launch argument image_topic:={out['image_topic']!r}: expected a topic name with "
@@ -292,11 +294,12 @@ def describe(values: Mapping[str, str] | None = None, check: bool = False) -> La
     image_param = "compressed_image_topic" if cfg.image_transport == "compressed" else "raw_image_topic"
     if a["image_topic"]:
         parameters.append((image_param, a["image_topic"]))
-    elif bag and cfg.image_transport == "compressed":
+    namespace = "/" + a["namespace"].strip("/") if a["namespace"].strip("/") else ""
+    if not a["image_topic"] and bag and cfg.image_transport == "compressed":
         legacy = image_topic_for_bag(_bag_topics(bag))
         if legacy != "/" + PARAMETERS_BY_NAME["compressed_image_topic"].default:  # an older bag: its image topics
-            parameters.append((image_param, legacy))
-    namespace = "/" + a["namespace"].strip("/") if a["namespace"].strip("/") else ""
+            # relative in a namespace, where the player publishes them
+            parameters.append((image_param, legacy.lstrip("/") if namespace else legacy))
     out_ns = a["output_ns"].rstrip("/")
     # every output below output_ns: remap the topics the node is configured with (relative ones
     # expand in the node's namespace, as rcl expands both sides of a rule)
@@ -318,10 +321,25 @@ def describe(values: Mapping[str, str] | None = None, check: bool = False) -> La
     if bag:
         # our own player: ros2 bag play is not part of the rclpy wheels; occ-bag-play publishes /clock too
         cmd = ["occ-bag-play", bag, "--rate", a["rate"], *(["--loop"] if a["loop"] == "true" else []), "--reliable",
-               "--wait-for", *topics.inputs, "--wait-for-node", NODE_NAME, "--preroll", *topics.camera_info,
-               "--expect-outputs", topics.voxels, "--lidar-topic", topics.lidar]
+               "--wait-for", *topics.inputs, "--wait-for-node", f"{namespace}/{NODE_NAME}" if namespace else NODE_NAME,
+               "--preroll", *topics.camera_info, "--expect-outputs", topics.voxels, "--lidar-topic", topics.lidar]
+        if namespace:
+            cmd += ["--namespace", namespace, "--global-topics", *_global_topics(params_file, parameters, strict=check)]
         processes.append(ProcessSpec("bag_player", tuple(cmd), ends_launch=True))
     return LaunchPlan(tuple(nodes), tuple(processes))
+
+
+def _global_topics(params_file: str, parameters: Sequence[tuple[str, Any]], strict: bool) -> list[str]:
+    """The bag topics the player keeps at their recorded names under ``namespace:=``: ``/tf`` and
+    ``/tf_static`` (absolute in tf2 and in the node, see :data:`occ_ros.bag.play.GLOBAL_TOPICS`) and
+    every input (LiDAR, images, CameraInfo, odometry) the node's parameters name absolutely, which
+    the namespace does not move."""
+    from occ_ros.bag.play import GLOBAL_TOPICS
+
+    cfg = _node_config(params_file, dict(parameters), strict)
+    inputs = [cfg.lidar_topic, cfg.odom_topic, *(t for c in cfg.camera_names for t in (cfg.image_topic(c),
+                                                                                       cfg.info_topic(c)))]
+    return list(dict.fromkeys([*GLOBAL_TOPICS, *(t for t in inputs if t.startswith("/"))]))
 
 
 def _bag_topics(bag: str) -> set[str]:

@@ -13,8 +13,8 @@ Geometry on a moving car (``camera_motion_compensation``, on by default): each c
 own time, up to ~45 ms off the LiDAR on nuScenes, so the node places it by the ego poses at both
 stamps, camera -> base_link(t_image) -> odom -> base_link(t_lidar):
 ``T = inv(P(t_lidar)) @ P(t_image) @ T_base_from_cam``, with ``P`` = ``T_odom_base`` from
-``odom_topic`` (and from ``/tf``'s ``* -> base_frame`` transforms when the node reads TF through
-tf2_msgs), interpolated (:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame
+``odom_topic`` (and from ``/tf``'s ``* -> base_frame`` transforms when the node reads TF, through
+tf2_ros or tf2_msgs), interpolated (:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame
 extrinsics unchanged. When a pose is missing the camera keeps its static extrinsics and
 ``camera_static_fallbacks`` on /diagnostics counts it (``cameras_motion_compensated`` counts the
 others). Ego body (``ego_filter``, ``ego_footprint``): LiDAR points inside the footprint box in
@@ -255,9 +255,8 @@ class OccupancyNode(Node):
             use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
             if use_tf:
                 # ego poses on /tf (odom -> base_link) also place the cameras at their stamps
-                self.extrinsics = (TfExtrinsics(self, cfg.base_frame) if tf2_available()
-                                   else TfMessageExtrinsics(self, cfg.base_frame,
-                                                            on_ego_pose=lambda t, T: self.motion.add(t, T)))
+                source = TfExtrinsics if tf2_available() else TfMessageExtrinsics
+                self.extrinsics = source(self, cfg.base_frame, on_ego_pose=lambda t, T: self.motion.add(t, T))
             else:
                 extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
                 unknown = [c for c in cfg.camera_names if c not in extrinsics.rig.camera_names]
@@ -311,8 +310,8 @@ class OccupancyNode(Node):
         self._tf_check_timer = (self.create_timer(TF_CHECK_DELAY_S, self._check_tf_frames)
                                 if not isinstance(self.extrinsics, RigExtrinsics) else None)
         if cfg.camera_motion_compensation and not self.has_pose_source():
-            self.get_logger().info("camera_motion_compensation: no ego pose source (set odom_topic, or read TF through "
-                                   "tf2_msgs): the cameras keep their static extrinsics (counted as "
+            self.get_logger().info("camera_motion_compensation: no ego pose source (set odom_topic, or extrinsics_source "
+                                   "tf): the cameras keep their static extrinsics (counted as "
                                    "camera_static_fallbacks on /diagnostics)")
         self.get_logger().info(
             f"{len(cfg.camera_names)} cameras ({cfg.image_transport}, "
@@ -582,7 +581,7 @@ class OccupancyNode(Node):
     # ------------------------------------------------------------------ worker thread
     def has_pose_source(self) -> bool:
         """True when ego poses reach :attr:`motion`: ``odom_topic`` is subscribed or /tf is read here."""
-        return bool(self.config.odom_topic) or isinstance(self.extrinsics, TfMessageExtrinsics)
+        return bool(self.config.odom_topic) or isinstance(self.extrinsics, (TfMessageExtrinsics, TfExtrinsics))
 
     def _pose_at(self, stamp_ns: int, deadline: float) -> np.ndarray | None:
         """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive but has not reached

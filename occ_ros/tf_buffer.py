@@ -78,6 +78,21 @@ class TransformTree:
             return set(self._parent) | {p for p, _ in self._parent.values()}
 
 
+def ego_poses(msg: Any, base_frame: str) -> list[tuple[int, np.ndarray]]:
+    """``(stamp_ns, T_parent_from_base)`` (4, 4) of every transform of a ``tf2_msgs/TFMessage`` whose
+    child is ``base_frame`` (``odom -> base_link``, REP 105); non-finite or non-unit rotations are left out."""
+    out = []
+    for ts in msg.transforms:
+        if _frame(ts.child_frame_id) == _frame(base_frame):
+            t, q = ts.transform.translation, ts.transform.rotation
+            quat = np.array([q.w, q.x, q.y, q.z])
+            xyz = np.array([t.x, t.y, t.z])
+            if np.isfinite(quat).all() and np.isfinite(xyz).all() and abs(np.linalg.norm(quat) - 1.0) < 1e-3:
+                stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
+                out.append((stamp, make_transform(xyz, quat / np.linalg.norm(quat))))
+    return out
+
+
 def tf_static_qos() -> Any:
     """tf2's QoS of ``/tf_static``: reliable, transient local, keep last 100."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -110,15 +125,9 @@ class TfMessageExtrinsics:
 
     def _on_dynamic(self, msg: Any) -> None:
         self.tree.add_message(msg)
-        if self._on_ego_pose is None:
-            return
-        for ts in msg.transforms:
-            if _frame(ts.child_frame_id) == _frame(self.base_frame):
-                t, q = ts.transform.translation, ts.transform.rotation
-                quat = np.array([q.w, q.x, q.y, q.z])
-                if np.isfinite(quat).all() and abs(np.linalg.norm(quat) - 1.0) < 1e-3:
-                    stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
-                    self._on_ego_pose(stamp, make_transform(np.array([t.x, t.y, t.z]), quat / np.linalg.norm(quat)))
+        if self._on_ego_pose is not None:
+            for stamp, T in ego_poses(msg, self.base_frame):
+                self._on_ego_pose(stamp, T)
 
     def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
         """(4, 4) ``T_base_from_frame``, or None while the frame is not connected to base_frame."""

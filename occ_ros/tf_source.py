@@ -10,8 +10,9 @@ then counts the frame as "no calibration" and skips it).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,22 +20,23 @@ from occ_core.geometry import make_transform
 from occ_core.rig import Rig, load_rig
 
 
-def tf_messages_available() -> bool:
-    """True when ``tf2_msgs`` can be imported (a ROS 2 install, or the venv's generated one)."""
+def _importable(module: str) -> bool:
+    """True when ``module`` (dotted) is installed, found without importing it (its parent package
+    is imported, as ``importlib.util.find_spec`` does)."""
     try:
-        import tf2_msgs.msg  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
         return False
-    return True
+
+
+def tf_messages_available() -> bool:
+    """True when ``tf2_msgs.msg`` is installed (a ROS 2 install, or the venv's generated one)."""
+    return _importable("tf2_msgs.msg")
 
 
 def tf2_available() -> bool:
-    """True when ``tf2_ros`` can be imported (a full ROS 2 install; not the PyPI wheels)."""
-    try:
-        import tf2_ros  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when ``tf2_ros`` is installed (a full ROS 2 install; not the PyPI wheels)."""
+    return _importable("tf2_ros")
 
 
 class RigExtrinsics:
@@ -58,14 +60,32 @@ class TfExtrinsics:
     """Extrinsics from TF (``tf2_ros.Buffer`` + ``TransformListener`` on ``node``), latest available.
 
     Sensor mounts are static, so the latest transform is used rather than one at the stamp.
+
+    Args:
+        on_ego_pose: called with ``(stamp_ns, T_parent_from_base)`` (4, 4) for every ``/tf``
+            transform whose child is ``base_frame`` (``odom -> base_link``), from a second
+            ``/tf`` subscription (tf2_msgs), as :class:`occ_ros.tf_buffer.TfMessageExtrinsics`
+            does: the ego poses by stamp for the camera motion compensation.
     """
 
-    def __init__(self, node: Any, base_frame: str):
+    def __init__(self, node: Any, base_frame: str, on_ego_pose: Callable[[int, np.ndarray], None] | None = None):
         import tf2_ros
 
         self.base_frame = base_frame
         self._buffer = tf2_ros.Buffer()
         self._listener = tf2_ros.TransformListener(self._buffer, node)
+        self._sub = None
+        if on_ego_pose is not None:
+            from rclpy.qos import QoSProfile
+            from tf2_msgs.msg import TFMessage
+
+            from occ_ros.tf_buffer import ego_poses
+
+            def on_tf(msg: Any) -> None:
+                for stamp, T in ego_poses(msg, base_frame):
+                    on_ego_pose(stamp, T)
+
+            self._sub = node.create_subscription(TFMessage, "/tf", on_tf, QoSProfile(depth=100))
 
     def lookup(self, frame_id: str, stamp_ns: int) -> np.ndarray | None:
         import rclpy.time

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from occ_core.errors import OccDataError
 from occ_ros.bag.play import BagPlayer, PlayConfig, message_class, rclpy_qos
 
 PREFIX = f"/occ_bag_play_{os.getpid()}"
@@ -165,6 +166,72 @@ def test_player_delivers_the_ground_truth_grid_of_a_converted_bag(synthetic_data
     for g in grids:
         np.testing.assert_array_equal(g.labels, occ3d.read_gt(entries[by_stamp[g.stamp_ns]].path).semantics)
         assert (g.frame_id, g.class_set, g.free_label, g.spec.dims) == ("base_link", "occ3d", 17, (200, 200, 16))
+
+
+def test_graph_topic_moves_everything_but_tf_below_the_namespace():
+    from occ_ros.bag.play import GLOBAL_TOPICS, check_namespace, graph_topic
+
+    assert graph_topic("/LIDAR_TOP", "/robot1") == "/robot1/LIDAR_TOP"
+    assert graph_topic("/CAM_FRONT/image_rect/compressed", "/a/b") == "/a/b/CAM_FRONT/image_rect/compressed"
+    assert [graph_topic(t, "/robot1") for t in ("/tf", "/tf_static")] == ["/tf", "/tf_static"] == list(GLOBAL_TOPICS)
+    assert graph_topic("/tf", "/robot1", keep=()) == "/robot1/tf"
+    assert graph_topic("/LIDAR_TOP", "") == graph_topic("/LIDAR_TOP", "/") == "/LIDAR_TOP"
+    assert check_namespace("/") == "" and check_namespace("/r1/x") == "/r1/x"
+    for bad in ("robot1", "/r 1", "/r1/"):
+        with pytest.raises(OccDataError, match=f"--namespace '{bad}': expected a ROS 2 namespace"):
+            check_namespace(bad)
+
+
+def test_a_namespace_moves_the_bag_topics_and_the_player_node(bag, capsys):
+    """--namespace: the topics go below it (a subscriber at the recorded name gets nothing), a
+    --global-topics one keeps its name, the player's node is in the namespace, and readiness can
+    name a node in the namespace."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import String
+
+    from occ_ros.bag import play
+    from occ_ros.bag.play import NotReadyError
+
+    ns = f"/occ_ns_{os.getpid()}"
+    moved, kept, at_root = [], [], []
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    player = None
+    try:
+        sub = Node("occupancy_node", namespace=ns, context=ctx)
+        sub.create_subscription(PointCloud2, ns + PREFIX + "/cloud", moved.append, QoSProfile(depth=100))
+        sub.create_subscription(String, PREFIX + "/chatter", kept.append, QoSProfile(depth=100))
+        sub.create_subscription(PointCloud2, PREFIX + "/cloud", at_root.append, QoSProfile(depth=100))
+        ex.add_node(sub)
+        player = BagPlayer(PlayConfig(bag, rate=4.0, start_delay=0.3, clock=False, namespace=ns,
+                                      global_topics=(PREFIX + "/chatter",)), context=ctx)
+        ex.add_node(player.node)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        assert player.node.get_namespace() == ns
+        assert set(player.publishers) == {ns + PREFIX + "/cloud", PREFIX + "/chatter"}
+        assert player.wait_until_subscribed([ns + PREFIX + "/cloud"], f"{ns}/occupancy_node", 20.0) == [ns + PREFIX + "/cloud"]
+        with pytest.raises(NotReadyError, match="of /elsewhere/occupancy_node"):
+            player.wait_until_subscribed([ns + PREFIX + "/cloud"], "/elsewhere/occupancy_node", 0.3)
+        player.wait_for_subscribers(10.0)
+        stats = player.play()
+        end = time.monotonic() + 10
+        while time.monotonic() < end and (len(moved) < 10 or len(kept) < 40):
+            time.sleep(0.02)
+    finally:
+        ex.shutdown()
+        if player is not None:
+            player.close()
+        rclpy.try_shutdown(context=ctx)
+    assert stats.published == {ns + PREFIX + "/cloud": 10, PREFIX + "/chatter": 40}
+    assert [c.width for c in moved] == list(range(0, 40, 4)) and len(kept) == 40 and at_root == []
+    assert play.main([str(bag), "--namespace", "robot1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--namespace 'robot1': expected a ROS 2 namespace such as /robot1" in err, err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import yaml
 
 from occ_ros.launch_description import (ARGUMENTS, LaunchArgumentError, LaunchPlan, commands, describe, main,
                                         node_command, node_topics, param_value_text, run, rviz_topics)
-from occ_ros.params import DEFAULT_PARAMS_FILE, NUSCENES_CAMERAS, PARAMETERS_BY_NAME
+from occ_ros.params import DEFAULT_PARAMS_FILE, PARAMETERS_BY_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -267,6 +267,46 @@ def test_the_player_waits_for_the_topics_of_the_params_file(tmp_path):
     assert _opts(cmd, "--preroll") == ["/CAM_A/info"] and _opts(cmd, "--expect-outputs") == ["/out/voxels"]
 
 
+def test_a_namespace_with_a_bag_moves_the_player_topics_with_the_node(tmp_path):
+    """namespace:= + bag:=: the player publishes each input the node subscribes (the bag's root
+    names below the namespace), waits for the node in the namespace, and keeps /tf, /tf_static and
+    the inputs the params file names absolutely at their recorded names."""
+    from occ_ros.bag.play import graph_topic
+
+    plan = describe({"bag": "/data/bag1", "namespace": "/robot1"})
+    node, = plan.nodes
+    cmd = list(plan.processes[0].cmd)
+    assert node.namespace == "/robot1" and _opts(cmd, "--namespace") == ["/robot1"]
+    assert _opts(cmd, "--global-topics") == ["/tf", "/tf_static"]
+    assert _opts(cmd, "--wait-for-node") == ["/robot1/occupancy_node"]
+    assert _opts(cmd, "--expect-outputs") == ["/robot1/occupancy/voxels"]
+    assert _opts(cmd, "--lidar-topic") == ["/robot1/LIDAR_TOP"]
+    in_ns = node_topics(str(DEFAULT_PARAMS_FILE), namespace="/robot1")
+    at_root = node_topics(str(DEFAULT_PARAMS_FILE))  # the bag's names (a bag of occ-nusc2bag)
+    assert _opts(cmd, "--wait-for") == list(in_ns.inputs)
+    assert [graph_topic(t, "/robot1", _opts(cmd, "--global-topics")) for t in at_root.inputs] == list(in_ns.inputs)
+    # an absolute input of the params file is not moved by the namespace: the player keeps it too
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"occupancy_node": {"ros__parameters": {
+        "camera_names": ["CAM_A"], "lidar_topic": "/lidar", "odom_topic": "/odom", "use_sim_time": False}}}))
+    cmd = list(describe({"bag": "/b", "namespace": "/r2", "params_file": str(params)}).processes[0].cmd)
+    assert _opts(cmd, "--global-topics") == ["/tf", "/tf_static", "/lidar", "/odom"]
+    assert _opts(cmd, "--wait-for") == ["/lidar", "/r2/CAM_A/image_rect/compressed", "/r2/CAM_A/camera_info"]
+    # a bag of an older converter: its image topics, relative so that both move below the namespace
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    old = tmp_path / "old_bag"
+    with Writer(old, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        w.add_connection("/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage",
+                         typestore=get_typestore(Stores.ROS2_JAZZY))
+    plan = describe({"bag": str(old), "namespace": "/r3"})
+    assert dict(plan.nodes[0].parameters)["compressed_image_topic"] == "{camera}/image_rect_compressed"
+    assert "/r3/CAM_FRONT/image_rect_compressed" in _opts(list(plan.processes[0].cmd), "--wait-for")
+    assert dict(describe({"bag": str(old)}).nodes[0].parameters)["compressed_image_topic"] == \
+        "/{camera}/image_rect_compressed"
+
+
 @pytest.mark.parametrize("args, field", [
     (["modle:=x"], "unknown launch argument"),
     (["rviz:=maybe"], "rviz:='maybe'"),
@@ -282,7 +322,6 @@ def test_the_player_waits_for_the_topics_of_the_params_file(tmp_path):
     (["params_file:=BAD"], "params_file:="),
     (["output_ns:=bad ns"], "output_ns:='bad ns'"),
     (["namespace:=robot1"], "namespace:='robot1'"),
-    (["namespace:=/r1", "bag:=/tmp"], "not with bag:="),
     (["managed:=yes"], "managed:='yes'"),
     (["stray"], "'stray'"),
 ])

@@ -1,4 +1,4 @@
-"""``occ-bag-play BAG [--rate R] [--loop] [--max-gap S] [--topics ...]``: publish a rosbag2 onto the live ROS 2 graph.
+"""``occ-bag-play BAG [--rate R] [--loop] [--max-gap S] [--topics ...] [--namespace NS]``: publish a rosbag2 onto the live ROS 2 graph.
 
 What ``ros2 bag play --clock`` does, for machines without rosbag2 (the PyPI rclpy wheels): every
 message is published at its recorded receive time (scaled by ``--rate``) with the topic's recorded
@@ -16,12 +16,25 @@ Long pauses: a gap between consecutive messages longer than ``--max-gap`` second
 next message follows at once and a line says so (``skipped a 3598.5 s gap at ...``). ``/clock``
 keeps the bag time (it jumps over the gap).
 
+Namespaces (``--namespace /robot1``): every recorded topic is published below the namespace
+(``/LIDAR_TOP`` as ``/robot1/LIDAR_TOP``), as a node in that namespace resolves its relative
+topic names, so a bag recorded at the root feeds a node started with ``__ns:=/robot1``. Kept as
+recorded (``--global-topics``, default :data:`GLOBAL_TOPICS`): ``/tf`` and ``/tf_static``, because
+tf2 listeners and broadcasters use these absolute names whatever their node's namespace (ROS 2
+robots share one TF tree unless a launch remaps ``/tf:=tf`` on purpose; pass ``--global-topics``
+with nothing, or without them, to move TF too). ``/clock`` is never namespaced (``use_sim_time``
+nodes read the absolute ``/clock``). The player's own node (``bag_player``) is started in the
+namespace too. ``--topics`` names the bag's topics; ``--wait-for``, ``--preroll``,
+``--expect-outputs`` and ``--lidar-topic`` name topics on the graph (after the namespace), and
+the counts printed use the graph names. ``ros2 bag play`` has no such option (its publishers
+use the recorded absolute names; ``--remap`` renames topics one by one).
+
 Playing to a node (what ``occ-launch bag:=...`` runs):
 
 - ``--reliable`` publishes every topic RELIABLE whatever the bag recorded (a reliable publisher
   matches both reliable and best-effort subscribers; a node with ``input_qos: reliable`` matches
   only reliable ones).
-- ``--wait-for TOPIC ...`` (with ``--wait-for-node NAME``): before playing, wait up to
+- ``--wait-for TOPIC ...`` (with ``--wait-for-node NAME``, or ``/NS/NAME`` for a node in a namespace): before playing, wait up to
   ``--wait-timeout`` s until each of these topics has a matched subscription (of that node).
   ``occupancy_node`` creates its input subscriptions only once its model is loaded, so this is
   its readiness signal. On timeout the tool says which topics lack a subscriber (and whether
@@ -55,6 +68,37 @@ from occ_ros.bag.bagio import bag_messages, header_stamp_ns, open_bag
 
 CLOCK_TOPIC = "/clock"
 LIDAR_TOPIC = "/LIDAR_TOP"
+#: Topics ``--namespace`` leaves at their recorded names: TF is absolute in tf2 (see the module docstring).
+GLOBAL_TOPICS = ("/tf", "/tf_static")
+
+
+def check_namespace(namespace: str) -> str:
+    """``namespace`` as a ROS 2 namespace (``/robot1``; ``''`` and ``/`` = the root, returned as ``''``).
+
+    Raises:
+        OccDataError: not a valid absolute namespace (rcl's rule: ``/``-led, alphanumerics and ``_``).
+    """
+    from rclpy.exceptions import InvalidNamespaceException
+    from rclpy.validate_namespace import validate_namespace
+
+    if namespace in ("", "/"):
+        return ""
+    try:
+        validate_namespace(namespace)
+    except InvalidNamespaceException as e:
+        reason = str(e).splitlines()[0].removeprefix("Invalid namespace: ")
+        raise OccDataError(f"--namespace {namespace!r}: expected a ROS 2 namespace such as /robot1 ({reason})") from None
+    return namespace
+
+
+def graph_topic(topic: str, namespace: str = "", keep: Sequence[str] = GLOBAL_TOPICS) -> str:
+    """The name the recorded ``topic`` is published under: ``namespace + topic`` (``/LIDAR_TOP``
+    below ``/robot1`` is ``/robot1/LIDAR_TOP``), or ``topic`` itself for the root namespace and
+    for the topics in ``keep``."""
+    topic = "/" + topic.lstrip("/")
+    if not namespace.strip("/") or topic in keep:
+        return topic
+    return "/" + namespace.strip("/") + topic
 
 
 class NotReadyError(RuntimeError):
@@ -100,6 +144,8 @@ class PlayConfig:
         wait_for, wait_for_node, wait_timeout: readiness (see the module docstring).
         preroll: topics whose first message goes out once before playing.
         expect_outputs, lidar_topic, drain_idle, drain_timeout: count the predicted LiDAR frames.
+        namespace: publish the bag's topics below it (``/robot1``; ``''`` = as recorded), except
+            ``global_topics``; also the namespace of the player's node.
         prog: prefix of the lines the player prints.
     """
 
@@ -120,13 +166,15 @@ class PlayConfig:
     lidar_topic: str = LIDAR_TOPIC
     drain_idle: float = 10.0
     drain_timeout: float = 600.0
+    namespace: str = ""
+    global_topics: tuple[str, ...] = GLOBAL_TOPICS
     prog: str = "occ-bag-play"
 
 
 @dataclass
 class PlayStats:
-    """What one :meth:`BagPlayer.play` published: messages per topic, skipped topics (with the
-    reason), the wall time (``time.monotonic``) each message went out, keyed by (topic, log time
+    """What one :meth:`BagPlayer.play` published: messages per topic (graph names, i.e. after the
+    namespace), skipped topics (bag names, with the reason), the wall time (``time.monotonic``) each message went out, keyed by (topic, log time
     ns), the skipped gaps (bag time ns of the message before the gap, gap in s), and the header
     stamps (ns) of the LiDAR clouds played (``config.lidar_topic``), in order."""
 
@@ -144,11 +192,14 @@ class BagPlayer:
     Args:
         config: what to play.
         context: rclpy context (None = the default one, which must be initialised).
-        on_publish: called as ``on_publish(topic, log_time_ns)`` right after each message went out.
+        on_publish: called as ``on_publish(topic, log_time_ns)`` (graph topic) right after each message went out.
+
+    Attributes:
+        publishers: graph topic -> publisher. topic_of: bag topic -> graph topic (see ``namespace``).
 
     Raises:
-        OccDataError: a rate that is not > 0, a max gap < 0, a missing path, a file that is not a
-            bag, or a bag that cannot be read (named in the message).
+        OccDataError: a rate that is not > 0, a max gap < 0, an invalid namespace, a missing path, a
+            file that is not a bag, or a bag that cannot be read (named in the message).
     """
 
     def __init__(self, config: PlayConfig, context: Any = None, on_publish: Callable[[str, int], None] | None = None,
@@ -160,15 +211,17 @@ class BagPlayer:
             raise OccDataError(f"--rate: expected a number > 0, got {config.rate}")
         if not config.max_gap >= 0:
             raise OccDataError(f"--max-gap: expected a number >= 0, got {config.max_gap}")
+        namespace = check_namespace(config.namespace)
         self.config = config
         self.on_publish = on_publish
         self._stop = threading.Event()
         path = Path(config.bag)
         self.reader = open_bag(path)
-        self.node = Node(node_name, context=context)
+        self.node = Node(node_name, namespace=namespace or None, context=context)
         self.stats = PlayStats()
         self.connections = []
         self.publishers: dict[str, Any] = {}
+        self.topic_of = {c.topic: graph_topic(c.topic, namespace, config.global_topics) for c in self.reader.connections}
         wanted = set(config.topics) if config.topics else None
         for c in self.reader.connections:
             if wanted is not None and c.topic not in wanted:
@@ -178,10 +231,10 @@ class BagPlayer:
                 self.stats.skipped[c.topic] = f"no Python message package for {c.msgtype}"
                 self.node.get_logger().warning(f"skipping {c.topic}: no Python message package for {c.msgtype} here")
                 continue
-            if c.topic not in self.publishers:
+            out = self.topic_of[c.topic]
+            if out not in self.publishers:
                 qos = getattr(c.ext, "offered_qos_profiles", [])
-                self.publishers[c.topic] = self.node.create_publisher(cls, c.topic,
-                                                                      rclpy_qos(qos, reliable=config.reliable))
+                self.publishers[out] = self.node.create_publisher(cls, out, rclpy_qos(qos, reliable=config.reliable))
             self.connections.append(c)
         if wanted is not None:
             for t in sorted(wanted - {c.topic for c in self.reader.connections}):
@@ -214,11 +267,13 @@ class BagPlayer:
         return all(p.get_subscription_count() > 0 for p in self.publishers.values())
 
     def _subscribed(self, topic: str, node_name: str | None) -> tuple[bool, list[Any]]:
-        """(ready, the subscription endpoints of ``node_name`` (or all) on ``topic``)."""
+        """(ready, the subscription endpoints of ``node_name`` (or all) on ``topic``); a
+        ``node_name`` with a namespace (``/robot1/occupancy_node``) must match both."""
         infos = self.node.get_subscriptions_info_by_topic(topic)
         if node_name:
-            name = node_name.rsplit("/", 1)[-1]
-            infos = [i for i in infos if i.node_name == name]
+            ns, _, name = node_name.rpartition("/")
+            infos = [i for i in infos if i.node_name == name and (not node_name.startswith("/")
+                                                                    or i.node_namespace == (ns or "/"))]
         return bool(infos) and self.publishers[topic].get_subscription_count() > 0, infos
 
     def wait_until_subscribed(self, topics: Sequence[str], node_name: str | None, timeout: float) -> list[str]:
@@ -256,17 +311,18 @@ class BagPlayer:
         return topics
 
     def publish_first(self, topics: Sequence[str]) -> int:
-        """Publish the first message of each of ``topics`` now (a pre-roll, e.g. ``CameraInfo`` so
-        that a node has its calibration before the first images); returns how many went out."""
-        conns = [c for c in self.connections if c.topic in set(topics)]
+        """Publish the first message of each of ``topics`` (graph names) now (a pre-roll, e.g.
+        ``CameraInfo`` so that a node has its calibration before the first images); returns how many went out."""
+        conns = [c for c in self.connections if self.topic_of[c.topic] in set(topics)]
         done: set[str] = set()
         if not conns:
             return 0
         for conn, _t, raw in bag_messages(self.reader, self.config.bag, conns):
-            if conn.topic not in done:
-                self.publishers[conn.topic].publish(bytes(raw))
-                done.add(conn.topic)
-            if len(done) == len({c.topic for c in conns}):
+            out = self.topic_of[conn.topic]
+            if out not in done:
+                self.publishers[out].publish(bytes(raw))
+                done.add(out)
+            if len(done) == len({self.topic_of[c.topic] for c in conns}):
                 break
         return len(done)
 
@@ -311,14 +367,15 @@ class BagPlayer:
                     break
                 if self.clock_pub is not None:
                     self._publish_clock(t_ns)
-                self.publishers[conn.topic].publish(bytes(raw))
-                self.stats.sent_at[(conn.topic, t_ns)] = time.monotonic()
-                self.stats.published[conn.topic] = self.stats.published.get(conn.topic, 0) + 1
-                if conn.topic == cfg.lidar_topic:
+                out = self.topic_of[conn.topic]
+                self.publishers[out].publish(bytes(raw))
+                self.stats.sent_at[(out, t_ns)] = time.monotonic()
+                self.stats.published[out] = self.stats.published.get(out, 0) + 1
+                if out == cfg.lidar_topic:
                     stamp = header_stamp_ns(raw)
                     self.stats.lidar_stamps.append(t_ns if stamp is None else stamp)
                 if self.on_publish is not None:
-                    self.on_publish(conn.topic, t_ns)
+                    self.on_publish(out, t_ns)
             if not cfg.loop or first_ns is None:
                 break
         self.stats.wall_s = time.monotonic() - t_start
@@ -434,14 +491,21 @@ def parse_args(argv: list[str] | None) -> PlayConfig:
     p.add_argument("--loop", action="store_true", help="play again and again")
     p.add_argument("--max-gap", type=positive_float, default=2.0, metavar="S",
                    help="skip gaps between messages longer than S seconds of bag time (default 2)")
-    p.add_argument("--topics", nargs="+", help="only these topics")
+    p.add_argument("--topics", nargs="+", help="only these topics (the bag's names)")
+    p.add_argument("--namespace", default="", metavar="NS",
+                   help="publish every topic below NS (e.g. /robot1: /LIDAR_TOP as /robot1/LIDAR_TOP), except "
+                        "--global-topics; /clock stays /clock. The other topic options name the published topics")
+    p.add_argument("--global-topics", nargs="*", default=list(GLOBAL_TOPICS), metavar="TOPIC",
+                   help=f"with --namespace: topics kept at their recorded names (default: {' '.join(GLOBAL_TOPICS)}, "
+                        f"as tf2 uses them in every namespace; give none to move them too)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--wait-for-subscribers", type=nonnegative_float, default=0.0, metavar="S",
                    help="wait up to S seconds until every topic has a subscriber before playing")
     p.add_argument("--reliable", action="store_true", help="publish every topic RELIABLE (whatever the bag recorded)")
     p.add_argument("--wait-for", nargs="+", metavar="TOPIC",
                    help="before playing, wait until these topics have a matched subscriber (see --wait-for-node)")
-    p.add_argument("--wait-for-node", metavar="NAME", help="with --wait-for: the subscriber must be this node")
+    p.add_argument("--wait-for-node", metavar="NAME",
+                   help="with --wait-for: the subscriber must be this node (/NS/NAME: also in that namespace)")
     p.add_argument("--wait-timeout", type=positive_float, default=120.0, metavar="S",
                    help="give up waiting for subscribers after S seconds (default 120; exit 1)")
     p.add_argument("--preroll", nargs="+", metavar="TOPIC", help="publish the first message of these topics before playing")
@@ -454,7 +518,8 @@ def parse_args(argv: list[str] | None) -> PlayConfig:
     return PlayConfig(a.bag, a.rate, a.loop, a.topics, not a.no_clock, a.wait_for_subscribers,
                       max_gap=a.max_gap, reliable=a.reliable, wait_for=a.wait_for, wait_for_node=a.wait_for_node,
                       wait_timeout=a.wait_timeout, preroll=a.preroll, expect_outputs=a.expect_outputs,
-                      lidar_topic=a.lidar_topic, drain_idle=a.drain_idle)
+                      lidar_topic=a.lidar_topic, drain_idle=a.drain_idle, namespace=a.namespace,
+                      global_topics=tuple("/" + t.lstrip("/") for t in a.global_topics))
 
 
 def _main(cfg: PlayConfig) -> int:
@@ -462,6 +527,7 @@ def _main(cfg: PlayConfig) -> int:
 
     from occ_ros.dds_profile import use_shipped_profile
 
+    check_namespace(cfg.namespace)
     open_bag(cfg.bag).close()  # a bad path or a file that is not a bag: one line, before rclpy starts
     use_shipped_profile()  # the player publishes ~600 kB clouds to another process
     rclpy.init()
