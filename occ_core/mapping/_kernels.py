@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 #: Fixed-point value of evidence 1 (uint16 storage).
 EVIDENCE_SCALE = 65535.0
@@ -66,7 +66,7 @@ def _observe_occupied(l_old, ev, mx, my, mz, valid, dst, dx, dy, dz, c, s, dyn, 
     return min(max(l, cmin), hi), best
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def integrate(occ, ev, cls, labels, scores, visible, A, b, emin, evs, anchor, vs, box_lo, box_hi,
               free, dyn, hit, miss, max_lo, cmin, cmax, cmax_dyn, rate, decay_dyn, min_score):
     """Fold one frame's observations into the map; returns how many map voxels were observed.
@@ -85,7 +85,7 @@ def integrate(occ, ev, cls, labels, scores, visible, A, b, emin, evs, anchor, vs
     rx, ry, rz = 1.0 / evs[0], 1.0 / evs[1], 1.0 / evs[2]
     dux, duy, duz = A[0, 2] * vs * rx, A[1, 2] * vs * ry, A[2, 2] * vs * rz
     n = 0
-    for gx in prange(box_lo[0], box_hi[0]):  # each gx is its own slab of the map: no two threads share a voxel
+    for gx in range(box_lo[0], box_hi[0]):
         px = anchor[0] + vs * (gx + 0.5)
         mx = gx % X
         for gy in range(box_lo[1], box_hi[1]):
@@ -123,7 +123,7 @@ def integrate(occ, ev, cls, labels, scores, visible, A, b, emin, evs, anchor, vs
     return n
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def crop(occ, ev, cls, out, A, b, emin, evs, anchor, vs, lo, use_obs, labels, scores, visible,
          free, dyn, hit, miss, max_lo, cmin, cmax, cmax_dyn, rate, decay_dyn, min_score):
     """The map resampled into an ego grid (``out`` (EX, EY, EZ) uint8: class, ``free`` or
@@ -142,8 +142,8 @@ def crop(occ, ev, cls, out, A, b, emin, evs, anchor, vs, lo, use_obs, labels, sc
     wx0, wy0, wz0 = anchor[0] + vs * lo[0], anchor[1] + vs * lo[1], anchor[2] + vs * lo[2]
     ox, oy, oz = lo[0] % X, lo[1] % Y, lo[2] % Z
     dwx, dwy, dwz = A[0, 2] * evs[2] * r, A[1, 2] * evs[2] * r, A[2, 2] * evs[2] * r
-    for ix in prange(EX):
-        scratch = np.zeros((1, 1, 1, ev.shape[3]), np.uint16)
+    scratch = np.zeros((1, 1, 1, ev.shape[3]), np.uint16)
+    for ix in range(EX):
         qx = emin[0] + evs[0] * (ix + 0.5)
         for iy in range(EY):
             qy = emin[1] + evs[1] * (iy + 0.5)
