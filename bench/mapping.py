@@ -72,16 +72,24 @@ def random_frames(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return out
 
 
-def time_updates(frames, repeat: int) -> tuple[np.ndarray, np.ndarray]:
-    """Wall and CPU ms of each update over ``repeat`` passes (a fresh map per pass, one warm-up)."""
+def time_updates(frames, repeat: int, fused: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and CPU ms of each update over ``repeat`` passes (a fresh map per pass, one warm-up).
+    ``fused``: :meth:`RollingSemanticMap.update` (scroll, fused ego grid, fold in: occ-predict
+    --fuse); else scroll and fold in only (the node, which publishes the map, not an ego grid)."""
     m = RollingSemanticMap(MapConfig(), OCC3D)
     m.update(*frames[0])  # compile / load the cached kernels
+
+    def fold_in(labels, scores, seen, T):
+        m.move_to(T)
+        m.integrate(labels, scores, seen, T)
+
+    step = m.update if fused else fold_in
     wall, cpu = [], []
     for _ in range(repeat):
         m.reset()
         for f in frames:
             t0, c0 = time.perf_counter(), time.process_time()
-            m.update(*f)
+            step(*f)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     return np.array(wall) * 1e3, np.array(cpu) * 1e3
@@ -108,8 +116,11 @@ def main() -> int:
             generate(SynthConfig(scenes=2, samples_per_scene=10, seed=0, image_size=(320, 180)), root, progress=False)
         frames = world_frames(root, a.frames)
     cfg = MapConfig()
-    rows = [(f"synthetic world ({len(frames)} keyframes)", *time_updates(frames, a.repeat)),
-            ("random worst case (30 frames)", *time_updates(random_frames(30), a.repeat))]
+    rand = random_frames(30)
+    rows = [(f"synthetic world ({len(frames)} keyframes), update + fused ego grid", *time_updates(frames, a.repeat)),
+            (f"synthetic world ({len(frames)} keyframes), fold in only (node)", *time_updates(frames, a.repeat, False)),
+            ("random worst case (30 frames), update + fused ego grid", *time_updates(rand, a.repeat)),
+            ("random worst case (30 frames), fold in only (node)", *time_updates(rand, a.repeat, False))]
     vis_ms = time_visibility(root if root.exists() else None)
     print(f"# rolling map update, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} x {cpu_model()}, load {load_average()}, Python {platform.python_version()}, "
