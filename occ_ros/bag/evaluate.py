@@ -391,6 +391,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
             Parameter("worker_queue_size", value=cfg.worker_queue_size),
             Parameter("odom_topic", value="/odom" if cfg.lidar_sweeps > 1 else ""),
             Parameter("compressed_image_topic", value=image_topic_for_bag(gt.topics)),
+            # the per-frame grids are scored: the rolling map's work would only add to their latency
+            Parameter("map_enabled", value=False),
         ])
         node.extrinsics = StaticExtrinsics(gt.static)
         recorder = Node("occ_bag_recorder", context=context)
