@@ -29,6 +29,10 @@ OPENOCC_INDEX: dict[str, int] = {n: i for i, n in enumerate(OPENOCC_CLASSES)}
 #: The 8 dynamic OpenOcc classes over which mAVE is averaged (OpenOcc indices 0-7).
 OPENOCC_DYNAMIC_CLASSES: tuple[str, ...] = OPENOCC_CLASSES[:8]
 
+#: The flat classes a vehicle or robot can drive on (ground): free in a costmap by default, and
+#: what ``marker_hidden_classes`` lists to hide the ground.
+FLAT_CLASSES: tuple[str, ...] = ("driveable_surface", "other_flat", "sidewalk", "terrain")
+
 IGNORE_LABEL = 255  # for points or voxels that carry no usable class
 
 #: OpenOcc v2 index -> Occ3D index (a bijection onto Occ3D 1-17).

@@ -31,7 +31,7 @@ Topics: the node's default topics are relative, so ``namespace:=/robot1`` moves 
 --namespace``: ``/LIDAR_TOP`` as ``/robot1/LIDAR_TOP``), except ``/tf``, ``/tf_static`` (tf2 reads
 these absolute names in every namespace, and so does the node) and the node inputs that the params
 file names absolutely (the node does not move them either); ``/clock`` stays global. ``output_ns:=NS`` remaps every
-output (grid, voxels, markers) to ``NS/<leaf>``; ``image_topic:=PATTERN`` sets the camera topics
+output (grid, voxels, markers, map, map_cloud, costmap) to ``NS/<leaf>``; ``image_topic:=PATTERN`` sets the camera topics
 (with a bag of an older ``occ-nusc2bag``, its ``/<CH>/image_rect_compressed`` are followed on
 their own). ``rviz:=true`` hands RViz2 ``config/occupancy.rviz``, or a copy on the launched
 topics (:func:`rviz_config_for`). ``managed:=true`` starts the node as a lifecycle node.
@@ -65,7 +65,8 @@ from occ_ros.params import (NODE_NAME, PACKAGE, PARAMETERS_BY_NAME, NodeConfig, 
 _NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 _TOPIC = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 #: Outputs that ``output_ns`` moves: NodeConfig field -> leaf name below output_ns.
-OUTPUTS = (("grid_topic", "grid"), ("voxels_topic", "voxels"), ("markers_topic", "markers"))
+OUTPUTS = (("grid_topic", "grid"), ("voxels_topic", "voxels"), ("markers_topic", "markers"), ("map_topic", "map"),
+           ("map_cloud_topic", "map_cloud"), ("costmap_topic", "costmap"))
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                                                 "playing a bag (every frame predicted), else the params file's value."),
     LaunchArgument("rviz", "false", "Start RViz2 with config/occupancy.rviz.", ("true", "false")),
     LaunchArgument("params_file", "config/occupancy.yaml", "occupancy_node parameters (ROS 2 params file)."),
-    LaunchArgument("output_ns", "", "Namespace of every output: <output_ns>/grid, <output_ns>/voxels, <output_ns>/markers "
+    LaunchArgument("output_ns", "", "Namespace of every output: <output_ns>/grid, <output_ns>/voxels, <output_ns>/markers, "
+                                    "<output_ns>/map, <output_ns>/map_cloud, <output_ns>/costmap "
                                     "(relative: below namespace); empty = the params file's topics (occupancy/...)."),
     LaunchArgument("namespace", "", "Namespace of the node (e.g. /robot1): its relative topics, i.e. every default "
                                     "input and output except /diagnostics, move below it; with bag:= the player "
@@ -194,7 +196,7 @@ class NodeTopics:
     Attributes:
         inputs: LiDAR, then each camera's image and CameraInfo topic.
         camera_info: the CameraInfo topics. images: camera name -> image topic.
-        lidar: the LiDAR topic. voxels, markers, grid: the outputs.
+        lidar: the LiDAR topic. voxels, markers, grid, map, map_cloud, costmap: the outputs.
     """
 
     inputs: tuple[str, ...]
@@ -204,6 +206,9 @@ class NodeTopics:
     markers: str = ""
     grid: str = ""
     images: tuple[tuple[str, str], ...] = ()
+    map: str = ""
+    map_cloud: str = ""
+    costmap: str = ""
 
 
 def _node_config(params_file: str, overrides: Mapping[str, Any], strict: bool) -> NodeConfig:
@@ -239,7 +244,7 @@ def node_topics(params_file: str, remappings: Mapping[str, str] | None = None, s
     info = tuple(full(cfg.info_topic(c)) for c in cfg.camera_names)
     inputs = (full(cfg.lidar_topic), *(t for (_, img), i in zip(images, info) for t in (img, i)))
     return NodeTopics(inputs, info, full(cfg.lidar_topic), full(cfg.voxels_topic), full(cfg.markers_topic),
-                      full(cfg.grid_topic), images)
+                      full(cfg.grid_topic), images, full(cfg.map_topic), full(cfg.map_cloud_topic), full(cfg.costmap_topic))
 
 
 def check_files(values: Mapping[str, str]) -> None:
@@ -374,7 +379,8 @@ def rviz_config_for(topics: NodeTopics, base_frame: str = "base_link") -> str:
     doc = yaml.safe_load(text)
     vm = doc["Visualization Manager"]
     want = {"Occupancy markers": topics.markers, "Occupancy voxels (class colour)": topics.voxels,
-            "LiDAR": topics.lidar, **dict(topics.images)}
+            "LiDAR": topics.lidar, "Semantic map (odom)": topics.map_cloud, "Costmap (odom)": topics.costmap,
+            **dict(topics.images)}
     if rviz_topics(doc) == want and vm["Global Options"]["Fixed Frame"] == base_frame:
         return str(shipped)
     displays = [d for d in vm["Displays"] if "Topic" not in d or d["Name"] in want]

@@ -28,6 +28,15 @@ predictor gives them, :mod:`occ_ros.conversions.grid_msg`), ``/occupancy/voxels`
 serialized straight to CDR, built only while someone subscribes) and ``/diagnostics``
 (latency, input rates, drop and malformed counts).
 
+With ``map_enabled`` (the default) every published frame is also folded into a rolling semantic
+map in ``map_frame`` (odom; ego pose from ``odom_topic``, else TF ``map_frame -> base_frame``;
+:mod:`occ_ros.map_output`, logic in :mod:`occ_core.mapping`), published every
+``map_publish_period`` seconds as ``/occupancy/map`` (SemanticOccupancyGrid of the window),
+``/occupancy/map_cloud`` (PointCloud2 of its occupied voxels) and ``/occupancy/costmap``
+(nav_msgs/OccupancyGrid for nav2), the two grids latched (transient local). A pose jump, a
+restart of the LiDAR stamps or setting ``map_clear`` clears the map; frames without a pose are
+counted (``map_no_pose``) and left out of the map.
+
 Hostile or broken input: every input is subscribed raw and deserialized by the node, so a
 truncated CDR message is counted too. Image sizes are read from the JPEG/PNG header and refused
 above ``max_image_pixels`` or when they disagree with the camera's CameraInfo before anything is
@@ -84,7 +93,7 @@ from occ_ros.sweeps import EgoMotion, Sweep, SweepBuffer
 from occ_ros.sync import ApproximateTimeSync, IncompleteSet, SyncedSet
 from occ_ros.conversions.grid_msg import grid_to_msg
 from occ_ros.tf_buffer import TfMessageExtrinsics
-from occ_ros.tf_source import RigExtrinsics, TfExtrinsics, tf2_available
+from occ_ros.tf_source import RigExtrinsics, TfExtrinsics, tf2_available, tf_messages_available
 from occ_ros.worker import DropOldestWorker
 
 LIDAR = "lidar"
@@ -177,6 +186,8 @@ class NodeCounters:
     predictor_errors: int = 0
     published_frames: int = 0
     marker_messages: int = 0
+    map_no_pose: int = 0
+    map_messages: int = 0
 
 
 @dataclass
@@ -216,6 +227,9 @@ class OccupancyNode(Node):
         self._subs: list = []
         self._diag_timer = None
         self._tf_check_timer = None
+        self._map_timer = None
+        self._pose_tf = None
+        self.map = None
         self.extrinsics = None
         self.predictor = None
         self.worker = None
@@ -278,6 +292,8 @@ class OccupancyNode(Node):
         self.voxels_pub = publisher(PointCloud2, cfg.voxels_topic, reliable)
         self.grid_pub = publisher(SemanticOccupancyGrid, cfg.grid_topic, reliable)
         self.diag_pub = publisher(DiagnosticArray, cfg.diagnostics_topic, QoSProfile(depth=10))
+        if cfg.map_enabled:
+            self._configure_map(cfg, publisher, reliable)
 
         self.sync = ApproximateTimeSync((LIDAR, *cfg.camera_names), LIDAR, cfg.sync_queue_size, cfg.sync_slop,
                                         self._on_synced, self._on_incomplete,
@@ -285,6 +301,31 @@ class OccupancyNode(Node):
         self.worker = DropOldestWorker(self._process, cfg.worker_queue_size, self._on_worker_error,
                                        name="occupancy-predictor")
         self.predictor = predictor
+
+    def _configure_map(self, cfg: NodeConfig, publisher, reliable) -> None:
+        """The rolling map, its publishers and its pose source (odom_topic, else TF)."""
+        from nav_msgs.msg import OccupancyGrid
+        from occ_ros_msgs.msg import SemanticOccupancyGrid
+        from sensor_msgs.msg import PointCloud2
+
+        from occ_core.mapping import MapConfig
+        from occ_core.mapping.costmap import cost_table, parse_class_costs
+        from occ_ros.map_output import NodeMap, map_qos
+
+        mcfg = MapConfig(extent=(cfg.map_extent_xy, cfg.map_extent_xy, cfg.map_extent_z),
+                         reset_distance=cfg.map_reset_distance)
+        self.map = NodeMap(mcfg, self.spec, cfg.map_ray_step, cost_table(parse_class_costs(cfg.costmap_class_costs)),
+                           cfg.costmap_min_height, cfg.costmap_max_height)
+        self.map_pub = publisher(SemanticOccupancyGrid, cfg.map_topic, map_qos())
+        self.map_cloud_pub = publisher(PointCloud2, cfg.map_cloud_topic, reliable)
+        self.costmap_pub = publisher(OccupancyGrid, cfg.costmap_topic, map_qos())
+        if not cfg.odom_topic and self._pose_tf is None:  # once: a TF listener cannot be taken back
+            if isinstance(self.extrinsics, (TfExtrinsics, TfMessageExtrinsics)):
+                self._pose_tf = self.extrinsics
+            elif tf2_available():
+                self._pose_tf = TfExtrinsics(self, cfg.base_frame)
+            elif tf_messages_available():
+                self._pose_tf = TfMessageExtrinsics(self, cfg.base_frame)
 
     def _activate(self) -> None:
         """Subscribe to the inputs and start the diagnostics (and the one-off TF check)."""
@@ -307,6 +348,8 @@ class OccupancyNode(Node):
             self._subs.append(self._subscribe(Odometry, cfg.odom_topic, self._on_odom, input_qos, None,
                                               "malformed_odom"))
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
+        if self.map is not None:
+            self._map_timer = self.create_timer(cfg.map_publish_period, self.publish_map)
         self._tf_check_timer = (self.create_timer(TF_CHECK_DELAY_S, self._check_tf_frames)
                                 if not isinstance(self.extrinsics, RigExtrinsics) else None)
         if cfg.camera_motion_compensation and not self.has_pose_source():
@@ -326,10 +369,10 @@ class OccupancyNode(Node):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for timer in (self._diag_timer, self._tf_check_timer):
+        for timer in (self._diag_timer, self._tf_check_timer, self._map_timer):
             if timer is not None:
                 self.destroy_timer(timer)
-        self._diag_timer = self._tf_check_timer = None
+        self._diag_timer = self._tf_check_timer = self._map_timer = None
         self.sync.reset()
 
     def _cleanup(self) -> None:
@@ -337,7 +380,11 @@ class OccupancyNode(Node):
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        for pub in (self.markers_pub, self.voxels_pub, self.grid_pub, self.diag_pub):
+        pubs = [self.markers_pub, self.voxels_pub, self.grid_pub, self.diag_pub]
+        if self.map is not None:
+            pubs += [self.map_pub, self.map_cloud_pub, self.costmap_pub]
+            self.map = None
+        for pub in pubs:
             if self.MANAGED:
                 self.destroy_lifecycle_publisher(pub)
             else:
@@ -365,6 +412,9 @@ class OccupancyNode(Node):
             return
         old = self.config
         self.config = check_update(old, changes)  # the worker reads self.config once per frame
+        if changes.get("map_clear") is True and self.map is not None:
+            self.map.clear()
+            self.get_logger().info("map_clear: the map was cleared")
         if self.config.diagnostics_period != old.diagnostics_period and self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(self.config.diagnostics_period, self.publish_diagnostics)
@@ -470,8 +520,10 @@ class OccupancyNode(Node):
             self._count("stamp_resets")
             self.get_logger().info(f"{topic}: the stamps jumped back to {stamp_ns * 1e-9:.3f} s (more than "
                                    f"{INPUT_PAUSE_S} s); starting a new sequence")
-            if name == LIDAR:  # queued sets and earlier sweeps belong to the old time line
+            if name == LIDAR:  # queued sets, earlier sweeps and the map belong to the old time line
                 self.sync.reset()
+                if self.map is not None:
+                    self.map.clear()
                 self.sweeps = SweepBuffer(capacity=4 * self.config.lidar_sweeps + 8)
                 self.motion = EgoMotion()
         return True
@@ -700,6 +752,47 @@ class OccupancyNode(Node):
             self.counters.published_frames += 1
             self.timings.append(FrameTiming(synced.stamp_ns, int(cloud.width), decode, t1 - t0, t2 - t1, t3 - t2, t4 - t3,
                                             t4 - t_complete))
+        if self.map is not None:  # after the frame's own outputs: the map never delays them
+            self._update_map(frame, labels, pred, cfg)
+
+    # ------------------------------------------------------------------ rolling map
+    def ego_pose(self, stamp_ns: int, cfg: NodeConfig) -> np.ndarray | None:
+        """(4, 4) ``T_map_frame_from_base`` at a stamp: /odom (interpolated) when ``odom_topic`` is
+        set, else the latest TF; None when unknown."""
+        if cfg.odom_topic:
+            return self.motion.pose_at(stamp_ns)
+        if self._pose_tf is None:
+            return None
+        T_base_from_odom = self._pose_tf.lookup(cfg.map_frame, stamp_ns)
+        return None if T_base_from_odom is None else np.linalg.inv(T_base_from_odom)
+
+    def _update_map(self, frame: SensorFrame, labels: np.ndarray, pred: OccupancyPrediction, cfg: NodeConfig) -> None:
+        T = self.ego_pose(frame.stamp_ns, cfg)
+        if T is None:
+            self._count("map_no_pose")
+            source = cfg.odom_topic or (f"TF {cfg.map_frame} -> {cfg.base_frame}" if self._pose_tf is not None
+                                        else "TF (no tf2_ros or tf2_msgs here; set odom_topic)")
+            self._warn("map_pose", f"the frame at {frame.stamp_ns * 1e-9:.3f} s is not in the map: no ego pose from {source}")
+            return
+        self.map.integrate(frame, labels, pred, T)
+
+    def publish_map(self) -> None:
+        """Timer: the map, its cloud and the costmap, when a frame was folded in since the last time."""
+        snap = self.map.snapshot() if self.map is not None else None
+        if snap is None:
+            return
+        from builtin_interfaces.msg import Time
+        from std_msgs.msg import Header
+
+        from occ_ros.map_output import costmap_msg, map_cloud_msg, map_grid_msg
+
+        sec, nsec = divmod(snap.stamp_ns, 1_000_000_000)
+        header = Header(stamp=Time(sec=sec, nanosec=nsec), frame_id=self.config.map_frame)
+        self.map_pub.publish(map_grid_msg(snap, header))
+        if self.map_cloud_pub.get_subscription_count() > 0:
+            self.map_cloud_pub.publish(map_cloud_msg(snap, header))
+        self.costmap_pub.publish(costmap_msg(self.map.costmap(snap), header))
+        self._count("map_messages")
 
     # ------------------------------------------------------------------ diagnostics
     def input_counts(self) -> dict[str, InputCounts]:
@@ -760,6 +853,11 @@ class OccupancyNode(Node):
             values["model_ms_p50"] = f"{np.percentile(models, 50):.1f}"
         for name, rate in self._rates.items():
             values[f"rate_hz_{name}"] = f"{rate.hz(now):.2f}"
+        if self.map is not None:
+            values["map_updates"] = self.map.updates
+            values["map_resets"] = self.map.resets
+            if self.map.timings_ms:
+                values["map_update_ms_p50"] = f"{np.percentile(self.map.timings_ms, 50):.1f}"
         problems_total = (c.malformed_lidar + c.malformed_image + c.malformed_camera_info + c.malformed_odom
                           + c.out_of_order + c.no_calibration + c.predictor_errors + ws.dropped)
         new_problems = problems_total - self._problems_reported  # WARN while problems keep occurring

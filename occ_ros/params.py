@@ -21,7 +21,7 @@ convention carry :data:`LEGACY_COMPRESSED_IMAGE_TOPIC`, which ``compressed_image
 remapping) still selects.
 
 Runtime parameters: the specs with ``read_only=False`` (:data:`RUNTIME_PARAMETERS`: ``min_score``,
-``marker_alpha``, ``marker_hidden_classes``, ``diagnostics_period``) may be set while the node
+``marker_alpha``, ``marker_hidden_classes``, ``diagnostics_period``, ``map_clear``) may be set while the node
 runs; :func:`check_update` validates a proposed change (the node calls it from its
 ``add_on_set_parameters_callback``). The others are read once at start-up (rclpy refuses to set
 them: ``read_only`` descriptors).
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from occ_core.classes import OCC3D_CLASSES, OCC3D_FREE
+from occ_core.classes import FLAT_CLASSES, OCC3D_CLASSES, OCC3D_FREE
 from occ_core.ego import NUSCENES_EGO_FOOTPRINT, EgoFootprint
 from occ_core.errors import OccDataError
 from occ_core.fileio import read_yaml
@@ -65,7 +65,7 @@ LEGACY_COMPRESSED_IMAGE_TOPIC = "/{camera}/image_rect_compressed"
 #: Classes the marker filter knows (Occ3D 0-16; free is never drawn).
 MARKER_CLASSES: tuple[str, ...] = tuple(OCC3D_CLASSES[:OCC3D_FREE])
 #: ``marker_hidden_classes`` that hides the ground (road, other flat ground, sidewalk, terrain).
-GROUND_CLASSES = ("driveable_surface", "other_flat", "sidewalk", "terrain")
+GROUND_CLASSES = FLAT_CLASSES
 
 NUSCENES_CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
@@ -180,6 +180,36 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages (runtime).", lo=0.05, hi=60.0,
               read_only=False),
     ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of one kind.", lo=0.0, hi=3600.0),
+    # the rolling map in odom (occ_core.mapping, occ_ros.map_output)
+    ParamSpec("map_enabled", True,
+              "Fold every frame into a rolling semantic map in map_frame and publish map_topic, map_cloud_topic "
+              "and costmap_topic; needs the ego pose (odom_topic, else TF map_frame -> base_frame)."),
+    ParamSpec("map_frame", "odom", "Fixed frame of the map and the costmap (REP 105 odom)."),
+    ParamSpec("map_topic", "occupancy/map",
+              "Output occ_ros_msgs/SemanticOccupancyGrid of the map window in map_frame (18 = unknown)."),
+    ParamSpec("map_cloud_topic", "occupancy/map_cloud",
+              "Output PointCloud2 of the map's occupied voxels in map_frame (for RViz and Foxglove)."),
+    ParamSpec("costmap_topic", "occupancy/costmap",
+              "Output nav_msgs/OccupancyGrid in map_frame (nav2 static layer map_topic): 0 free, 100 lethal, -1 unknown."),
+    ParamSpec("map_publish_period", 1.0, "Seconds between map, map cloud and costmap messages.", lo=0.05, hi=60.0),
+    ParamSpec("map_extent_xy", 96.0, "Metres of the map window along x and y (centred on the robot).",
+              lo=1.0, hi=400.0),
+    ParamSpec("map_extent_z", 8.0, "Metres of the map window along z (around the predictor grid's height band).",
+              lo=1.0, hi=40.0),
+    ParamSpec("map_reset_distance", 10.0, "A pose jump farther than this (m) between two frames clears the map.",
+              lo=0.1, hi=1000.0),
+    ParamSpec("map_ray_step", 0.012,
+              "Radians between the rays that decide which voxels a frame saw (smaller: finer, slower).",
+              lo=0.002, hi=0.1),
+    ParamSpec("costmap_min_height", 0.1, "Bottom of the costmap's height band, metres above base_frame.",
+              lo=-5.0, hi=10.0),
+    ParamSpec("costmap_max_height", 2.0, "Top of the costmap's height band, metres above base_frame.",
+              lo=-5.0, hi=10.0),
+    ParamSpec("costmap_class_costs", [f"{c}=0" for c in FLAT_CLASSES],
+              "Cost (0-100) of voxels of a class in the band, as 'class=cost' entries; free voxels cost 0, "
+              "classes not listed are lethal (100), unknown cells -1."),
+    ParamSpec("map_clear", False, "Setting it to true clears the map (runtime; each set clears again).",
+              read_only=False),
 )
 
 PARAMETERS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
@@ -232,6 +262,20 @@ class NodeConfig:
     marker_hidden_classes: tuple[str, ...]
     diagnostics_period: float
     log_throttle: float
+    map_enabled: bool
+    map_frame: str
+    map_topic: str
+    map_cloud_topic: str
+    costmap_topic: str
+    map_publish_period: float
+    map_extent_xy: float
+    map_extent_z: float
+    map_reset_distance: float
+    map_ray_step: float
+    costmap_min_height: float
+    costmap_max_height: float
+    costmap_class_costs: tuple[str, ...]
+    map_clear: bool
 
     def image_topic(self, camera: str) -> str:
         pattern = self.compressed_image_topic if self.image_transport == "compressed" else self.raw_image_topic
@@ -289,7 +333,8 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         raise ParameterError(f"parameter 'camera_names': expected unique non-empty names of letters, digits and '_', "
                              f"got {list(cams)!r}")
     for name in ("compressed_image_topic", "raw_image_topic", "camera_info_topic", "lidar_topic", "markers_topic",
-                 "voxels_topic", "grid_topic", "diagnostics_topic", "odom_topic"):
+                 "voxels_topic", "grid_topic", "diagnostics_topic", "odom_topic", "map_topic", "map_cloud_topic",
+                 "costmap_topic"):
         topic = out[name]
         if name == "odom_topic" and not topic:
             continue
@@ -307,8 +352,18 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         raise ParameterError(f"parameter 'lidar_sweeps': {out['lidar_sweeps']} sweeps need ego motion; set 'odom_topic'")
     if not _DEVICE.match(out["device"]):
         raise ParameterError(f"parameter 'device': expected 'cpu', 'cuda' or 'cuda:N', got {out['device']!r}")
-    if not _NAME.match(out["base_frame"]):
-        raise ParameterError(f"parameter 'base_frame': expected a frame id, got {out['base_frame']!r}")
+    for name in ("base_frame", "map_frame"):
+        if not _NAME.match(out[name]):
+            raise ParameterError(f"parameter {name!r}: expected a frame id, got {out[name]!r}")
+    if out["costmap_max_height"] <= out["costmap_min_height"]:
+        raise ParameterError(f"parameter 'costmap_max_height': expected > costmap_min_height "
+                             f"({out['costmap_min_height']}), got {out['costmap_max_height']}")
+    from occ_core.mapping.costmap import parse_class_costs  # (imports numba: only when parameters are checked)
+
+    try:
+        parse_class_costs(out["costmap_class_costs"], "parameter 'costmap_class_costs'")
+    except OccDataError as e:
+        raise ParameterError(str(e)) from None
     if out["loss_error_fraction"] < out["loss_warn_fraction"]:
         raise ParameterError(f"parameter 'loss_error_fraction': expected >= loss_warn_fraction "
                              f"({out['loss_warn_fraction']}), got {out['loss_error_fraction']}")

@@ -37,9 +37,13 @@ def test_arguments_change_the_plan_and_bad_ones_are_rejected(tmp_path):
     node, rviz = plan.nodes
     assert dict(node.parameters)["checkpoint"] == str(ckpt) and dict(node.parameters)["use_sim_time"] is True
     assert dict(node.remappings) == {"occupancy/voxels": "/occ2/voxels", "occupancy/markers": "/occ2/markers",
-                                     "occupancy/grid": "/occ2/grid"}  # every output under output_ns
+                                     "occupancy/grid": "/occ2/grid", "occupancy/map": "/occ2/map",
+                                     "occupancy/map_cloud": "/occ2/map_cloud",
+                                     "occupancy/costmap": "/occ2/costmap"}  # every output under output_ns
     assert rviz.executable == "rviz2" and rviz.arguments[0] == "-d"
-    assert rviz_topics(yaml.safe_load(Path(rviz.arguments[1]).read_text()))["Occupancy voxels (class colour)"] == "/occ2/voxels"
+    shown = rviz_topics(yaml.safe_load(Path(rviz.arguments[1]).read_text()))
+    assert shown["Occupancy voxels (class colour)"] == "/occ2/voxels"
+    assert shown["Semantic map (odom)"] == "/occ2/map_cloud" and shown["Costmap (odom)"] == "/occ2/costmap"
     player = plan.processes[0]
     assert player.cmd[:2] == ("occ-bag-play", "/data/bag1") and player.ends_launch
     (name, argv), = commands(LaunchPlan((), plan.processes))  # resolved to this environment's console script
@@ -144,9 +148,10 @@ def _displays_by_topic(doc) -> dict[str, str]:
 
 
 def _expected_displays(topics) -> dict[str, str]:
-    """What RViz must show of the node: its inputs (LiDAR, the camera images) and outputs (markers, voxels)."""
+    """What RViz must show of the node: its inputs (LiDAR, the camera images) and outputs (markers, voxels,
+    the map's voxels and the costmap)."""
     return {topics.markers: "MarkerArray", topics.voxels: "PointCloud2", topics.lidar: "PointCloud2",
-            **{img: "Image" for _, img in topics.images}}
+            topics.map_cloud: "PointCloud2", topics.costmap: "Map", **{img: "Image" for _, img in topics.images}}
 
 
 def test_rviz_config_topics_are_the_nodes_topics():
@@ -175,6 +180,7 @@ def test_namespace_moves_every_topic_and_rviz_follows(tmp_path):
     assert topics.lidar == "/robot1/LIDAR_TOP" and topics.images[1][1] == "/robot1/CAM_FRONT_RIGHT/image_rect/compressed"
     assert (topics.markers, topics.voxels, topics.grid) == (
         "/robot1/perception/markers", "/robot1/perception/voxels", "/robot1/perception/grid")
+    assert (topics.map, topics.costmap) == ("/robot1/perception/map", "/robot1/perception/costmap")
     doc = yaml.safe_load(Path(rviz.arguments[1]).read_text())
     assert _displays_by_topic(doc) == _expected_displays(topics)
     # rcl resolves the node's own names the same way
@@ -190,6 +196,7 @@ def test_namespace_moves_every_topic_and_rviz_follows(tmp_path):
         assert n.get_namespace() == "/robot1"
         assert n.resolve_topic_name(cfg.voxels_topic) == topics.voxels
         assert n.resolve_topic_name(cfg.grid_topic) == topics.grid
+        assert n.resolve_topic_name(cfg.costmap_topic) == topics.costmap
         assert n.resolve_topic_name(cfg.image_topic("CAM_BACK")) == dict(topics.images)["CAM_BACK"]
         assert n.resolve_topic_name(cfg.diagnostics_topic) == "/diagnostics"
         n.destroy_node()
@@ -214,7 +221,7 @@ def test_foxglove_layout_shows_the_nodes_topics():
     topics = node_topics(str(DEFAULT_PARAMS_FILE))
     three_d = next(v for k, v in cfg.items() if k.startswith("3D!"))
     assert three_d["followTf"] == PARAMETERS_BY_NAME["base_frame"].default
-    assert set(three_d["topics"]) == {topics.markers, topics.voxels, topics.lidar}
+    assert set(three_d["topics"]) == {topics.markers, topics.voxels, topics.lidar, topics.map_cloud, topics.costmap}
     assert three_d["topics"][topics.voxels]["colorField"] == "rgb"
     images = {v["imageMode"]["imageTopic"]: v["imageMode"]["calibrationTopic"] for k, v in cfg.items()
               if k.startswith("Image!")}

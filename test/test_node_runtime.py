@@ -180,4 +180,4 @@ def test_help_prints_every_parameter_without_starting_a_node(capsys):
     for p in PARAMETERS:
         line = next(ln for ln in out.splitlines() if ln.startswith(f"  {p.name} ("))
         assert repr(p.default) in line and (("runtime" in line) == (p.name in RUNTIME_PARAMETERS)), line
-    assert set(RUNTIME_PARAMETERS) == {"min_score", "marker_alpha", "marker_hidden_classes", "diagnostics_period"}
+    assert set(RUNTIME_PARAMETERS) == {"min_score", "marker_alpha", "marker_hidden_classes", "diagnostics_period", "map_clear"}

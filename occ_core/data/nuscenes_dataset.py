@@ -284,6 +284,12 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         return (make_transform(ep["translation"], quat_wxyz_to_matrix(ep["rotation"])),
                 make_transform(cs["translation"], quat_wxyz_to_matrix(cs["rotation"])))
 
+    def ego_pose(self, sample_token: str) -> np.ndarray:
+        """(4, 4) float64 ``T_global_from_ego`` of a keyframe: the ego pose of its LiDAR sweep (the
+        base_link its SensorFrame and labels are in)."""
+        sample = self.nusc.get("sample", sample_token)
+        return self._pose(self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"]))[0]
+
     def load_frame(self, sample_token: str) -> SensorFrame:
         """The un-augmented :class:`SensorFrame` of a keyframe (base_link of its LiDAR ego pose)."""
         from nuscenes.utils.data_classes import LidarPointCloud

@@ -22,17 +22,25 @@ DYNAMIC = np.zeros(256, bool)
 DYNAMIC[[OCC3D_INDEX[n] for n in OPENOCC_DYNAMIC_CLASSES]] = True
 
 
+def trail_mask(sem: np.ndarray, boxes: Boxes, grid: GridSpec) -> np.ndarray:
+    """(X, Y, Z) bool: the dynamic-class voxels of ``sem`` whose centre lies outside every box
+    grown by half a voxel diagonal on each side (trail voxels, see :func:`trail_counts`)."""
+    out = np.zeros(sem.shape, bool)
+    dyn = np.argwhere(DYNAMIC[sem])
+    if len(dyn) == 0:
+        return out
+    grow = 0.5 * float(np.linalg.norm(grid.voxel_size))
+    grown = Boxes(boxes.center, boxes.wlh + 2 * grow, boxes.rotation, boxes.label, boxes.instance)
+    outside = points_in_boxes(grid.voxel_centers(dyn), grown) < 0
+    out[tuple(dyn[outside].T)] = True
+    return out
+
+
 def trail_counts(sem: np.ndarray, boxes: Boxes, grid: GridSpec) -> tuple[int, int]:
     """(dynamic-class voxels whose centre lies outside every box grown by half a voxel diagonal
     on each side, all dynamic-class voxels). Trails of moving objects smeared over time are
     the first number; a label without trails has (almost) none."""
-    dyn = np.argwhere(DYNAMIC[sem])
-    if len(dyn) == 0:
-        return 0, 0
-    grow = 0.5 * float(np.linalg.norm(grid.voxel_size))
-    grown = Boxes(boxes.center, boxes.wlh + 2 * grow, boxes.rotation, boxes.label, boxes.instance)
-    inside = points_in_boxes(grid.voxel_centers(dyn), grown) >= 0
-    return int((~inside).sum()), len(dyn)
+    return int(trail_mask(sem, boxes, grid).sum()), int(DYNAMIC[sem].sum())
 
 
 def point_agreement(sem: np.ndarray, points: np.ndarray, labels: np.ndarray,

@@ -20,6 +20,17 @@ Each keyframe of the split goes through the same path as the ROS node: a
   (200, 200, 16, 2), the model's (vx, vy) in m/s in base_link. Needs a model with a flow head
   (``flow: true``, e.g. ``config/models/fusion_flow.yaml``); otherwise exit status 2.
 
+``--fuse``: each scene's keyframes go, in order, through a rolling semantic map in ``odom``
+(:mod:`occ_core.mapping`; ego motion from the dataset's ego poses, the map cleared between
+scenes) and each keyframe's file holds the map's posterior cropped to its ego grid, in the
+same format, so ``occ-eval`` scores the fused predictions against the per-frame ones.
+``--map-config`` names a YAML of :class:`occ_core.mapping.MapConfig` fields (default: its
+defaults). With ``--fuse`` a scene is skipped only when all its files exist (the map needs
+every keyframe), else the whole scene is redone.
+
+    occ-predict --config config/models/fusion.yaml --checkpoint config/models/fusion_demo.pt \
+                --dataroot data/synthetic --split val --out runs/fused --fuse
+
 Tokens whose file already exists are skipped, so an interrupted run continues where it stopped
 (``--overwrite`` redoes them). Sample tokens come from the dataroot's tables and are checked as
 single file names before anything is predicted (:func:`occ_core.paths.safe_component`): a token
@@ -60,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for <sample_token>.npz")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="occ3d",
                    help="occ3d (default): Occ3D semantics; openocc: OpenOcc v2 semantics + flow (needs a flow model)")
+    p.add_argument("--fuse", action="store_true",
+                   help="fuse each scene's keyframes in order in a rolling map (odom) and write the fused grids")
+    p.add_argument("--map-config", help="with --fuse: YAML of occ_core.mapping.MapConfig fields (default: defaults)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="rewrite predictions that already exist")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -90,6 +104,19 @@ def write_openocc(path: Path, pred: OccupancyPrediction) -> int:
     return others
 
 
+def _map_config(args):
+    """The MapConfig of ``--map-config`` (None: defaults); refuses --map-config without --fuse."""
+    if args.map_config is None:
+        return None
+    if not args.fuse:
+        raise OccDataError("--map-config: only used with --fuse")
+    from occ_core.fileio import read_yaml
+    from occ_core.mapping import MapConfig
+
+    check_input_file(args.map_config, "--map-config")
+    return MapConfig.from_dict(read_yaml(args.map_config, "--map-config"), where=f"--map-config {args.map_config}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``occ-predict``; returns the exit status (0 ok, 2 bad input: one line)."""
     try:
@@ -117,17 +144,35 @@ def _run(args) -> int:
         raise OccDataError(f"--split: the {args.split} split of {args.dataroot} holds no scenes, so there is "
                            f"nothing to predict")
     check_format(args.fmt, load_config(args.config), args.config)
+    map_cfg = _map_config(args)
     check_output_dir(args.out, "--out")  # the last check: it creates the folder
     predictor = load_predictor(args.config, args.checkpoint, device)
     cfg = predictor.cfg
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
     ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
     written = others = 0
-    for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
-        path = occ3d.prediction_path(args.out, token)
-        if path.exists() and not args.overwrite:
+    fuser = None
+    todo = set(ds.samples)
+    if args.fuse:
+        from occ_core.mapping.fuse import SceneFuser
+
+        fuser = SceneFuser(cfg.grid_spec, map_cfg)
+        if not args.overwrite:  # a scene is redone as a whole unless every keyframe exists
+            complete = {sc for sc, _ in ds.samples
+                        if all(occ3d.prediction_path(args.out, t).exists() for s2, t in ds.samples if s2 == sc)}
+            todo = {(sc, t) for sc, t in ds.samples if sc not in complete}
+    elif not args.overwrite:
+        todo = {(sc, t) for sc, t in ds.samples if not occ3d.prediction_path(args.out, t).exists()}
+    for scene, token in tqdm(ds.samples, desc=f"predict {args.split}" + (" (fused)" if args.fuse else ""),
+                             disable=args.no_progress):
+        if (scene, token) not in todo:
             continue
-        pred = predictor.predict(ds.load_frame(token))
+        path = occ3d.prediction_path(args.out, token)
+        frame = ds.load_frame(token)
+        pred = predictor.predict(frame)
+        if fuser is not None:
+            fused = fuser.step(scene, pred, frame, ds.ego_pose(token))
+            pred = OccupancyPrediction(fused.labels, pred.scores, pred.flow)
         if args.fmt == "openocc":
             others += write_openocc(path, pred)
         else:

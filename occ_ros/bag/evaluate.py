@@ -411,6 +411,8 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
             # the bag's ego poses: earlier sweeps, and each camera placed at its image stamp
             Parameter("odom_topic", value=ODOM_TOPIC if ODOM_TOPIC in gt.topics or cfg.lidar_sweeps > 1 else ""),
             Parameter("compressed_image_topic", value=image_topic_for_bag(gt.topics)),
+            # the per-frame grids are scored: the rolling map's work would only add to their latency
+            Parameter("map_enabled", value=False),
         ])
         node.extrinsics = StaticExtrinsics(gt.static, gt.scene_static)
         recorder = Node("occ_bag_recorder", context=context)
