@@ -21,7 +21,8 @@ has optical z = 1, so its length ``|d| >= 1`` turns depth steps into metres):
   occupied; the last sample is set to 1 (every ray ends); weights
   ``w = diff(clamp(cumsum(p), max=1))`` with a leading 0.
 - ``"density"`` (NeRF): ``sigma_i = softplus(g_i)`` per metre, ``delta_i = (t_{i+1} - t_i) |d|``
-  with ``delta_S = 1e4``, ``alpha_i = 1 - exp(-sigma_i delta_i)``,
+  ``alpha_i = 1 - exp(-sigma_i delta_i)``, ``alpha_S = 1`` (the transmittance left at the far
+  plane ends there, as the prob mode's last sample, so weights sum to 1),
   ``w_i = alpha_i prod_{j<i} (1 - alpha_j)``.
 
 Depth = ``sum_i w_i t_i``; semantics = ``sum_i w_i l_i`` (class logits at the samples);
@@ -118,6 +119,7 @@ def render_weights(geo: torch.Tensor, depths: torch.Tensor, ray_norm: torch.Tens
             delta = delta * ray_norm[:, None]
         delta = torch.cat([delta, torch.full_like(delta[:, :1], 1e4)], 1)
         alpha = 1.0 - torch.exp(-sigma * delta)
+        alpha = torch.cat([alpha[:, :-1], torch.ones_like(alpha[:, -1:])], 1)  # every ray ends at far
         trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1] + 1e-10], 1), 1)
         return alpha * trans
     raise ValueError(f"render mode {mode!r} is not one of {RENDER_MODES}")
