@@ -153,6 +153,9 @@ class OccNeRFConfig:
         channels: lifted feature channels (the FPN output projected to this width).
         cnn_channels: width of the 3D CNN.
         cnn_blocks: residual 3D blocks of the CNN.
+        occ_threshold: a voxel of the Occ3D output is occupied where the field's occupancy
+            probability at its centre exceeds this (prob mode: sigmoid of the geometry logit,
+            a per-sample stopping probability; density mode: 1 - exp(-sigma * voxel size)).
     """
 
     field_dims: tuple[int, int, int] = (60, 60, 12)
@@ -160,6 +163,7 @@ class OccNeRFConfig:
     channels: int = 16
     cnn_channels: int = 24
     cnn_blocks: int = 2
+    occ_threshold: float = 0.5
 
 
 @dataclass
@@ -431,6 +435,8 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
             raise OccDataError(f"{where}.render: name: occnerf trains by rendering and needs a 'render' section")
         if not 0.0 < cfg.occnerf.ratio < 1.0:
             raise OccDataError(f"{where}.occnerf.ratio: expected 0 < ratio < 1, got {cfg.occnerf.ratio}")
+        if not 0.0 < cfg.occnerf.occ_threshold < 1.0:
+            raise OccDataError(f"{where}.occnerf.occ_threshold: expected 0 < threshold < 1, got {cfg.occnerf.occ_threshold}")
         if min(cfg.occnerf.field_dims) < 2:
             raise OccDataError(f"{where}.occnerf.field_dims: expected >= 2 voxels per axis, got {cfg.occnerf.field_dims}")
     if cfg.render is not None:

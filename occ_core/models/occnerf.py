@@ -11,9 +11,11 @@ Data flow (B samples, N cameras; the field lives in contracted ``base_link`` coo
            (prob mode: occupancy logit; density mode: pre-softplus density), channels 1.. the
            class logits of the K' = K - 1 non-free classes
     occupancy output: the field sampled at the Occ3D voxel centres ->
-           logits (B, K, X, Y, Z) = [log p + log_softmax(sem), log(1 - p)] (p = P(occupied);
-           argmax gives free where 1 - p > p * max softmax), so the same predictor, eval and
-           node code as every other model applies.
+           logits (B, K, X, Y, Z): class k = logit(p) - logit(tau) + log_softmax_k(sem) -
+           max_j log_softmax_j(sem), free = 0 (p = the occupancy probability, tau =
+           ``occnerf.occ_threshold``), so the argmax is free exactly where p <= tau and the best
+           class elsewhere, and the same predictor, eval and node code as every other model
+           applies (their softmax "scores" are not calibrated probabilities).
 
 Rays are rendered from the field by :func:`render_camera_rays` (also used on other models'
 Occ3D logits through :func:`field_from_logits`, RenderOcc-style).
@@ -21,6 +23,7 @@ Occ3D logits through :func:`field_from_logits`, RenderOcc-style).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -223,13 +226,15 @@ class OccNeRFNet(nn.Module):
         pts = self.occ_points[None].expand(B, -1, 3)
         geo, sem = field.query(pts)
         if self.cfg.render.mode == "prob":
-            log_p, log_q = F.logsigmoid(geo), F.logsigmoid(-geo)
-        else:  # density: P(occupied) over one voxel's length
+            occ_logit = geo
+        else:  # density: P(occupied) over one voxel's length, 1 - exp(-sigma * step)
             step = float(min(self.cfg.grid_spec.voxel_size))
             sigma = F.softplus(geo) * step
-            log_q = -sigma
-            log_p = torch.log((-torch.expm1(-sigma)).clamp_min(1e-7))
-        logits = torch.cat([log_p[..., None] + F.log_softmax(sem, -1), log_q[..., None]], -1)  # (B, P, K)
+            occ_logit = torch.log((-torch.expm1(-sigma)).clamp_min(1e-7)) + sigma
+        tau = self.cfg.occnerf.occ_threshold
+        ls = F.log_softmax(sem, -1)
+        cls = occ_logit[..., None] - math.log(tau / (1.0 - tau)) + ls - ls.max(-1, keepdim=True).values
+        logits = torch.cat([cls, torch.zeros_like(occ_logit)[..., None]], -1)  # (B, P, K)
         X, Y, Z = self.cfg.grid_spec.dims
         return logits.transpose(1, 2).reshape(B, -1, X, Y, Z)
 
