@@ -7,8 +7,8 @@ Run from the repository root::
 1. The two preset worlds (:mod:`occ_core.data.synthetic.presets`) are generated once into
    ``--data`` (default ``data/bench``: ``train/`` = ``bench-train``, 24 scenes x 20 keyframes,
    seed 100; ``heldout/`` = ``bench-heldout``, 4 scenes x 20 keyframes, seed 900) and reused.
-2. Every config is trained ``--steps`` steps once per seed (``train.seed`` set to it: weights
-   init, data order, augmentation) with ``occ-train`` in a subprocess pinned to ``--threads``;
+2. Every config is trained ``--steps`` steps once per seed (``seed`` and ``train.seed`` set to it: initial
+   weights, data order, augmentation) with ``occ-train`` in a subprocess pinned to ``--threads``;
    the CPU minutes are the child's user + system time.
 3. Each model predicts every held-out keyframe (``occ-predict``) and ``occ-eval`` scores it
    inside the camera mask: per-class IoU, mIoU, geometric IoU, RayIoU. The per-voxel prior fit
@@ -103,7 +103,8 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-    cfg.setdefault("train", {})["seed"] = seed
+    cfg["seed"] = seed  # the initial weights (build_model)
+    cfg.setdefault("train", {})["seed"] = seed  # data order and augmentation
     cfg_path = work / "config.yaml"
     atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
     py = sys.executable

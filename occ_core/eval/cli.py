@@ -12,6 +12,11 @@ Usage::
   ``rayiou`` (SparseOcc), ``mave`` (OpenOcc only; also gives OccScore). RayIoU and mAVE need
   the nuScenes tables (``--dataroot``, ``--version``) for the LiDAR ray origins; RayIoU uses
   no visibility mask (as SparseOcc).
+- ``--metrics depth`` (alone): depth maps instead of voxels. ``--gt`` is a depth folder
+  ``<CAM>/<image stem>.png`` (the synthetic world's ``depth/``), ``--pred`` the same layout
+  (``occ-predict --format depth``), uint16 metres x 256; every prediction needs its GT map of
+  the same size. Reports abs rel, sq rel, RMSE, RMSE log and delta < 1.25^k over
+  0.1 < gt < 80 m, scale-aware and median-scaled (:mod:`occ_core.eval.depth`, OccNeRF's protocol).
 - ``--scenes``: evaluate only these scenes of ``--gt`` (e.g. a validation split); default all.
 - ``--mask``: default ``camera`` for Occ3D, ``none`` for OpenOcc (which has no masks).
 
@@ -43,7 +48,7 @@ from occ_core.eval.occupancy import MASKS, ConfusionMetric, occ3d_miou, openocc_
 from occ_core.eval.rayiou import RayIoU, occ3d_rayiou, openocc_rayiou
 from occ_core.paths import safe_component
 
-METRICS: tuple[str, ...] = ("miou", "iou", "rayiou", "mave")
+METRICS: tuple[str, ...] = ("miou", "iou", "rayiou", "mave", "depth")
 FORMATS: tuple[str, ...] = ("occ3d", "openocc")
 
 
@@ -87,6 +92,10 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     bad = [m for m in metrics if m not in METRICS]
     if bad or not metrics:
         p.error(f"--metrics: unknown {bad or 'empty list'}; choose from {','.join(METRICS)}")
+    if "depth" in metrics and len(metrics) > 1:
+        p.error("--metrics depth scores depth maps and cannot be combined with voxel metrics")
+    if "depth" in metrics and a.scenes is not None:
+        p.error("--metrics depth scores every map in --pred; --scenes does not apply (predict only the split you want)")
     if "mave" in metrics and a.fmt != "openocc":
         p.error("--metrics mave needs --format openocc (only OpenOcc v2 carries flow)")
     if ("rayiou" in metrics or "mave" in metrics) and (a.dataroot is None or a.version is None):
@@ -169,11 +178,51 @@ def main(argv: list[str] | None = None) -> int:
         saved = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
         try:
-            return evaluate(cfg)
+            return evaluate_depth(cfg) if "depth" in cfg.metrics else evaluate(cfg)
         finally:
             torch.set_num_threads(saved)
 
     return run_cli("occ-eval", run)
+
+
+def evaluate_depth(cfg: EvalConfig) -> int:
+    """``--metrics depth``: every ``<pred>/<CAM>/<stem>.png`` against ``<gt>/<CAM>/<stem>.png``;
+    returns the exit status (1: a prediction without GT, of another size, or unreadable)."""
+    from occ_core.eval.depth import DepthMetric
+    from occ_core.formats.image_maps import read_depth_png
+
+    preds = sorted(p for p in cfg.pred.glob("*/*.png") if p.is_file())
+    if not preds:
+        print(f"occ-eval: {cfg.pred}: no depth maps <CAM>/<stem>.png", file=sys.stderr)
+        return 1
+    cams = tuple(sorted({p.parent.name for p in preds}))
+    metrics = {"scale-aware": DepthMetric(cams), "median-scaled": DepthMetric(cams, median_scaling=True)}
+    bad, pairs = [], []
+    for p in preds:
+        g = cfg.gt / p.parent.name / p.name
+        try:
+            gt = read_depth_png(g)
+            pairs.append((p.parent.name, gt, read_depth_png(p, gt.shape)))
+        except OccDataError as e:
+            bad.append(str(e))
+    if bad:
+        print(f"occ-eval: {len(bad)} of {len(preds)} depth maps cannot be evaluated (no metric was computed):",
+              file=sys.stderr)
+        for line in bad:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    for cam, gt, pred in tqdm(pairs, desc="evaluating depth", disable=not cfg.progress):
+        for m in metrics.values():
+            m.update(gt, pred, cam)
+    reports = {k: m.report() for k, m in metrics.items()}
+    print("\n\n".join(f"[{k}]\n{r.to_text()}" for k, r in reports.items()))
+    if cfg.json_out is not None:
+        import json
+
+        doc = {"metrics": ["depth"], "images": len(pairs), "gt": str(cfg.gt), "pred": str(cfg.pred),
+               "reports": {k: r.to_dict() for k, r in reports.items()}}
+        atomic_write_text(cfg.json_out, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    return 0
 
 
 def evaluate(cfg: EvalConfig) -> int:

@@ -143,6 +143,71 @@ class BEVFormerConfig:
 
 
 @dataclass
+class OccNeRFConfig:
+    """OccNeRF's occupancy field (``name: occnerf``, :mod:`occ_core.models.occnet_nerf`).
+
+    Attributes:
+        field_dims: (X, Y, Z) voxels of the contracted field over [-1, 1]^3; the grid's ROI
+            (the Occ3D box) fills the inner ``ratio`` of it (OccNeRF: 300 x 300 x 24).
+        ratio: share of the contracted field that holds the ROI (OccNeRF's 2/3: t = 2).
+        channels: lifted feature channels (the FPN output projected to this width).
+        cnn_channels: width of the 3D CNN.
+        cnn_blocks: residual 3D blocks of the CNN.
+        occ_threshold: a voxel of the Occ3D output is occupied where the field's occupancy
+            probability at its centre exceeds this (prob mode: sigmoid of the geometry logit,
+            a per-sample stopping probability; density mode: 1 - exp(-sigma * voxel size)).
+    """
+
+    field_dims: tuple[int, int, int] = (60, 60, 12)
+    ratio: float = 2.0 / 3.0
+    channels: int = 16
+    cnn_channels: int = 24
+    cnn_blocks: int = 2
+    occ_threshold: float = 0.5
+
+
+@dataclass
+class RenderConfig:
+    """Rendering self-supervision (OccNeRF; RenderOcc-style on the other camera models).
+
+    Attributes:
+        mode: ``"prob"`` or ``"density"`` rendering (:mod:`occ_core.ops.render`).
+        samples: samples per ray, uniform in contracted distance between ``near`` and ``far``
+            (metres of z-depth), linear out to ``sample_roi`` metres.
+        patches, patch_size: rays rendered per camera and step: ``patches`` random square
+            patches of ``patch_size`` pixels of the network-input image (SSIM needs patches).
+        photometric: weight of the photometric loss (0.85 SSIM + 0.15 L1, per-pixel minimum
+            over the source frames, Monodepth2 auto-masking when ``automask``).
+        semantic: weight of the cross entropy of the rendered semantics against the 2D labels
+            (OccNeRF: 0.05); 0 reads no 2D labels.
+        labels: dataroot folder of the 2D labels (``semantic2d``, or ``semantic2d_corrupt``).
+        distortion, entropy, smoothness: regulariser weights (Mip-NeRF 360 distortion, binary
+            entropy of the ray opacity, Monodepth2 edge-aware disparity smoothness).
+        occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
+            losses; 0 (the default): trained from images only, ``gts/`` is never read.
+        depth_stride: at validation and ``occ-predict --format depth``, one ray per
+            ``depth_stride`` x ``depth_stride`` source pixels (upsampled to the source size).
+    """
+
+    mode: str = "prob"
+    samples: int = 64
+    near: float = 0.1
+    far: float = 80.0
+    sample_roi: float = 40.0
+    patches: int = 12
+    patch_size: int = 6
+    photometric: float = 1.0
+    automask: bool = True
+    semantic: float = 0.05
+    labels: str = "semantic2d"
+    distortion: float = 0.01
+    entropy: float = 0.01
+    smoothness: float = 0.001
+    occ3d: float = 0.0
+    depth_stride: int = 4
+
+
+@dataclass
 class LidarConfig:
     """LiDAR branch: dynamic voxelization on the output grid -> spconv encoder.
 
@@ -276,6 +341,8 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lss: LSSConfig | None = None
     bevformer: BEVFormerConfig | None = None
+    occnerf: OccNeRFConfig | None = None
+    render: RenderConfig | None = None
     lidar: LidarConfig | None = None
     cascade: CascadeConfig | None = None
     flow: bool = False
@@ -291,7 +358,7 @@ class ModelConfig:
     @property
     def uses_camera(self) -> bool:
         """Whether the model reads camera images (an LSS or a BEVFormer branch)."""
-        return self.lss is not None or self.bevformer is not None
+        return self.lss is not None or self.bevformer is not None or self.occnerf is not None
 
     @property
     def image_hw(self) -> tuple[int, int] | None:
@@ -372,7 +439,21 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
         raise OccDataError(f"{where}.bev_channels: {cfg.bev_channels} must be positive")
     if cfg.loss.mask not in ("camera", "lidar", "both", "none"):
         raise OccDataError(f"{where}.loss.mask: {cfg.loss.mask!r}, expected camera, lidar, both or none")
-    if cfg.lss is None and cfg.lidar is None and cfg.bevformer is None:
+    if (cfg.name == "occnerf") != (cfg.occnerf is not None):
+        raise OccDataError(f"{where}.occnerf: an 'occnerf' section goes with (and only with) name: occnerf, "
+                           f"got name {cfg.name!r}")
+    if cfg.occnerf is not None:
+        if cfg.render is None:
+            raise OccDataError(f"{where}.render: name: occnerf trains by rendering and needs a 'render' section")
+        if not 0.0 < cfg.occnerf.ratio < 1.0:
+            raise OccDataError(f"{where}.occnerf.ratio: expected 0 < ratio < 1, got {cfg.occnerf.ratio}")
+        if not 0.0 < cfg.occnerf.occ_threshold < 1.0:
+            raise OccDataError(f"{where}.occnerf.occ_threshold: expected 0 < threshold < 1, got {cfg.occnerf.occ_threshold}")
+        if min(cfg.occnerf.field_dims) < 2:
+            raise OccDataError(f"{where}.occnerf.field_dims: expected >= 2 voxels per axis, got {cfg.occnerf.field_dims}")
+    if cfg.render is not None:
+        _check_render(cfg, f"{where}.render")
+    if cfg.lss is None and cfg.lidar is None and cfg.bevformer is None and cfg.occnerf is None:
         raise OccDataError(f"{where}: a model needs a camera branch (lss or bevformer) or a LiDAR branch (lidar)")
     if cfg.lss is None and cfg.bevformer is None and cfg.backbone.pretrained is not None:
         raise OccDataError(f"{where}.backbone.pretrained: given, but the model has no camera branch to load it into")
@@ -423,6 +504,36 @@ def check_backbone(b: BackboneConfig, where: str) -> None:
                            f"{len(b.widths)} (stem + all stages)")
     if b.pretrained is not None and not b.pretrained.strip():
         raise OccDataError(f"{where}.pretrained: empty path (leave the key out or null for random initialisation)")
+
+
+def _check_render(cfg: ModelConfig, where: str) -> None:
+    from occ_core.ops.render import RENDER_MODES
+
+    r = cfg.render
+    if not cfg.uses_camera:
+        raise OccDataError(f"{where}: rendering supervision needs a camera model (lss, bevformer or occnerf)")
+    if r.mode not in RENDER_MODES:
+        raise OccDataError(f"{where}.mode: {r.mode!r}, expected one of {list(RENDER_MODES)}")
+    if not 0 < r.near < r.far:
+        raise OccDataError(f"{where}: expected 0 < near < far, got near {r.near}, far {r.far}")
+    for key in ("samples", "patches", "depth_stride"):
+        if getattr(r, key) < 1:
+            raise OccDataError(f"{where}.{key}: expected an integer >= 1, got {getattr(r, key)}")
+    if r.patch_size < 3:
+        raise OccDataError(f"{where}.patch_size: SSIM needs patches of >= 3 pixels, got {r.patch_size}")
+    if r.sample_roi <= 0:
+        raise OccDataError(f"{where}.sample_roi: expected > 0 metres, got {r.sample_roi}")
+    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "occ3d"):
+        if getattr(r, key) < 0:
+            raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
+    if cfg.occnerf is not None and r.occ3d:
+        raise OccDataError(f"{where}.occ3d: the occnerf model trains without 3D labels (occ3d: 0)")
+    if r.semantic and not r.labels:
+        raise OccDataError(f"{where}.labels: a 2D label folder is needed when semantic > 0")
+    if r.labels:
+        from occ_core.paths import safe_component
+
+        safe_component(r.labels, f"{where}.labels")
 
 
 def _check_bevformer(cfg: ModelConfig, where: str) -> None:

@@ -70,6 +70,8 @@ class OccOutput:
         flow: (B, X, Y, Z, 2) occupancy flow in m/s (flow models, else None).
         bev: (B, C, X', Y') the BEV features in the current base_link (BEVFormer models, else
             None); the next frame's ``prev_bev`` (:mod:`occ_core.models.bevformer`).
+        field: the renderable occupancy field (:class:`occ_core.models.occnerf.VoxelField`;
+            OccNeRF models, else None).
     """
 
     logits: torch.Tensor
@@ -78,6 +80,7 @@ class OccOutput:
     depth_probs: torch.Tensor | None = None
     flow: torch.Tensor | None = None
     bev: torch.Tensor | None = None
+    field: object | None = None
 
 
 class OccupancyNet(nn.Module):
@@ -173,8 +176,10 @@ MODELS: dict[str, type[nn.Module]] = {
 
 def _register_other_models() -> None:
     """Models in modules that import this one add themselves to MODELS when imported (an import
-    here at the top would be a cycle): ``bevformer`` (:mod:`occ_core.models.bevformer`)."""
+    here at the top would be a cycle): ``bevformer`` (:mod:`occ_core.models.bevformer`), ``occnerf``
+    (:mod:`occ_core.models.occnerf`)."""
     import occ_core.models.bevformer  # noqa: F401
+    import occ_core.models.occnerf  # noqa: F401
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

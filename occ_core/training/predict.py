@@ -14,6 +14,11 @@ Each keyframe of the split goes through the same path as the ROS node: a
 :meth:`OccupancyPredictor.predict` -> ``<out>/<sample_token>.npz``, written atomically:
 
 - ``--format occ3d`` (default): key ``semantics``, uint8 (200, 200, 16) Occ3D labels (17 = free).
+- ``--format depth``: rendered depth of every camera image of the keyframe as
+  ``<out>/<CAM>/<image file stem>.png``, uint16 metres x 256 at the source image size (the
+  synthetic world's ``depth/`` encoding, :mod:`occ_core.formats.image_maps`); needs a model with
+  a ``render`` section (OccNeRF, or a RenderOcc-style camera model). Score it with
+  ``occ-eval --metrics depth --gt <dataroot>/depth --pred <out>``.
 - ``--format openocc``: OpenOcc v2 (:mod:`occ_core.formats.openocc`): ``semantics`` uint8
   (200, 200, 16) in the OpenOcc class order (16 = free; Occ3D ``others``, which has no OpenOcc
   class, is written as free and counted in the summary line) and ``flow`` float32
@@ -58,7 +63,7 @@ from occ_core.formats import occ3d, openocc
 from occ_core.formats.convert import occ3d_to_openocc
 from occ_core.frame import OccupancyPrediction
 
-FORMATS: tuple[str, ...] = ("occ3d", "openocc")
+FORMATS: tuple[str, ...] = ("occ3d", "openocc", "depth")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_format(fmt: str, cfg, config_path: str) -> None:
     """Raise OccDataError when the model of ``config_path`` cannot write ``fmt`` predictions."""
+    if fmt == "depth":
+        if cfg.render is None:
+            raise OccDataError(f"--format depth renders depth from the model's occupancy field and needs a model with "
+                               f"a 'render' section, but {config_path} has none; use e.g. config/models/occnerf.yaml")
+        return
     if fmt != "openocc":
         return
     if not cfg.flow:
@@ -151,6 +161,10 @@ def _run(args) -> int:
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
     ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
     written = others = 0
+    if args.fmt == "depth":
+        if args.fuse:
+            raise OccDataError("--fuse: fuses occupancy grids through the map; it does not apply to --format depth")
+        return _predict_depth(args, predictor, ds)
     fuser = None
     todo = set(ds.samples)
     if args.fuse:
@@ -181,6 +195,33 @@ def _run(args) -> int:
     note = f" ({others} voxels of Occ3D 'others' written as OpenOcc free)" if others else ""
     print(f"occ-predict: {written} {args.fmt} predictions written, {len(ds.samples) - written} kept, "
           f"in {args.out}{note}")
+    return 0
+
+
+def _predict_depth(args, predictor, ds) -> int:
+    """``--format depth``: one PNG per camera image; a keyframe whose PNGs all exist is skipped."""
+    import torch
+
+    from occ_core.formats.image_maps import map_path, write_depth_png
+    from occ_core.training.render_eval import predict_depth, source_cameras
+
+    written = kept = 0
+    for _scene, token in tqdm(ds.samples, desc=f"predict depth {args.split}", disable=args.no_progress):
+        sample = ds.nusc.get("sample", token)
+        cams = [c for c in ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT",
+                            "CAM_BACK_RIGHT") if c in sample["data"]]
+        paths = [map_path(args.out, cam, fn) for cam, fn, _, _ in source_cameras(ds.nusc, token, cams)]
+        if not args.overwrite and paths and all(p.exists() for p in paths):
+            kept += len(paths)
+            continue
+        with torch.no_grad():
+            for cam, fn, depth in predict_depth(predictor.model, predictor.cfg, ds.load_frame(token), ds.nusc, token,
+                                                predictor.device):
+                path = map_path(args.out, cam, fn)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_depth_png(path, depth)
+                written += 1
+    print(f"occ-predict: {written} depth maps written, {kept} kept, in {args.out}")
     return 0
 
 

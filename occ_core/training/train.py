@@ -173,12 +173,34 @@ class Trainer:
         return self.model if self.ema is None else self.ema.module
 
     def compute_loss(self, batch) -> LossTerms:
+        if self.cfg.render is not None:
+            return self.compute_render_loss(batch)
         inputs = batch.inputs.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             out = self.net(inputs)
         mask = supervised_mask(self.cfg.loss.mask, batch.mask_camera.to(self.device), batch.mask_lidar.to(self.device))
         flow = None if batch.flow is None else batch.flow.to(self.device)
         return occupancy_loss(out, inputs, batch.semantics.to(self.device), mask, flow, self.cfg, self.class_weights)
+
+    def compute_render_loss(self, batch):
+        """Rendering losses (:mod:`occ_core.training.render_losses`) of a RenderBatch, plus the
+        3D label losses weighted by ``render.occ3d`` when that is > 0."""
+        from occ_core.training.render_eval import model_field
+        from occ_core.training.render_losses import render_loss
+
+        rc = self.cfg.render
+        inputs = batch.inputs.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out, field = model_field(self.net, inputs, self.cfg, with_logits=rc.occ3d > 0)
+        dev = self.device
+        terms = render_loss(field, inputs.intrinsics, inputs.T_base_from_cam, batch.rgb.to(dev), batch.src_rgb.to(dev),
+                            batch.T_src_from_tgt.to(dev), None if batch.labels is None else batch.labels.to(dev), rc)
+        if rc.occ3d > 0:
+            mask = supervised_mask(self.cfg.loss.mask, batch.mask_camera.to(dev), batch.mask_lidar.to(dev))
+            occ = occupancy_loss(out, inputs, batch.semantics.to(dev), mask, None, self.cfg, self.class_weights)
+            terms.occ3d = rc.occ3d * occ.total
+            terms.total = terms.total + terms.occ3d
+        return terms
 
     def train_step(self, batch) -> StepResult:
         self.net.train()
@@ -451,9 +473,15 @@ def _run(args) -> int:
     splits = scene_splits(root)
     grid = cfg.grid_spec
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
-    train_ds = NuScenesOccDataset(root, splits["train"], grid, sweeps, cfg.flow, augment=t.flip,
-                                  rotate_deg=t.rotate_deg, seed=t.seed, image_hw=cfg.image_hw,
-                                  image_scale=t.image_scale, lidar_dropout=t.lidar_dropout)
+    render = cfg.render is not None
+    if render:  # rendering supervision: gts/ is read only when render.occ3d > 0
+        from occ_core.data.render_dataset import CollateRender, RenderDataset
+
+        train_ds = RenderDataset(root, splits["train"], cfg)
+    else:
+        train_ds = NuScenesOccDataset(root, splits["train"], grid, sweeps, cfg.flow, augment=t.flip,
+                                      rotate_deg=t.rotate_deg, seed=t.seed, image_hw=cfg.image_hw,
+                                      image_scale=t.image_scale, lidar_dropout=t.lidar_dropout)
     if args.val_dataroot is None:
         val_root = root
         val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw)
@@ -461,10 +489,12 @@ def _run(args) -> int:
         val_root = Path(args.val_dataroot)
         val_ds = NuScenesOccDataset(val_root, scene_splits(val_root)["val"], grid, sweeps, False, image_hw=cfg.image_hw)
 
-    counts = label_counts(root, train_ds.samples, cfg.num_classes, grid.dims)
-    torch.manual_seed(t.seed)  # the initial weights follow train.seed (the same on every rank)
-    trainer = Trainer(cfg, device, class_weights_from_counts(counts, cfg.loss.class_weight_power), ddp=world > 1,
-                      pretrained=resume_state is None)
+    if render and cfg.render.occ3d <= 0:
+        weights = torch.ones(cfg.num_classes)  # no 3D labels, no label statistics
+    else:
+        weights = class_weights_from_counts(label_counts(root, train_ds.samples, cfg.num_classes, grid.dims),
+                                            cfg.loss.class_weight_power)
+    trainer = Trainer(cfg, device, weights, ddp=world > 1, pretrained=resume_state is None)
     if trainer.pretrained_report is not None and main_rank:
         print(f"occ-train: pretrained backbone: {trainer.pretrained_report.summary()}", file=sys.stderr, flush=True)
     if resume_state is not None:
@@ -481,7 +511,8 @@ def _run(args) -> int:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(work / "tb"), purge_step=trainer.step)
-    collate = Collate(cfg)
+    collate = CollateRender(cfg) if render else Collate(cfg)
+    val_collate = Collate(cfg)
     sampler = StepBatchSampler(len(train_ds), t.batch_size, t.seed, trainer.step, steps, rank, world)
     die = DieWithParent()  # DataLoader workers die with this process, even on kill -9
     loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
@@ -491,10 +522,23 @@ def _run(args) -> int:
         print(f"occ-train: note: the validation split of {val_root} holds no samples; "
               f"validation is skipped and no val.json is written", file=sys.stderr, flush=True)
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_ds, val_idx[rank::world]), batch_size=1,
-                                             collate_fn=collate, num_workers=t.num_workers, worker_init_fn=die)
+                                             collate_fn=val_collate, num_workers=t.num_workers, worker_init_fn=die)
 
     def validate():
         if not val_idx:
+            return
+        if render:
+            from occ_core.training.render_eval import validate_render
+
+            if main_rank:  # depth of every val camera image; mIoU where the val split has Occ3D labels
+                res = validate_render(trainer.model, cfg, val_ds, val_idx, device, progress)
+                res["step"] = trainer.step
+                atomic_write_text(work / "val.json", json.dumps(res, indent=1, allow_nan=False))
+                for k in ("abs_rel", "a1", "mIoU", "IoU_geometric"):
+                    if res.get(k) is not None:
+                        writer.add_scalar(f"val/{k}", res[k], trainer.step)
+                tqdm.write(f"step {trainer.step}: val " + "  ".join(
+                    f"{k} {res[k]:.4f}" for k in ("abs_rel", "a1", "mIoU", "IoU_geometric") if res.get(k) is not None))
             return
         m = trainer.evaluate(val_loader, progress)
         if main_rank:

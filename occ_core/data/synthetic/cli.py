@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="render 12 Hz camera sweeps between keyframes (slow)")
     p.add_argument("--val-scenes", type=nonnegative_int, default=None,
                    help="how many of the last scenes splits.json puts in val (default: 20 %%, at least 1 of 2+)")
+    p.add_argument("--camera-adjacent", action="store_true",
+                   help="render only the previous and next 12 Hz camera frame around each keyframe (OccNeRF's "
+                        "source frames; cheaper than --camera-sweeps)")
+    p.add_argument("--semantic2d", action="store_true",
+                   help="write per-pixel 2D semantic maps of every camera image to semantic2d/")
+    p.add_argument("--semantic2d-corrupt", action="store_true",
+                   help="also write them corrupted like an open-vocabulary segmenter's output to semantic2d_corrupt/")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes generating scenes in parallel (default: one per CPU core)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -75,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.preset is not None:
         base = PRESETS[args.preset]
-        cfg = dataclasses.replace(base, sweeps=args.sweeps and base.sweeps, camera_sweeps=args.camera_sweeps or base.camera_sweeps)
+        cfg = dataclasses.replace(base, sweeps=args.sweeps and base.sweeps, camera_sweeps=args.camera_sweeps or base.camera_sweeps,
+                                  camera_adjacent=args.camera_adjacent, semantic2d=args.semantic2d,
+                                  semantic2d_corrupt=args.semantic2d_corrupt)
     else:
         cfg = SynthConfig(scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-                      image_size=args.image_size, sweeps=args.sweeps, camera_sweeps=args.camera_sweeps,
-                      val_scenes=args.val_scenes)
+                          image_size=args.image_size, sweeps=args.sweeps, camera_sweeps=args.camera_sweeps,
+                          val_scenes=args.val_scenes, camera_adjacent=args.camera_adjacent,
+                          semantic2d=args.semantic2d, semantic2d_corrupt=args.semantic2d_corrupt)
     res = generate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
     t = res.times
     print(f"wrote {res.dataroot}: {len(res.scene_names)} scenes, {res.samples} samples, {res.sample_data} sample_data, "

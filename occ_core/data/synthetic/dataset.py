@@ -19,9 +19,19 @@ Layout of ``<dataroot>``:
                                                                free 16), ``flow`` float32 (..., 2)
 ``depth/<CH>/<image stem>.png``                                uint16 z-depth x 256 (metres =
                                                                value / 256, KITTI convention), 0 = none
+``semantic2d/<CH>/<image stem>.png``                           (``semantic2d``) uint8 Occ3D class of each
+                                                               pixel's first hit, 17 = sky
+``semantic2d_corrupt/<CH>/<image stem>.png``                   (``semantic2d_corrupt``) the same,
+                                                               corrupted like a segmenter's output
+                                                               (:mod:`.semantic2d`), 255 = no label
 ``maps/<map_token>.png``                                       driveable-surface mask, 0.2 m/pixel
 ``splits.json``                                                ``{"train": [...], "val": [...]}`` scene names
 =============================================================  =====================================
+
+Camera frames besides the keyframes: ``camera_sweeps`` renders every 12 Hz camera frame between
+keyframes (slow); ``camera_adjacent`` only the previous and the next 12 Hz frame of each camera
+around each keyframe (OccNeRF's source frames for the photometric loss, a third of the cost).
+Both are off by default, and the default world's files do not change with these options.
 
 Frames and timing: ``ego_pose`` is base_link (z = 0 on the road) in the ``map`` frame, one per
 sample_data; calibrated_sensor rows carry the real nuScenes rig (cameras scaled to the image
@@ -54,10 +64,12 @@ from tqdm import tqdm
 from occ_core.classes import OCC3D_TO_LIDARSEG, OCC3D_TO_OPENOCC
 from occ_core.data.synthetic.geometry import DRIVEABLE
 from occ_core.data.synthetic.groundtruth import camera_visibility, label_voxels, lidar_visibility
+from occ_core.data.synthetic.semantic2d import corrupt_semantic2d
 from occ_core.data.synthetic.sensors import LidarConfig, lidar_scan, render_camera
 from occ_core.data.synthetic.world import CATEGORY_OF, World, build_world
 from occ_core.data.nuscenes_writer import NuScenesTables, link, make_token, rounded, staged_dataroot
 from occ_core.errors import OccDataError
+from occ_core.formats.image_maps import encode_semantic_png
 from occ_core.geometry import invert_transform, make_transform, matrix_to_quat_wxyz
 from occ_core.grid import OCC3D, GridSpec
 from occ_core.procs import DieWithParent
@@ -85,6 +97,9 @@ class SynthConfig:
     camera_sweeps: bool = False
     #: scenes of ``splits.json``'s val split (the last ones); None: 20 % (at least 1 of 2+ scenes)
     val_scenes: int | None = None
+    camera_adjacent: bool = False
+    semantic2d: bool = False
+    semantic2d_corrupt: bool = False
     lidar: LidarConfig = field(default_factory=LidarConfig)
     grid: GridSpec = OCC3D
 
@@ -231,6 +246,11 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: NuScenesTables, 
             if cfg.camera_sweeps:
                 for j in range(1, round(KEYFRAME_DT / CAMERA_DT)):
                     events.setdefault(round((k * KEYFRAME_DT + j * CAMERA_DT) * 1e6), []).extend(CAMERAS)
+        if cfg.camera_adjacent and not cfg.camera_sweeps:
+            # the previous and next 12 Hz frame of each camera (also before the first and after the last keyframe)
+            for j in (-1, 1):
+                lst = events.setdefault(round((k * KEYFRAME_DT + j * CAMERA_DT) * 1e6), [])
+                lst.extend(ch for ch in CAMERAS if ch not in lst)
     sample_tok = [make_token(seed, "sample", si, k) for k in range(n)]
     scene_t0 = EPOCH_US + si * 3_600_000_000
     for k in range(n):
@@ -249,7 +269,8 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: NuScenesTables, 
     for t_us in sorted(events):
         t = t_us / 1e6
         k_key = key_us.index(t_us) if t_us in key_us else -1
-        owner = k_key if k_key >= 0 else int(np.searchsorted(key_us, t_us))  # sweeps -> following keyframe
+        # sweeps -> following keyframe (camera frames after the last keyframe -> the last one)
+        owner = k_key if k_key >= 0 else min(int(np.searchsorted(key_us, t_us)), n - 1)
         solids = world.solids_at(t)
         pos, yaw = world.ego_pose(t)
         T_map_ego = _ego_T(pos, yaw)
@@ -289,7 +310,11 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: NuScenesTables, 
                 cam = rig.camera(ch)
                 T_map_cam = T_map_ego @ cam.T_base_from_cam
                 t1 = time.perf_counter()
-                fr = render_camera(solids, world.ground, T_map_cam, cam.K, W, H, rng_sensor)
+                # adjacent frames draw their sensor noise from their own generator, so the keyframes
+                # (and everything after them) come out as without camera_adjacent
+                rng_cam = (np.random.default_rng([seed, si, 3, t_us + 10**9, CAMERAS.index(ch)])
+                           if cfg.camera_adjacent and not cfg.camera_sweeps and k_key < 0 else rng_sensor)
+                fr = render_camera(solids, world.ground, T_map_cam, cam.K, W, H, rng_cam)
                 times.cameras += time.perf_counter() - t1
                 t1 = time.perf_counter()
                 fn = f"{folder}/{ch}/{stem}.jpg"
@@ -300,6 +325,15 @@ def _scene(cfg: SynthConfig, si: int, rig: Rig, tmp: Path, tab: NuScenesTables, 
                 d16 = np.clip(np.round(fr.depth * 256.0), 0, 65535).astype(np.uint16)
                 ok, buf = cv2.imencode(".png", d16)
                 (tmp / "depth" / ch / f"{stem}.png").write_bytes(buf.tobytes())
+                if cfg.semantic2d:
+                    (tmp / "semantic2d" / ch).mkdir(parents=True, exist_ok=True)
+                    (tmp / "semantic2d" / ch / f"{stem}.png").write_bytes(encode_semantic_png(fr.cls.astype(np.uint8)))
+                if cfg.semantic2d_corrupt:
+                    # its own generator per image: the sensor stream (and so the images) stays the same
+                    rng_c = np.random.default_rng([seed, si, 2, t_us + 10**9, CAMERAS.index(ch)])
+                    bad = corrupt_semantic2d(fr.cls, fr.inst, rng_c)
+                    (tmp / "semantic2d_corrupt" / ch).mkdir(parents=True, exist_ok=True)
+                    (tmp / "semantic2d_corrupt" / ch / f"{stem}.png").write_bytes(encode_semantic_png(bad))
                 times.write += time.perf_counter() - t1
                 depths.append(fr.depth)
                 Ks.append(cam.K)
@@ -395,6 +429,8 @@ def generate(cfg: SynthConfig, out: str | Path, overwrite: bool = False, progres
         tab.add_shared(cfg.seed, {"LIDAR_TOP": "lidar", **{ch: "camera" for ch in CAMERAS}}, "synthetic")
         n = cfg.samples_per_scene
         per_scene = n * 7 + (n - 1) * ((9 if cfg.sweeps else 0) + (6 * 5 if cfg.camera_sweeps else 0))
+        if cfg.camera_adjacent and not cfg.camera_sweeps:
+            per_scene += len({round((k * KEYFRAME_DT + j * CAMERA_DT) * 1e6) for k in range(n) for j in (-1, 1)}) * 6
         ctx = mp.get_context("fork")
         counter = ctx.Value("l", 0)
         jobs = [(cfg, si, rig, tmp) for si in range(cfg.scenes)]

@@ -1,0 +1,151 @@
+"""Rendered depth of whole camera images (``occ-predict --format depth``, occ-train validation).
+
+A model with a renderable field (OccNeRF, or any model's Occ3D logits through
+:func:`occ_core.models.occnerf.field_from_logits`) is rendered for one ray per
+``render.depth_stride`` x ``render.depth_stride`` block of **source** pixels (the image as
+recorded, its calibrated intrinsics), and the (H / s, W / s) depth map is resized bilinearly to
+the source size (H, W), so predictions line up pixel for pixel with ``depth/`` ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from occ_core.models.config import ModelConfig, RenderConfig
+from occ_core.models.occnerf import VoxelField, field_from_logits, render_camera_rays
+from occ_core.models.occnet import OccInputs
+
+
+def model_field(model, inputs: OccInputs, cfg: ModelConfig, with_logits: bool = True):
+    """(OccOutput, VoxelField) of a batch: OccNeRF's field, or the Occ3D logits' box field."""
+    if cfg.occnerf is not None:
+        out = model(inputs, with_logits=with_logits)
+        return out, out.field
+    out = model(inputs)
+    g = cfg.grid_spec
+    return out, field_from_logits(out.logits, g.range_min, g.range_max)
+
+
+def block_centres(hw: tuple[int, int], stride: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(h*w, 2) pixel coordinates (u, v) of the centres of ``stride`` x ``stride`` blocks of an
+    (H, W) image and (h, w) = ceil(H / stride), ceil(W / stride)."""
+    H, W = hw
+    h, w = math.ceil(H / stride), math.ceil(W / stride)
+    u = (np.arange(w) + 0.5) * (W / w) - 0.5
+    v = (np.arange(h) + 0.5) * (H / h) - 0.5
+    uu, vv = np.meshgrid(u, v)
+    return np.stack([uu.ravel(), vv.ravel()], 1), (h, w)
+
+
+@torch.no_grad()
+def render_depth_images(field: VoxelField, intrinsics: np.ndarray, T_base_from_cam: np.ndarray,
+                        sizes: list[tuple[int, int]], rc: RenderConfig, chunk: int = 1 << 15) -> list[np.ndarray]:
+    """Depth maps (H_i, W_i) float32 metres of the N cameras of a one-sample ``field``.
+
+    Args:
+        intrinsics: (N, 3, 3) K of the source images; T_base_from_cam: (N, 4, 4);
+        sizes: N source sizes (H, W).
+    """
+    dev = field.geo.device
+    out = []
+    for i, hw in enumerate(sizes):
+        uv, (h, w) = block_centres(hw, rc.depth_stride)
+        K = torch.as_tensor(intrinsics[i], dtype=torch.float32, device=dev).view(1, 1, 3, 3)
+        T = torch.as_tensor(T_base_from_cam[i], dtype=torch.float32, device=dev).view(1, 1, 4, 4)
+        uvt = torch.as_tensor(uv, dtype=torch.float32, device=dev).view(1, 1, -1, 2)
+        rr = render_camera_rays(field, K, T, uvt, rc, jitter=False, with_sem=False, chunk=chunk)
+        d = rr.depth.view(h, w).float().cpu().numpy()
+        out.append(cv2.resize(d, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR))
+    return out
+
+
+def source_cameras(nusc, sample_token: str, camera_names) -> list[tuple[str, str, np.ndarray, tuple[int, int]]]:
+    """``(camera, image filename, K (3, 3) as recorded, (H, W) as recorded)`` of a keyframe's
+    cameras, in ``camera_names`` order (from the nuScenes tables)."""
+    sample = nusc.get("sample", sample_token)
+    rows = []
+    for cam in camera_names:
+        sd = nusc.get("sample_data", sample["data"][cam])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        rows.append((cam, sd["filename"], np.asarray(cs["camera_intrinsic"], np.float64), (int(sd["height"]), int(sd["width"]))))
+    return rows
+
+
+@torch.no_grad()
+def predict_depth(model, cfg: ModelConfig, frame, nusc, sample_token: str, device="cpu") -> list[tuple[str, str, np.ndarray]]:
+    """``(camera, image filename, depth (H, W) float32 m)`` for every camera of one keyframe
+    (the model in eval mode, its field from ``frame``)."""
+    from occ_core.models.predictor import frame_to_inputs
+
+    inputs = frame_to_inputs(frame, cfg).to(device)
+    _, field = model_field(model, inputs, cfg, with_logits=False)
+    cams = source_cameras(nusc, sample_token, frame.camera_names)
+    depths = render_depth_images(field, np.stack([c[2] for c in cams]), np.asarray(frame.T_base_from_cam),
+                                 [c[3] for c in cams], cfg.render)
+    return [(c[0], c[1], d) for c, d in zip(cams, depths)]
+
+
+@torch.no_grad()
+def validate_render(model, cfg: ModelConfig, ds, indices: list[int], device="cpu", progress: bool = False) -> dict:
+    """Validation of a rendering-supervised model on keyframes ``indices`` of ``ds`` (a
+    :class:`~occ_core.data.nuscenes_dataset.NuScenesOccDataset`).
+
+    Depth (scale-aware and median-scaled, :mod:`occ_core.eval.depth`) of every camera image
+    against ``<dataroot>/depth/<CAM>/<stem>.png`` where those exist; Occ3D mIoU and geometric
+    IoU (camera mask) for the keyframes whose ``gts/`` label exists (the held-out split: the
+    labels score the model, they never train it). Returns a JSON-ready dict (None: undefined).
+    """
+    from tqdm import tqdm
+
+    from occ_core.data.nuscenes_dataset import CAMERAS, label_path
+    from occ_core.eval.depth import DepthMetric
+    from occ_core.eval.occupancy import occ3d_miou
+    from occ_core.formats import occ3d
+    from occ_core.formats.image_maps import map_path, read_depth_png
+    from occ_core.models.predictor import frame_to_inputs
+
+    was_training = model.training
+    model.eval()
+    cams = tuple(CAMERAS)
+    dm, dm_med = DepthMetric(cams), DepthMetric(cams, median_scaling=True)
+    vox = occ3d_miou("camera")
+    for i in tqdm(indices, desc="val", disable=not progress, leave=False):
+        scene, token = ds.samples[i]
+        frame = ds.load_frame(token)
+        gt_path = label_path(ds.dataroot, scene, token)
+        with_gt = gt_path.is_file()
+        inputs = frame_to_inputs(frame, cfg).to(device)
+        out, field = model_field(model, inputs, cfg, with_logits=with_gt)
+        srcs = source_cameras(ds.nusc, token, frame.camera_names)
+        todo = [(k, c) for k, c in enumerate(srcs) if map_path(ds.dataroot / "depth", c[0], c[1]).is_file()]
+        if todo:
+            depths = render_depth_images(field, np.stack([c[2] for _, c in todo]),
+                                         np.asarray(frame.T_base_from_cam)[[k for k, _ in todo]],
+                                         [c[3] for _, c in todo], cfg.render)
+            for (_, c), d in zip(todo, depths):
+                gt = read_depth_png(map_path(ds.dataroot / "depth", c[0], c[1]), c[3])
+                cam = c[0] if c[0] in cams else None
+                if cam is not None:
+                    dm.update(gt, d, cam)
+                    dm_med.update(gt, d, cam)
+        if with_gt:
+            g = occ3d.read_gt(gt_path, cfg.grid_spec.dims)
+            vox.update(g.semantics, out.logits[0].argmax(0).cpu().numpy(), g.mask_camera)
+    model.train(was_training)
+
+    def fin(v):
+        return float(v) if v is not None and np.isfinite(v) else None
+
+    res = {k: fin(v) for k, v in dm.result().items()}
+    res.update({f"{k}_median_scaled": fin(v) for k, v in dm_med.result().items()})
+    res["depth_images"] = int(dm.counts.sum())
+    res["mIoU"] = fin(vox.miou()) if vox.frames else None
+    res["IoU_geometric"] = fin(vox.geometric_iou()) if vox.frames else None
+    res["occ_frames"] = int(vox.frames)
+    if vox.frames:
+        res["per_class_IoU"] = {n: fin(v) for n, v in zip(vox.class_names, vox.per_class_iou())}
+    return res

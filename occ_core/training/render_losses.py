@@ -1,0 +1,211 @@
+"""Rendering self-supervision (OccNeRF), on random pixel patches of every camera.
+
+Per step and camera, ``render.patches`` square patches of ``render.patch_size`` pixels of the
+network-input image are rendered (depth, semantics) through the model's field
+(:func:`occ_core.models.occnerf.render_camera_rays`). Losses:
+
+- **photometric** (Monodepth2 / OccNeRF): each patch pixel, at its rendered depth, is moved
+  into the previous and the next camera frame (``T_src_from_tgt``, the ego motion between the
+  frames and the camera extrinsics) and the source image sampled there (bilinear, border
+  padding); ``pe = 0.85 * (1 - SSIM) / 2 + 0.15 * L1`` (SSIM over 3x3 windows inside the patch,
+  reflection padded, C1 = 0.01^2, C2 = 0.03^2, RGB in 0..1, averaged over channels); the
+  per-pixel **minimum over the source frames**; with **auto-masking** the unwarped source
+  frames' losses (plus 1e-5 noise) join the minimum, so pixels that do not change between
+  frames (a static camera, objects moving with the ego, sky) drop out; the mean over pixels.
+  Points that land behind a source camera get a loss of 1 (the other source wins).
+- **semantic**: cross entropy of the rendered class logits against the 2D labels at the
+  patch pixels (ignore index -1), weight ``render.semantic`` (OccNeRF: 0.05).
+- **distortion** (Mip-NeRF 360) on the sample weights over normalised contracted distance;
+  **entropy**: binary entropy of each ray's opacity (hit or no hit, nothing in between);
+  **smoothness**: Monodepth2's edge-aware smoothness of the mean-normalised disparity
+  ``1 / depth`` inside each patch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from occ_core.models.config import RenderConfig
+from occ_core.models.occnerf import RayRender, VoxelField, render_camera_rays
+from occ_core.ops.render import distortion_loss
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1 - SSIM) / 2 per pixel, clamped to [0, 1]: x, y (M, 3, h, w) -> (M, 3, h, w)
+    (3x3 mean windows, reflection padding; Monodepth2's SSIM)."""
+    C1, C2 = 0.01 ** 2, 0.03 ** 2
+    xp, yp = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(xp, 3, 1), F.avg_pool2d(yp, 3, 1)
+    sx = F.avg_pool2d(xp * xp, 3, 1) - mu_x ** 2
+    sy = F.avg_pool2d(yp * yp, 3, 1) - mu_y ** 2
+    sxy = F.avg_pool2d(xp * yp, 3, 1) - mu_x * mu_y
+    n = (2 * mu_x * mu_y + C1) * (2 * sxy + C2)
+    d = (mu_x ** 2 + mu_y ** 2 + C1) * (sx + sy + C2)
+    return ((1 - n / d) / 2).clamp(0, 1)
+
+
+def photometric_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``0.85 * SSIM term + 0.15 * L1``, mean over channels: (M, 3, h, w) -> (M, h, w)."""
+    l1 = (pred - target).abs().mean(1)
+    return 0.85 * ssim_loss(pred, target).mean(1) + 0.15 * l1
+
+
+def sample_image(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of img (M, 3, H, W) at uv (M, R, 2) pixel coordinates (integer = pixel
+    centre), border padding -> (M, 3, R)."""
+    H, W = img.shape[-2:]
+    g = torch.stack([(uv[..., 0] + 0.5) / W * 2 - 1, (uv[..., 1] + 0.5) / H * 2 - 1], -1)[:, None]
+    return F.grid_sample(img, g, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+
+
+def warp_pixels(uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T_src_from_tgt: torch.Tensor,
+                K_src: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where target pixels land in a source camera.
+
+    Args:
+        uv: (M, R, 2) target pixels; depth: (M, R) their z-depth; K: (M, 3, 3) target
+            intrinsics; T_src_from_tgt: (M, 4, 4) target camera -> source camera;
+            K_src: source intrinsics (default K).
+
+    Returns:
+        uv in the source image (M, R, 2) and whether the point is in front of it (M, R).
+    """
+    K_src = K if K_src is None else K_src
+    pix = torch.cat([uv, torch.ones_like(uv[..., :1])], -1)
+    p = torch.einsum("mij,mrj->mri", torch.linalg.inv(K.float()), pix) * depth[..., None]
+    q = torch.einsum("mij,mrj->mri", T_src_from_tgt[:, :3, :3].float(), p) + T_src_from_tgt[:, None, :3, 3].float()
+    z = q[..., 2]
+    proj = torch.einsum("mij,mrj->mri", K_src.float(), q)
+    uv_src = proj[..., :2] / z.clamp_min(1e-3)[..., None]
+    return uv_src, z > 0.1
+
+
+def reprojection_loss(rgb_tgt: torch.Tensor, src: torch.Tensor, uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+                      T_src_from_tgt: torch.Tensor, patch: int, automask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monodepth2's minimum reprojection loss with auto-masking on patches.
+
+    Args:
+        rgb_tgt: (M, 3, H, W) target images in 0..1; src: (M, J, 3, H, W) source images.
+        uv: (M, P * p * p, 2) patch pixels (patch-major, row-major inside a patch).
+        depth: (M, P * p * p) rendered z-depth; K: (M, 3, 3); T_src_from_tgt: (M, J, 4, 4).
+        patch: p.
+
+    Returns:
+        (scalar mean loss, (M, P*p*p) bool: pixels the auto-mask kept).
+    """
+    M, R = depth.shape
+    J = src.shape[1]
+    P = R // (patch * patch)
+
+    def patches(v: torch.Tensor) -> torch.Tensor:  # (M, 3, R) -> (M*P, 3, p, p)
+        return v.view(M, 3, P, patch, patch).transpose(1, 2).reshape(M * P, 3, patch, patch)
+
+    tgt = patches(sample_image(rgb_tgt, uv))
+    errs, idents = [], []
+    for j in range(J):
+        uv_s, front = warp_pixels(uv, depth, K, T_src_from_tgt[:, j])
+        warped = patches(sample_image(src[:, j], uv_s))
+        e = photometric_error(warped, tgt).view(M, R)
+        errs.append(torch.where(front, e, torch.ones_like(e)))
+        if automask:
+            idents.append(photometric_error(patches(sample_image(src[:, j], uv)), tgt).view(M, R))
+    reproj = torch.stack(errs, -1).min(-1).values
+    if not automask:
+        return reproj.mean(), torch.ones_like(reproj, dtype=torch.bool)
+    ident = torch.stack(idents, -1).min(-1).values + 1e-5 * torch.randn_like(reproj)
+    combined = torch.minimum(reproj, ident.detach())
+    return combined.mean(), reproj < ident
+
+
+def smoothness_loss(depth: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+    """Edge-aware smoothness of mean-normalised disparity: depth (M, 1, p, p), rgb (M, 3, p, p)."""
+    disp = 1.0 / depth.clamp_min(1e-3)
+    disp = disp / (disp.mean((2, 3), keepdim=True) + 1e-7)
+    gx = (disp[..., :, :-1] - disp[..., :, 1:]).abs()
+    gy = (disp[..., :-1, :] - disp[..., 1:, :]).abs()
+    ix = (rgb[..., :, :-1] - rgb[..., :, 1:]).abs().mean(1, keepdim=True)
+    iy = (rgb[..., :-1, :] - rgb[..., 1:, :]).abs().mean(1, keepdim=True)
+    return (gx * torch.exp(-ix)).mean() + (gy * torch.exp(-iy)).mean()
+
+
+@dataclass
+class RenderTerms:
+    """Weighted rendering loss terms (scalars) and what the step saw; ``total`` is their sum
+    (plus the 3D terms when the model also trains on 3D labels)."""
+
+    total: torch.Tensor
+    photometric: torch.Tensor
+    semantic: torch.Tensor
+    distortion: torch.Tensor
+    entropy: torch.Tensor
+    smoothness: torch.Tensor
+    occ3d: torch.Tensor
+    automask_kept: float = 1.0
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in self.__dict__.items()}
+
+
+def random_patches(B: int, N: int, hw: tuple[int, int], rc: RenderConfig, device=None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, N, P * p * p, 2) pixel coordinates of ``rc.patches`` random p x p patches per camera."""
+    H, W = hw
+    p, P = rc.patch_size, rc.patches
+    u0 = torch.randint(0, W - p + 1, (B, N, P, 1, 1), device=device, generator=generator)
+    v0 = torch.randint(0, H - p + 1, (B, N, P, 1, 1), device=device, generator=generator)
+    ar = torch.arange(p, device=device)
+    u = (u0 + ar.view(1, 1, 1, 1, p)).expand(B, N, P, p, p)
+    v = (v0 + ar.view(1, 1, 1, p, 1)).expand(B, N, P, p, p)
+    return torch.stack([u, v], -1).reshape(B, N, P * p * p, 2).float()
+
+
+def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor, rgb: torch.Tensor,
+                src_rgb: torch.Tensor, T_src_from_tgt: torch.Tensor, labels: torch.Tensor | None,
+                rc: RenderConfig) -> RenderTerms:
+    """All rendering losses of one batch (module docstring).
+
+    Args:
+        field: the model's renderable field.
+        intrinsics: (B, N, 3, 3); T_base_from_cam: (B, N, 4, 4) of the network-input images.
+        rgb: (B, N, 3, H, W) target images in 0..1; src_rgb: (B, N, J, 3, H, W) source frames.
+        T_src_from_tgt: (B, N, J, 4, 4) target camera -> source camera.
+        labels: (B, N, H, W) int64 2D labels (-1 = ignore) or None.
+    """
+    B, N, _, H, W = rgb.shape
+    p = rc.patch_size
+    uv = random_patches(B, N, (H, W), rc, rgb.device)
+    rr: RayRender = render_camera_rays(field, intrinsics, T_base_from_cam, uv, rc, jitter=True,
+                                       with_sem=labels is not None and rc.semantic > 0)
+    M = B * N
+    zero = rr.depth.sum() * 0.0
+    terms = dict(photometric=zero, semantic=zero, distortion=zero, entropy=zero, smoothness=zero, occ3d=zero)
+    uvm = uv.view(M, -1, 2)
+    depth = rr.depth.view(M, -1)
+    kept = 1.0
+    if rc.photometric:
+        pe, keep = reprojection_loss(rgb.flatten(0, 1), src_rgb.flatten(0, 1), uvm, depth, intrinsics.flatten(0, 1),
+                                     T_src_from_tgt.flatten(0, 1), p, rc.automask)
+        terms["photometric"] = rc.photometric * pe
+        kept = float(keep.float().mean())
+    if rc.smoothness:
+        P = rc.patches
+        d = depth.view(M, P, 1, p, p).flatten(0, 1)
+        col = sample_image(rgb.flatten(0, 1), uvm).view(M, 3, P, p, p).transpose(1, 2).flatten(0, 1)
+        terms["smoothness"] = rc.smoothness * smoothness_loss(d, col)
+    if rr.semantics is not None and labels is not None:
+        lab = labels.flatten(0, 1)
+        iu, iv = uvm[..., 0].long(), uvm[..., 1].long()
+        target = torch.stack([lab[m, iv[m], iu[m]] for m in range(M)])  # (M, R)
+        if (target >= 0).any():
+            terms["semantic"] = rc.semantic * F.cross_entropy(rr.semantics.reshape(-1, rr.semantics.shape[-1]),
+                                                              target.reshape(-1), ignore_index=-1)
+    if rc.distortion:
+        terms["distortion"] = rc.distortion * distortion_loss(rr.weights, rr.edges)
+    if rc.entropy:
+        o = rr.opacity.clamp(1e-6, 1 - 1e-6)
+        terms["entropy"] = rc.entropy * (-(o * o.log() + (1 - o) * (1 - o).log())).mean()
+    total = sum(terms.values())
+    return RenderTerms(total=total, automask_kept=kept, **terms)

@@ -1,0 +1,361 @@
+"""OccNeRF: contraction, rendering, photometric loss and auto-masking, training without 3D
+labels, depth files (issue 15)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from occ_core.formats.image_maps import encode_depth_png, read_depth_png, write_depth_png
+from occ_core.models.config import RenderConfig, config_from_dict
+from occ_core.models.occnerf import VoxelField, render_camera_rays
+from occ_core.ops.render import contract, render_rays, sample_depths, uncontract
+from occ_core.training.render_losses import reprojection_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+LO, HI = (-40.0, -40.0, -1.0), (40.0, 40.0, 5.4)
+
+
+def test_contraction_round_trip_and_ranges():
+    g = torch.Generator().manual_seed(0)
+    pts = torch.cat([torch.rand(500, 3, generator=g) * 80 - 40,                # inside the ROI
+                     (torch.rand(500, 3, generator=g) - 0.5) * 2000], 0).double()  # far outside
+    c = contract(pts, LO, HI)
+    assert c.abs().max() < 1.0
+    assert torch.allclose(uncontract(c, LO, HI), pts, rtol=1e-6, atol=1e-6)
+    # the ROI fills the inner 2/3: its corners map to +-2/3, and the map is linear inside
+    corners = contract(torch.tensor([LO, HI], dtype=torch.float64), LO, HI)
+    assert torch.allclose(corners, torch.tensor([[-2 / 3] * 3, [2 / 3] * 3], dtype=torch.float64))
+    mid = contract(torch.tensor([[0.0, 20.0, 2.2]], dtype=torch.float64), LO, HI)
+    assert torch.allclose(mid, torch.tensor([[0.0, 1 / 3, 0.0]], dtype=torch.float64), atol=1e-9)
+
+
+def test_sampler_is_uniform_in_contracted_distance():
+    d = sample_depths(3, 64, 0.1, 80.0, 40.0)
+    assert d.shape == (3, 64) and (d[:, 1:] > d[:, :-1]).all() and d.min() >= 0.1 and d.max() <= 80.0
+    c = contract(d[0, :, None].double(), [-40.0], [40.0])[:, 0]
+    assert torch.allclose(c.diff(), c.diff().mean().expand(63), atol=1e-5)
+    j = sample_depths(200, 64, 0.1, 80.0, 40.0, jitter=True, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(j[0], j[1]) and (j[:, 1:] > j[:, :-1]).all()
+
+
+def _slab_field(contracted: bool) -> VoxelField:
+    """Geometry +20 (opaque) where base_link x >= 10 m, -20 elsewhere."""
+    if contracted:
+        n = (800, 8, 8)
+        ax = [-1 + (2 * torch.arange(k, dtype=torch.float32) + 1) / k for k in n]
+        cx, cy, cz = torch.meshgrid(*ax, indexing="ij")
+        x = uncontract(torch.stack([cx, cy, cz], -1), LO, HI)[..., 0]
+    else:
+        n = (800, 4, 4)
+        x = (LO[0] + (torch.arange(n[0]) + 0.5) * (HI[0] - LO[0]) / n[0]).view(-1, 1, 1).expand(n)
+    geo = torch.where(x >= 10.0, 20.0, -20.0)[None, None].float()
+    return VoxelField(geo, None, LO, HI, contracted=contracted)
+
+
+@pytest.mark.parametrize("mode", ["prob", "density"])
+@pytest.mark.parametrize("contracted", [True, False])
+def test_opaque_slab_at_10m_renders_depth_10m(mode, contracted):
+    field = _slab_field(contracted)
+    rc = RenderConfig(mode=mode, samples=600, sample_roi=40.0)
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]).view(1, 1, 3, 3)
+    # optical z along base_link x, x right = -y, y down = -z; camera 1.5 m up
+    T = torch.eye(4)
+    T[:3, :3] = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    T[2, 3] = 1.5
+    uv = torch.tensor([[64.0, 48.0], [10.0, 40.0], [120.0, 60.0]]).view(1, 1, 3, 2)
+    rr = render_camera_rays(field, K, T.view(1, 1, 4, 4), uv, rc)
+    assert torch.allclose(rr.depth, torch.full_like(rr.depth, 10.0), atol=0.25), rr.depth
+    assert (rr.opacity > 0.99).all()
+    # nothing in the way: the ray ends at the far plane
+    empty = VoxelField(torch.full_like(field.geo, -20.0), None, LO, HI, contracted=contracted)
+    assert (render_camera_rays(empty, K, T.view(1, 1, 4, 4), uv, rc).depth > 70).all()
+
+
+def test_render_rays_semantics_are_weighted_logits():
+    depths = torch.linspace(1, 10, 10).expand(2, 10)
+    geo = torch.full((2, 10), -30.0)
+    geo[:, 4] = 30.0  # one opaque sample
+    sem = torch.randn(2, 10, 5)
+    r = render_rays(geo, depths, "prob", semantics=sem)
+    assert torch.allclose(r.depth, depths[:, 4], atol=1e-4)
+    assert torch.allclose(r.semantics, sem[:, 4], atol=1e-4)
+    assert torch.allclose(r.weights.sum(1), torch.ones(2))
+
+
+# ----------------------------------------------------------------------------- photometric loss
+def _plane_views(b: float = 0.5, Z: float = 8.0, H: int = 48, W: int = 64):
+    """A fronto-parallel textured plane at z-depth Z seen by a target camera and one moved by b
+    metres along its x axis: (tgt (1, 3, H, W), src (1, 1, 3, H, W), K (1, 3, 3), T (1, 1, 4, 4))."""
+    fx, cx, cy = 60.0, W / 2 - 0.5, H / 2 - 0.5
+
+    def tex(X, Y):
+        return torch.stack([0.5 + 0.25 * torch.sin(3.1 * X + 1.3 * Y), 0.5 + 0.25 * torch.cos(2.3 * Y - 0.7 * X),
+                            0.5 + 0.2 * torch.sin(1.7 * X) * torch.cos(2.9 * Y)], 0)
+
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    X, Y = (u - cx) / fx * Z, (v - cy) / fx * Z
+    tgt = tex(X, Y)[None]
+    src = tex(X + b, Y)[None, None]  # the source camera sits at x = b
+    K = torch.tensor([[fx, 0, cx], [0, fx, cy], [0, 0, 1.0]])[None]
+    T = torch.eye(4)
+    T[0, 3] = -b  # target camera -> source camera
+    return tgt, src, K, T.view(1, 1, 4, 4)
+
+
+def _patch_uv(H=48, W=64, p=6):
+    from occ_core.training.render_losses import random_patches
+
+    rc = RenderConfig(patches=20, patch_size=p)
+    uv = random_patches(1, 1, (H, W), rc, generator=torch.Generator().manual_seed(3)).view(1, -1, 2)
+    return uv.clamp(8, W - 9)  # stay where the warped pixel is inside the source image
+
+
+def test_photometric_loss_near_zero_with_true_depth_and_pose():
+    tgt, src, K, T = _plane_views()
+    uv = _patch_uv()
+    d = torch.full(uv.shape[:2], 8.0)
+    good, _ = reprojection_loss(tgt, src, uv, d, K, T, 6, automask=False)
+    bad, _ = reprojection_loss(tgt, src, uv, d * 2.0, K, T, 6, automask=False)
+    near, _ = reprojection_loss(tgt, src, uv, d * 0.6, K, T, 6, automask=False)
+    assert float(good) < 0.01
+    assert float(bad) > 5 * float(good) and float(near) > 5 * float(good)
+
+
+def test_automask_masks_a_static_camera():
+    # the images do not change although the poses say the camera moved (a car at the ego's speed,
+    # or a camera standing still under wrong odometry): every pixel is masked, the loss ~ 0
+    tgt, _, K, T = _plane_views()
+    src = tgt[:, None].clone()
+    uv = _patch_uv()
+    d = torch.full(uv.shape[:2], 8.0)
+    loss, kept = reprojection_loss(tgt, src, uv, d, K, T, 6, automask=True)
+    assert float(kept.float().mean()) < 0.02
+    assert float(loss) < 1e-3
+    unmasked, _ = reprojection_loss(tgt, src, uv, d, K, T, 6, automask=False)
+    assert float(unmasked) > 20 * float(loss)
+    # a moving camera (true motion in the images) keeps its pixels
+    tgt2, src2, K2, T2 = _plane_views()
+    _, kept2 = reprojection_loss(tgt2, src2, uv, d, K2, T2, 6, automask=True)
+    assert float(kept2.float().mean()) > 0.9
+
+
+# ----------------------------------------------------------------------------- depth files
+def test_depth_png_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    d = (rng.random((9, 13)) * 90).astype(np.float32)
+    d[0, 0] = 0.0
+    (tmp_path / "CAM_FRONT").mkdir()
+    write_depth_png(tmp_path / "CAM_FRONT" / "x.png", d)
+    back = read_depth_png(tmp_path / "CAM_FRONT" / "x.png", (9, 13))
+    assert back.dtype == np.float32 and back.shape == (9, 13)
+    assert np.abs(back - d).max() <= 0.5 / 256 + 1e-6
+    assert back[0, 0] == 0.0
+    # the synthetic world's encoding: the same bytes
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.clip(np.round(d * 256.0), 0, 65535).astype(np.uint16))
+    assert encode_depth_png(d) == buf.tobytes()
+    from occ_core.errors import OccDataError
+
+    with pytest.raises(OccDataError, match="expected 13x10"):
+        read_depth_png(tmp_path / "CAM_FRONT" / "x.png", (10, 13))
+
+
+# ----------------------------------------------------------------------------- model and training
+def _tiny_cfg(**render):
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "config/models/occnerf.yaml").read_text())
+    doc["image"] = {"size": [32, 64]}
+    doc["backbone"] = {"stem": 8, "widths": [8, 8, 16, 16], "blocks": [1, 1, 1, 1], "neck_channels": 8, "out_stride": 8}
+    doc["occnerf"] = {"field_dims": [12, 12, 6], "channels": 8, "cnn_channels": 8, "cnn_blocks": 1}
+    doc["render"].update({"samples": 24, "patches": 4, "patch_size": 4, **render})
+    doc["train"].update({"steps": 2, "lr": 5e-3})
+    return config_from_dict(doc)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from occ_core.data.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("occnerf") / "world"
+    generate(SynthConfig(scenes=2, samples_per_scene=2, image_size=(64, 36), sweeps=False, camera_adjacent=True,
+                         semantic2d=True, semantic2d_corrupt=True), out, progress=False, workers=1)
+    return out
+
+
+def test_synthetic_adjacent_frames_and_2d_labels(tiny_world):
+    import json
+
+    from occ_core.formats.image_maps import read_semantic2d
+
+    sd = json.loads((tiny_world / "v1.0-mini" / "sample_data.json").read_text())
+    cams = [r for r in sd if "CAM_FRONT/" in r["filename"]]
+    keys = [r for r in cams if r["is_key_frame"]]
+    assert len(keys) == 4 and len(cams) == 4 + 8  # previous and next frame of each keyframe
+    by_tok = {r["token"]: r for r in sd}
+    for k in keys:
+        for nb in (by_tok[k["prev"]], by_tok[k["next"]]):
+            assert abs(abs(nb["timestamp"] - k["timestamp"]) - 1e6 / 12) <= 1
+    stem = Path(keys[0]["filename"]).stem
+    clean = read_semantic2d(tiny_world / "semantic2d" / "CAM_FRONT" / f"{stem}.png")
+    bad = read_semantic2d(tiny_world / "semantic2d_corrupt" / "CAM_FRONT" / f"{stem}.png")
+    assert clean.shape == (36, 64) and clean.max() <= 16 and (clean >= 0).mean() > 0.3
+    assert (bad == -1).sum() > (clean == -1).sum() and (bad != clean).any()
+
+
+def test_corruption_changes_labels_like_a_segmenter():
+    from occ_core.classes import OCC3D_INDEX
+    from occ_core.data.synthetic.semantic2d import Corruption, corrupt_semantic2d
+
+    cls = np.full((60, 80), OCC3D_INDEX["driveable_surface"], np.uint8)
+    cls[:20] = 17
+    inst = np.zeros((60, 80), np.int32)
+    for i in range(8):
+        cls[25:45, 10 * i:10 * i + 8] = OCC3D_INDEX["truck"]
+        inst[25:45, 10 * i:10 * i + 8] = i + 1
+    out = corrupt_semantic2d(cls, inst, np.random.default_rng(0), Corruption(confuse_object=0.5, drop_object=0.2))
+    assert 0.02 < (out == 255).mean() < 0.4  # dropped regions
+    assert (out == OCC3D_INDEX["car"]).any() or (out == OCC3D_INDEX["bus"]).any()  # confused trucks
+    same = corrupt_semantic2d(cls, inst, np.random.default_rng(0), Corruption(confuse_object=0.5, drop_object=0.2))
+    assert (same == out).all()
+    clean = corrupt_semantic2d(cls, inst, np.random.default_rng(0), Corruption(0, 0, 0, 0, 0))
+    assert (clean == cls).all()
+
+
+def test_forward_backward_and_loss_falls_on_one_batch(tiny_world):
+    from occ_core.data.render_dataset import RenderDataset, collate_render
+    from occ_core.training.train import Trainer
+
+    cfg = _tiny_cfg()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=40, lr=3e-3))
+    ds = RenderDataset(tiny_world, ["scene-0001"], cfg)
+    batch = collate_render([ds[0]], cfg)
+    assert batch.labels is not None and batch.src_rgb.shape == (1, 6, 2, 3, 32, 64)
+    tr = Trainer(cfg, "cpu", torch.ones(18))
+    with torch.no_grad():
+        out = tr.model(batch.inputs)
+    assert out.logits.shape == (1, 18, 200, 200, 16) and torch.isfinite(out.logits).all()
+    torch.manual_seed(0)
+    first = [tr.train_step(batch).losses for _ in range(2)]
+    for _ in range(8):
+        tr.train_step(batch)
+    torch.manual_seed(0)
+    last = [tr.train_step(batch).losses for _ in range(2)]
+    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+    assert all(math.isfinite(r["total"]) for r in first + last)
+    assert mean(last, "total") < 0.9 * mean(first, "total"), (first, last)
+    grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_occnerf_training_never_opens_gts(tiny_world, tmp_path, monkeypatch):
+    """occ-train with the occnerf config: no file under gts/ of a training scene is opened
+    (only the held-out val scene's labels, for the mIoU)."""
+    import builtins
+    import zipfile
+
+    import yaml
+
+    from occ_core.models.config import config_to_dict
+    from occ_core.training import train
+
+    train_gts = str(tiny_world / "gts" / "scene-0001")
+    opened: list[str] = []
+
+    def guard(path):
+        p = str(Path(path).resolve()) if isinstance(path, (str, Path)) else ""
+        if "/gts/" in p:
+            opened.append(p)
+        if p.startswith(train_gts):
+            raise AssertionError(f"occnerf training opened a 3D label: {p}")
+
+    real_open, real_load, real_zip = builtins.open, np.load, zipfile.ZipFile.__init__
+
+    def open_(file, *a, **k):
+        guard(file)
+        return real_open(file, *a, **k)
+
+    def load_(file, *a, **k):
+        guard(file)
+        return real_load(file, *a, **k)
+
+    def zip_(self, file, *a, **k):
+        guard(file)
+        return real_zip(self, file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(np, "load", load_)
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", zip_)
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(config_to_dict(_tiny_cfg())))
+    rc = train.main(["--config", str(cfg_path), "--dataroot", str(tiny_world), "--work-dir", str(tmp_path / "run"),
+                     "--steps", "2", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    import json
+
+    val = json.loads((tmp_path / "run" / "val.json").read_text())
+    assert val["depth_images"] == 12 and val["abs_rel"] is not None  # 2 val keyframes x 6 cameras
+    assert val["occ_frames"] == 2 and val["mIoU"] is not None
+    assert opened and all("scene-0002" in p for p in opened)  # the val labels, read to score
+
+
+def test_predict_depth_and_eval(tiny_world, tmp_path):
+    import yaml
+
+    from occ_core.eval import cli as eval_cli
+    from occ_core.models.config import config_to_dict
+    from occ_core.training import predict
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(config_to_dict(_tiny_cfg())))
+    out = tmp_path / "depth"
+    assert predict.main(["--config", str(cfg_path), "--dataroot", str(tiny_world), "--out", str(out),
+                         "--format", "depth", "--no-progress"]) == 0
+    maps = sorted(out.glob("*/*.png"))
+    assert len(maps) == 12
+    d = read_depth_png(maps[0], (36, 64))
+    assert (d > 0).all() and d.max() <= 80.0
+    assert eval_cli.main(["--metrics", "depth", "--gt", str(tiny_world / "depth"), "--pred", str(out),
+                          "--json", str(tmp_path / "d.json"), "--no-progress"]) == 0
+    import json
+
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert doc["images"] == 12 and doc["reports"]["scale-aware"]["summary"]["abs_rel"] > 0
+    # a non-render model cannot write depth
+    assert predict.main(["--config", str(ROOT / "config/models/camera.yaml"), "--dataroot", str(tiny_world),
+                         "--out", str(tmp_path / "x"), "--format", "depth", "--no-progress"]) == 2
+
+
+def test_shipped_config_runs_through_the_node_predictor(tiny_world):
+    """The node's path: load_predictor(config, checkpoint) -> predict(SensorFrame)."""
+    from occ_core.data.nuscenes_dataset import NuScenesOccDataset
+    from occ_core.grid import OCC3D
+    from occ_core.models.predictor import load_predictor
+
+    ckpt = ROOT / "config/models/occnerf_demo.pt"
+    pred = load_predictor(ROOT / "config/models/occnerf.yaml", ckpt if ckpt.exists() else None)
+    ds = NuScenesOccDataset(tiny_world, ["scene-0002"], OCC3D, image_hw=pred.image_hw)
+    out = pred.predict(ds.load_frame(ds.samples[0][1]))
+    assert out.labels.shape == (200, 200, 16) and out.labels.dtype == np.uint8 and out.labels.max() <= 17
+    assert np.all((out.scores > 0) & (out.scores <= 1.0))
+
+
+def test_adjacent_frames_leave_keyframes_and_labels_unchanged(tmp_path):
+    from occ_core.data.synthetic import SynthConfig, generate
+
+    base = dict(scenes=1, samples_per_scene=2, image_size=(48, 27), sweeps=False)
+    generate(SynthConfig(**base), tmp_path / "plain", progress=False, workers=1)
+    generate(SynthConfig(**base, camera_adjacent=True), tmp_path / "adj", progress=False, workers=1)
+    for sub in ("samples/CAM_BACK", "gts"):
+        a = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain" / sub).rglob("*") if p.is_file())
+        b = sorted(p.relative_to(tmp_path / "adj") for p in (tmp_path / "adj" / sub).rglob("*") if p.is_file())
+        assert a and a == b
+        assert all((tmp_path / "plain" / r).read_bytes() == (tmp_path / "adj" / r).read_bytes() for r in a)
+    assert len(list((tmp_path / "adj" / "sweeps" / "CAM_BACK").iterdir())) == 4
