@@ -21,7 +21,13 @@ Each keyframe of the split goes through the same path as the ROS node: a
   (``flow: true``, e.g. ``config/models/fusion_flow.yaml``); otherwise exit status 2.
 
 Tokens whose file already exists are skipped, so an interrupted run continues where it stopped
-(``--overwrite`` redoes them). Sample tokens come from the dataroot's tables and are checked as
+(``--overwrite`` redoes them).
+
+Temporal models (a ``temporal`` section, :mod:`occ_core.models.temporal`) run each scene in
+keyframe order with their state, reset at the start of every scene (and wherever the reset rule
+says, from the stamps and ego poses of the keyframes), exactly as the node runs a stream. A scene
+with any prediction missing is therefore predicted from its first keyframe again (the files that
+exist are left as they are unless ``--overwrite``); the summary line counts the resets by reason. Sample tokens come from the dataroot's tables and are checked as
 single file names before anything is predicted (:func:`occ_core.paths.safe_component`): a token
 such as ``../x`` stops the run instead of writing outside ``--out``.
 
@@ -123,17 +129,31 @@ def _run(args) -> int:
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
     ds = NuScenesOccDataset(args.dataroot, splits[args.split], cfg.grid_spec, sweeps, image_hw=cfg.image_hw)
     written = others = 0
+    temporal = predictor.state is not None
+    todo = {scene for scene, token in ds.samples
+            if args.overwrite or not occ3d.prediction_path(args.out, token).exists()}
+    prev_scene = None
     for scene, token in tqdm(ds.samples, desc=f"predict {args.split}", disable=args.no_progress):
         path = occ3d.prediction_path(args.out, token)
-        if path.exists() and not args.overwrite:
+        exists = path.exists() and not args.overwrite
+        if temporal and scene != prev_scene:
+            predictor.reset()  # a new scene is a new sequence
+        prev_scene = scene
+        if exists and not (temporal and scene in todo):
             continue
         pred = predictor.predict(ds.load_frame(token))
+        if exists:  # run only to carry the temporal state to the missing keyframes
+            continue
         if args.fmt == "openocc":
             others += write_openocc(path, pred)
         else:
             occ3d.write_prediction(path, pred.labels)
         written += 1
     note = f" ({others} voxels of Occ3D 'others' written as OpenOcc free)" if others else ""
+    if temporal:
+        st = predictor.state
+        resets = ", ".join(f"{k} {v}" for k, v in st.resets.items() if v)
+        note += f"; temporal state carried over {st.carried} frames, reset on {resets or 'none'}"
     print(f"occ-predict: {written} {args.fmt} predictions written, {len(ds.samples) - written} kept, "
           f"in {args.out}{note}")
     return 0
