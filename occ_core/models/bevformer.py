@@ -42,12 +42,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from occ_core.grid import GridSpec
 from occ_core.models.backbone import BasicBlock, ImageEncoder, conv_bn_relu
-from occ_core.models.bevformer_sca import BEVQueries, SpatialCrossAttention, bev_cell_centres, bev_to_map
+from occ_core.models.bevformer_sca import BEVQueries, SpatialCrossAttention, bev_to_map
 from occ_core.models.config import ModelConfig
 from occ_core.models.heads import ChannelToHeightHead, FlowHead, VoxelHead
 from occ_core.models.occnet import MODELS, OccInputs, OccOutput
