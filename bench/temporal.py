@@ -7,12 +7,13 @@ Run from the repository root, after training both (BENCHMARKS.md, "Temporal fusi
         --model bevformer_flow=config/models/bevformer_flow.yaml:work_dirs/bevformer_flow/model.pt \\
         --out work_dirs/temporal_bench
 
-For each model, on the val split of ``--dataroot`` (every scene in keyframe order: temporal
-models carry their state as ``occ-predict`` does):
+For each model, on the val split of ``--dataroot`` (or ``--scenes`` of it; every scene in keyframe
+order: temporal models carry their state, reset at each scene start, as ``occ-predict`` does; each
+keyframe is predicted once and written in both formats):
 
-1. ``occ-predict`` Occ3D predictions, scored by ``occ-eval`` inside the camera mask (mIoU, IoU)
+1. Occ3D predictions, scored by ``occ-eval`` inside the camera mask (mIoU, IoU)
    and RayIoU;
-2. ``occ-predict --format openocc`` predictions scored by ``occ-eval --format openocc --metrics
+2. OpenOcc v2 predictions (``occ-predict --format openocc``'s writer) scored by ``occ-eval --format openocc --metrics
    mave`` (mAVE, per-class AVE), and the same semantics with the flow zeroed (the zero-flow row);
 3. a voxel view of the flow: on voxels where GT and prediction agree on a dynamic class (OpenOcc
    classes car .. pedestrian), the mean L2 flow error of the model and of zero flow, separately
@@ -70,13 +71,42 @@ def flow_errors(gt_dir: Path, pred_dir: Path, scenes: list[str]) -> dict:
     return {k: {"model": a / max(n, 1), "zero_flow": z / max(n, 1), "voxels": n} for k, (a, z, n) in acc.items()}
 
 
+def predict_scenes(config: str, checkpoint: str, dataroot: Path, scenes: list[str], out: Path) -> None:
+    """``occ-predict``'s loop over the chosen scenes (keyframe order, the state reset at each
+    scene start), writing each prediction once as Occ3D (``out/occ3d``) and OpenOcc v2 (``out/openocc``)."""
+    from occ_core.data.nuscenes_dataset import NuScenesOccDataset
+    from occ_core.formats import occ3d
+    from occ_core.models.predictor import load_predictor
+
+    predictor = load_predictor(config, checkpoint)
+    ds = NuScenesOccDataset(dataroot, scenes, predictor.cfg.grid_spec, image_hw=predictor.cfg.image_hw)
+    (out / "occ3d").mkdir(parents=True, exist_ok=True)
+    (out / "openocc").mkdir(parents=True, exist_ok=True)
+    prev = None
+    for scene, token in ds.samples:
+        if scene != prev:
+            predictor.reset()
+        prev = scene
+        pred = predictor.predict(ds.load_frame(token))
+        occ3d.write_prediction(occ3d.prediction_path(out / "occ3d", token), pred.labels)
+        predict_cli.write_openocc(occ3d.prediction_path(out / "openocc", token), pred)
+    if predictor.state is not None:
+        print(f"{config}: state carried over {predictor.state.carried} frames, resets {predictor.state.resets}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataroot", required=True, type=Path, help="held-out world (its val split is scored)")
     p.add_argument("--model", action="append", required=True, help="NAME=CONFIG:CHECKPOINT (repeat)")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--scenes", default=None, help="comma-separated val scenes to score (default: all of them)")
     a = p.parse_args()
     scenes = scene_splits(a.dataroot)["val"]
+    if a.scenes:
+        unknown = sorted(set(a.scenes.split(",")) - set(scenes))
+        if unknown:
+            raise SystemExit(f"--scenes: {unknown} are not val scenes of {a.dataroot}")
+        scenes = a.scenes.split(",")
     version = find_version(a.dataroot)
     common = ["--dataroot", str(a.dataroot), "--version", version, "--scenes", ",".join(scenes)]
     results = {}
@@ -85,10 +115,7 @@ def main() -> None:
         cfg, ckpt = rest.rsplit(":", 1)
         out = a.out / name
         t0 = time.process_time()
-        for fmt in ("occ3d", "openocc"):
-            if predict_cli.main(["--config", cfg, "--checkpoint", ckpt, "--dataroot", str(a.dataroot), "--split", "val",
-                                 "--out", str(out / fmt), "--format", fmt, "--no-progress"]) != 0:
-                raise SystemExit(f"occ-predict failed for {name} ({fmt})")
+        predict_scenes(cfg, ckpt, a.dataroot, scenes, out)
         cpu_s = time.process_time() - t0
         occ = _eval(["--gt", str(a.dataroot / "gts"), "--pred", str(out / "occ3d"), "--mask", "camera",
                      "--metrics", "miou,iou,rayiou", *common], out / "occ3d.json")
@@ -114,13 +141,16 @@ def main() -> None:
             "load": load_average(), "dataroot": str(a.dataroot), "scenes": scenes}
     atomic_write_text(a.out / "temporal.json", json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"{meta['date']}, {meta['cpu']}, load {meta['load']}; {a.dataroot} val scenes {', '.join(scenes)}")
+    def f(v, scale=1.0, digits=2):
+        return "–" if v is None else f"{scale * v:.{digits}f}"
+
     print("| model | mIoU % | IoU % | RayIoU % | mAVE | mAVE zero flow | moving L2 (zero) | still L2 (zero) |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for name, r in results.items():
         v = r["voxel_flow"]
-        print(f"| {name} | {100 * r['mIoU']:.2f} | {100 * r['IoU']:.2f} | {100 * r['RayIoU']:.2f} | {r['mAVE']:.3f} | "
-              f"{r['mAVE_zero_flow']:.3f} | {v['moving']['model']:.2f} ({v['moving']['zero_flow']:.2f}) | "
-              f"{v['still']['model']:.2f} ({v['still']['zero_flow']:.2f}) |")
+        print(f"| {name} | {f(r['mIoU'], 100)} | {f(r['IoU'], 100)} | {f(r['RayIoU'], 100)} | {f(r['mAVE'], 1, 3)} | "
+              f"{f(r['mAVE_zero_flow'], 1, 3)} | {f(v['moving']['model'])} ({f(v['moving']['zero_flow'])}) | "
+              f"{f(v['still']['model'])} ({f(v['still']['zero_flow'])}) |")
     for name, r in results.items():
         print(f"{name} AVE: " + ", ".join(f"{c} {r['AVE'].get(c)} ({r['AVE_zero_flow'].get(c)})" for c in DYNAMIC))
 

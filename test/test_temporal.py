@@ -310,3 +310,12 @@ def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, 
         assert np.array_equal(pred.labels, occ3d.read_prediction(occ3d.prediction_path(off, token)))
     single = OccupancyPredictor(rec.inner.model, dataclasses.replace(rec.inner.cfg, temporal=None))
     assert not np.array_equal(single.predict(rec.frames[2]).labels, rec.preds[2].labels)
+
+
+def test_shipped_checkpoint_fits_its_config():
+    ckpt = REPO / "config" / "models" / "bevformer_temporal_demo.pt"
+    assert ckpt.stat().st_size < 5 * 2**20
+    pred = load_predictor(CFG, ckpt)
+    assert pred.needs_ego_pose and pred.cfg.flow
+    with pytest.raises(OccDataError, match="weights do not fit"):
+        load_predictor(REPO / "config" / "models" / "camera.yaml", ckpt)
