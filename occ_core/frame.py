@@ -29,6 +29,11 @@ class SensorFrame:
             older the sweep is than ``stamp_ns``; 0 for the current sweep).
         T_base_from_lidar: (4, 4) float64, LiDAR frame -> base_link (for models that work in
             the LiDAR frame).
+        ego_pose: (4, 4) float64 base_link at ``stamp_ns`` -> a fixed world frame (nuScenes'
+            global frame offline, ``odom`` in the node), or None when no pose is known. Temporal
+            models take the ego motion between frames from it
+            (``inv(ego_pose_cur) @ ego_pose_prev``); a BEV-augmented training frame carries
+            ``ego_pose @ inv(A)`` so that the motion is expressed in the augmented frames.
     """
 
     stamp_ns: int
@@ -38,6 +43,7 @@ class SensorFrame:
     T_base_from_cam: np.ndarray
     points: np.ndarray
     T_base_from_lidar: np.ndarray
+    ego_pose: np.ndarray | None = None
 
 
 @dataclass

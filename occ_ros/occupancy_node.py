@@ -21,6 +21,14 @@ others). Ego body (``ego_filter``, ``ego_footprint``): LiDAR points inside the f
 base_link, the car's own roof and bonnet (:mod:`occ_core.ego`), are dropped before the model;
 ``ego_points_removed`` on /diagnostics counts them.
 
+Temporal models (``needs_ego_pose``, a model config with a ``temporal`` section): each frame
+carries ``ego_pose`` = ``T_odom_base`` at the LiDAR stamp (the same pose lookup as above, made
+for them even with camera motion compensation off), and the predictor keeps its state from frame
+to frame by :func:`occ_core.models.temporal.link_frames`: it resets on the first frame, a missing
+pose (no ``odom_topic`` / TF, or none near the stamp), a stamp gap over twice the period, a stamp
+that goes back (a bag played again), or a pose jump. ``temporal_carried`` and
+``temporal_reset_<reason>`` on /diagnostics count them.
+
 Outputs, stamped with the LiDAR header stamp in ``base_frame``: ``/occupancy/grid``
 (occ_ros_msgs/SemanticOccupancyGrid: the dense (X, Y, Z) labels with scores and flow when the
 predictor gives them, :mod:`occ_ros.conversions.grid_msg`), ``/occupancy/voxels``
@@ -675,7 +683,9 @@ class OccupancyNode(Node):
             intrinsics = dict(self._intrinsics)
         compensate = cfg.camera_motion_compensation
         deadline = time.monotonic() + POSE_WAIT_S
-        P_lidar = self._pose_at(synced.stamp_ns, deadline) if compensate and self.has_pose_source() else None
+        # the ego pose at the LiDAR stamp: camera motion compensation, and the ego motion of temporal models
+        wants_pose = compensate or bool(getattr(self.predictor, "needs_ego_pose", False))
+        P_lidar = self._pose_at(synced.stamp_ns, deadline) if wants_pose and self.has_pose_source() else None
         compensated = fallbacks = 0
         Ks, Ts, images = [], [], []
         for cam in cfg.camera_names:
@@ -712,7 +722,7 @@ class OccupancyNode(Node):
             self.counters.camera_static_fallbacks += fallbacks
         return SensorFrame(stamp_ns=synced.stamp_ns, camera_names=tuple(cfg.camera_names), images=images,
                            intrinsics=np.stack(Ks), T_base_from_cam=np.stack(Ts), points=points,
-                           T_base_from_lidar=T_lidar)
+                           T_base_from_lidar=T_lidar, ego_pose=P_lidar)
 
     def _process(self, item: tuple[SyncedSet, float]) -> None:
         synced, t_complete = item
@@ -858,6 +868,11 @@ class OccupancyNode(Node):
             values["map_resets"] = self.map.resets
             if self.map.timings_ms:
                 values["map_update_ms_p50"] = f"{np.percentile(self.map.timings_ms, 50):.1f}"
+        state = getattr(self.predictor, "state", None)  # temporal models: how often the state carried or reset
+        if state is not None and hasattr(state, "resets"):
+            values["temporal_carried"] = state.carried
+            for reason, n in state.resets.items():
+                values[f"temporal_reset_{reason}"] = n
         problems_total = (c.malformed_lidar + c.malformed_image + c.malformed_camera_info + c.malformed_odom
                           + c.out_of_order + c.no_calibration + c.predictor_errors + ws.dropped)
         new_problems = problems_total - self._problems_reported  # WARN while problems keep occurring

@@ -27,6 +27,15 @@ by the same pixel affine, so every LiDAR point and label still projects onto the
 shows it. LiDAR dropout (``lidar_dropout``): points are dropped at random (the same rate for
 the whole sample). All of it is seeded by ``(seed, epoch, index)``.
 
+Temporal items (``history`` > 0, configs with a ``temporal`` section): each item also carries
+up to ``history`` previous keyframes of the same scene (``OccSample.history``, oldest first;
+fewer at the start of a scene, none for its first keyframe), loaded like the current one and
+given the *same* BEV transform ``A``. Every frame carries its ego pose (``SensorFrame.ego_pose``,
+base_link -> global at its LiDAR stamp), augmented as ``P @ inv(A)``, so that the ego motion
+``inv(P'_cur) @ P'_prev = A @ inv(P_cur) @ P_prev @ inv(A)`` maps the previous augmented frame
+into the current augmented one. :func:`collate` links consecutive frames with the temporal
+reset rule (:func:`occ_core.models.temporal.link_frames`).
+
 Names from the tables never escape the dataroot: scene names and sample tokens are checked as
 single file names when the dataset is built, and every sample_data ``filename`` (cameras and
 each LiDAR sweep) as a relative path inside the dataroot before it is read
@@ -86,6 +95,7 @@ class OccSample:
     token: str
     frame: SensorFrame
     targets: OccTargets
+    history: list[SensorFrame] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +107,13 @@ class OccBatch:
         semantics: (B, X, Y, Z) int64 labels; mask_camera, mask_lidar: (B, X, Y, Z) bool.
         flow: (B, X, Y, Z, 2) float32 or None.
         tokens, scenes: per-sample identification.
+        history: S - 1 previous frames' inputs (temporal configs; oldest first, batch B each;
+            empty otherwise). A sample with fewer previous frames repeats its oldest one in the
+            missing leading steps, whose links are then not valid.
+        T_cur_from_prev: (S, B, 4, 4) float32 ego motion from step s - 1 to step s (step S - 1
+            = the current frame); None without history.
+        link_valid: (S, B) bool, the reset rule's verdict for each link (row 0 False); None
+            without history.
     """
 
     inputs: OccInputs
@@ -106,6 +123,9 @@ class OccBatch:
     flow: torch.Tensor | None
     tokens: list[str]
     scenes: list[str]
+    history: list[OccInputs] = dataclasses.field(default_factory=list)
+    T_cur_from_prev: torch.Tensor | None = None
+    link_valid: torch.Tensor | None = None
 
 
 def find_version(dataroot: str | Path) -> str:
@@ -170,8 +190,18 @@ def augment_images(frame: SensorFrame, scales: np.ndarray, offsets: np.ndarray) 
         A = np.array([[s, 0.0, 0.5 * s - 0.5 - tx], [0.0, s, 0.5 * s - 0.5 - ty], [0.0, 0.0, 1.0]])
         images.append(cv2.warpAffine(img, A[:2], (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
         Ks.append(A @ np.asarray(K, np.float64))
-    return SensorFrame(frame.stamp_ns, frame.camera_names, images, np.stack(Ks), frame.T_base_from_cam,
-                       frame.points, frame.T_base_from_lidar)
+    return dataclasses.replace(frame, images=images, intrinsics=np.stack(Ks))
+
+
+def transform_frame(frame: SensorFrame, A: np.ndarray) -> SensorFrame:
+    """A frame seen from the augmented base_link ``A @ base_link`` ((4, 4) ``A``, e.g. a BEV flip
+    and yaw): points, ``T_base_from_cam`` and ``T_base_from_lidar`` are premultiplied by ``A``,
+    and the ego pose (base_link -> world) becomes ``ego_pose @ inv(A)``."""
+    pts = frame.points.copy()
+    pts[:, :3] = pts[:, :3] @ A[:3, :3].T.astype(np.float32)
+    ego_pose = None if frame.ego_pose is None else frame.ego_pose @ np.linalg.inv(A)
+    return dataclasses.replace(frame, T_base_from_cam=A @ frame.T_base_from_cam, points=pts,
+                               T_base_from_lidar=A @ frame.T_base_from_lidar, ego_pose=ego_pose)
 
 
 def augment_bev(frame: SensorFrame, targets: OccTargets, grid: GridSpec, flip_x: bool, flip_y: bool,
@@ -185,10 +215,7 @@ def augment_bev(frame: SensorFrame, targets: OccTargets, grid: GridSpec, flip_x:
     if abs(lo[0] + hi[0]) > 1e-6 or abs(lo[1] + hi[1]) > 1e-6:
         raise ValueError(f"augment_bev: grid {grid.name} is not symmetric in x, y: {grid.point_range}")
     A = _bev_transform(flip_x, flip_y, yaw)
-    pts = frame.points.copy()
-    pts[:, :3] = pts[:, :3] @ A[:3, :3].T.astype(np.float32)
-    frame = SensorFrame(frame.stamp_ns, frame.camera_names, frame.images, frame.intrinsics,
-                        A @ frame.T_base_from_cam, pts, A @ frame.T_base_from_lidar)
+    frame = transform_frame(frame, A)
     arrays = [targets.semantics, targets.mask_camera, targets.mask_lidar]
     flow = targets.flow
     axes = tuple(a for a, f in ((0, flip_x), (1, flip_y)) if f)
@@ -237,12 +264,15 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             intrinsics mapped to match; None decodes at full size.
         ego_footprint: LiDAR points inside this base_link box are the car's own body and are
             dropped (None keeps them); the node's ``ego_footprint`` parameter has the same default.
+        history: previous keyframes of the same scene loaded with each item (temporal models;
+            0 = none), see the module docstring.
     """
 
     def __init__(self, dataroot: str | Path, scenes: list[str], grid: GridSpec, max_sweeps: int = 1,
                  with_flow: bool = False, augment: bool = False, rotate_deg: float = 0.0, seed: int = 0, nusc=None,
                  image_hw: tuple[int, int] | None = None, image_scale: tuple[float, float] = (1.0, 1.0),
-                 lidar_dropout: float = 0.0, ego_footprint: EgoFootprint | None = NUSCENES_EGO_FOOTPRINT):
+                 lidar_dropout: float = 0.0, ego_footprint: EgoFootprint | None = NUSCENES_EGO_FOOTPRINT,
+                 history: int = 0):
         from nuscenes.nuscenes import NuScenes
 
         self.dataroot = Path(dataroot)
@@ -257,6 +287,9 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         self.lidar_dropout = float(lidar_dropout)
         self.image_hw = None if image_hw is None else (int(image_hw[0]), int(image_hw[1]))
         self.ego_footprint = ego_footprint
+        if history < 0:
+            raise ValueError(f"history: expected >= 0 previous keyframes, got {history}")
+        self.history = int(history)
         #: sample token -> LiDAR points removed as the ego body by the last load_frame of it
         self.removed_ego_points: dict[str, int] = {}
         self.epoch = 0
@@ -327,7 +360,7 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         pts, self.removed_ego_points[sample_token] = remove_ego_points(pts, self.ego_footprint)
         return SensorFrame(int(lidar_sd["timestamp"]) * 1000, tuple(names), images,
                            np.stack(Ks) if Ks else np.zeros((0, 3, 3)), np.stack(Ts) if Ts else np.zeros((0, 4, 4)),
-                           pts, C_lidar)
+                           pts, C_lidar, ego_pose=E_lidar)
 
     def load_targets(self, scene: str, token: str) -> OccTargets:
         gt = occ3d.read_gt(label_path(self.dataroot, scene, token), self.grid.dims)
@@ -336,26 +369,45 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             flow = openocc.read(label_path(self.dataroot, scene, token, "openocc_v2"), True, self.grid.dims).flow
         return OccTargets(gt.semantics, gt.mask_camera, gt.mask_lidar, flow)
 
+    def previous_tokens(self, token: str) -> list[str]:
+        """Up to ``history`` previous keyframe tokens of ``token``'s scene, oldest first."""
+        out = []
+        tok = self.nusc.get("sample", token)["prev"]
+        while tok and len(out) < self.history:
+            out.append(safe_component(tok, f"{self.dataroot}: sample.prev (of {token})"))
+            tok = self.nusc.get("sample", tok)["prev"]
+        return out[::-1]
+
     def __getitem__(self, key: int | tuple[int, int]) -> OccSample:
         """``dataset[i]`` or ``dataset[(i, epoch)]`` (the epoch seeds the augmentation)."""
         i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         scene, token = self.samples[i]
         frame, targets = self.load_frame(token), self.load_targets(scene, token)
+        history = [self.load_frame(t) for t in self.previous_tokens(token)] if self.history else []
         if self.augment:
             rng = np.random.default_rng((self.seed, epoch, i))
             fx, fy = rng.random(2) < 0.5
             yaw = math.radians(rng.uniform(-self.rotate_deg, self.rotate_deg)) if self.rotate_deg > 0 else 0.0
             frame, targets = augment_bev(frame, targets, self.grid, bool(fx), bool(fy), yaw)
+            A = _bev_transform(bool(fx), bool(fy), yaw)  # the same transform for every frame of the item
+            history = [transform_frame(f, A) for f in history]
         if self.image_scale[1] > 1.0 or self.lidar_dropout > 0.0:
             # its own stream, so adding these leaves the BEV draws of older runs as they were
             rng = np.random.default_rng((self.seed, epoch, i, 1))
-            if self.image_scale[1] > 1.0 and frame.images:
-                n = len(frame.images)
-                frame = augment_images(frame, rng.uniform(*self.image_scale, size=n), rng.random((n, 2)))
-            if self.lidar_dropout > 0.0 and len(frame.points):
-                keep = rng.random(len(frame.points)) >= rng.uniform(0.0, self.lidar_dropout)
-                frame = dataclasses.replace(frame, points=frame.points[keep])
-        return OccSample(scene, token, frame, targets)
+            frame = self._augment_sensors(frame, rng)
+            history = [self._augment_sensors(f, np.random.default_rng((self.seed, epoch, i, 2, k)))
+                       for k, f in enumerate(history)]
+        return OccSample(scene, token, frame, targets, history)
+
+    def _augment_sensors(self, frame: SensorFrame, rng: np.random.Generator) -> SensorFrame:
+        """Image zoom/crop and LiDAR dropout of one frame (training)."""
+        if self.image_scale[1] > 1.0 and frame.images:
+            n = len(frame.images)
+            frame = augment_images(frame, rng.uniform(*self.image_scale, size=n), rng.random((n, 2)))
+        if self.lidar_dropout > 0.0 and len(frame.points):
+            keep = rng.random(len(frame.points)) >= rng.uniform(0.0, self.lidar_dropout)
+            frame = dataclasses.replace(frame, points=frame.points[keep])
+        return frame
 
 
 def scene_splits(dataroot: str | Path) -> dict[str, list[str]]:
@@ -390,9 +442,46 @@ def collate(samples: list[OccSample], cfg: ModelConfig) -> OccBatch:
     flow = None
     if all(x.flow is not None for x in t):
         flow = torch.from_numpy(np.stack([x.flow for x in t]).astype(np.float32))
+    history, T, valid = [], None, None
+    if cfg.temporal is not None and any(s.history for s in samples):
+        history, T, valid = _collate_history(samples, cfg)
     return OccBatch(inputs, torch.from_numpy(np.stack([x.semantics for x in t]).astype(np.int64)),
                     torch.from_numpy(np.stack([x.mask_camera for x in t])), torch.from_numpy(np.stack([x.mask_lidar for x in t])),
-                    flow, [s.token for s in samples], [s.scene for s in samples])
+                    flow, [s.token for s in samples], [s.scene for s in samples], history, T, valid)
+
+
+def _collate_history(samples: list[OccSample], cfg: ModelConfig) -> tuple[list[OccInputs], torch.Tensor, torch.Tensor]:
+    """The previous frames of a batch as S - 1 steps (oldest first) + the links between steps.
+
+    Sample ``b`` with ``h_b`` previous frames fills the last ``h_b`` history steps; the leading
+    steps repeat its oldest frame with invalid links, so its state starts at its oldest real frame.
+    """
+    from occ_core.models.temporal import link_frames
+
+    S = max(len(s.history) for s in samples) + 1
+    B = len(samples)
+    seqs = [[s.history[0] if s.history else s.frame] * (S - 1 - len(s.history)) + list(s.history) + [s.frame]
+            for s in samples]
+    real = [[False] * (S - 1 - len(s.history)) + [True] * (len(s.history) + 1) for s in samples]
+    T = torch.zeros(S, B, 4, 4, dtype=torch.float32)
+    T[:] = torch.eye(4)
+    valid = torch.zeros(S, B, dtype=torch.bool)
+    for b, seq in enumerate(seqs):
+        for k in range(1, S):
+            if not (real[b][k - 1] and real[b][k]):
+                continue
+            lk = link_frames(seq[k - 1].stamp_ns, seq[k - 1].ego_pose, seq[k].stamp_ns, seq[k].ego_pose, cfg.temporal)
+            valid[k, b] = lk.carries
+            if lk.T_cur_from_prev is not None:
+                T[k, b] = torch.from_numpy(lk.T_cur_from_prev.astype(np.float32))
+    history = []
+    for k in range(S - 1):
+        parts = [frame_to_inputs(seq[k], cfg) for seq in seqs]
+        vals = lambda key: [getattr(p, key) for p in parts]  # noqa: E731
+        cat = lambda key: None if vals(key)[0] is None else torch.cat(vals(key))  # noqa: E731
+        points = [torch.from_numpy(np.ascontiguousarray(seq[k].points[:, :5], dtype=np.float32)) for seq in seqs]
+        history.append(OccInputs(cat("images"), cat("intrinsics"), cat("T_base_from_cam"), points))
+    return history, T, valid
 
 
 class Collate:

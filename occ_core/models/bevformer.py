@@ -26,10 +26,11 @@ cells (X', Y') in base_link, query ``q = ix * Y' + iy``)::
   points need no shift. (BEVFormer rotates the previous BEV about the ego and shifts the
   reference points by the translation; OccNet's challenge code only rotates.)
 
-Temporal use: ``forward(inputs, prev_bev, T_cur_from_prev)`` with ``prev_bev`` the ``bev`` of
-the previous frame's output (detached) and ``T_cur_from_prev`` the ego motion (previous
-base_link -> current base_link). Training is single-frame (``prev_bev=None``); the streaming
-state of issue 14 item 5 (keep the BEV, warp it by the motion, reset on gaps) is built on this.
+Temporal use: ``forward(inputs, prev_bev, T_cur_from_prev, prev_valid)`` with ``prev_bev`` the
+``bev`` of the previous frame's output (detached) and ``T_cur_from_prev`` the ego motion
+(previous base_link -> current base_link). A config with a ``temporal`` section trains and runs
+with that state (:mod:`occ_core.models.temporal`: previous keyframes in training, the streaming
+state with its reset rule in ``occ-predict`` and the node); without one, ``prev_bev`` is None.
 
 Differences from BEVFormer on purpose: no camera / level embeddings added to the image features
 (the node may run rigs with another camera count), one image feature level, and the CAN-bus
@@ -41,53 +42,20 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from occ_core.grid import GridSpec
 from occ_core.models.backbone import BasicBlock, ImageEncoder, conv_bn_relu
-from occ_core.models.bevformer_sca import BEVQueries, SpatialCrossAttention, bev_cell_centres, bev_to_map
+from occ_core.models.bevformer_sca import BEVQueries, SpatialCrossAttention, bev_to_map
 from occ_core.models.config import ModelConfig
 from occ_core.models.heads import ChannelToHeightHead, FlowHead, VoxelHead
 from occ_core.models.occnet import MODELS, OccInputs, OccOutput
+from occ_core.models.temporal import warp_bev
 from occ_core.ops.deform_attn import ms_deform_attn
 
 
-def align_bev(prev_bev: torch.Tensor, T_cur_from_prev: torch.Tensor, grid: GridSpec) -> torch.Tensor:
-    """Resample the previous frame's BEV into the current ego frame.
-
-    Every current cell centre ``(x, y, 0)`` (current base_link) is moved into the previous
-    base_link with ``inv(T_cur_from_prev)`` (rotation and translation) and the previous BEV is
-    sampled there bilinearly (``grid_sample``, cell centres at pixel centres); cells that fall
-    outside the previous BEV get zeros.
-
-    Args:
-        prev_bev: (B, C, X, Y) features on ``grid``'s x/y cells in the previous base_link.
-        T_cur_from_prev: (B, 4, 4) or (4, 4) ego motion, ``p_cur = T_cur_from_prev @ p_prev``.
-        grid: the BEV grid (its x/y cells and range).
-
-    Returns:
-        (B, C, X, Y) the previous features in the current base_link.
-    """
-    X, Y = grid.dims[:2]
-    if prev_bev.ndim != 4 or tuple(prev_bev.shape[-2:]) != (X, Y):
-        raise ValueError(f"align_bev: prev_bev must be (B, C, {X}, {Y}) for grid {grid.name!r}, got {tuple(prev_bev.shape)}")
-    B = prev_bev.shape[0]
-    T = torch.as_tensor(T_cur_from_prev, device=prev_bev.device)
-    if T.shape == (4, 4):
-        T = T.expand(B, 4, 4)
-    if tuple(T.shape) != (B, 4, 4):
-        raise ValueError(f"align_bev: T_cur_from_prev must be (4, 4) or ({B}, 4, 4), got {tuple(T.shape)}")
-    T_prev_from_cur = torch.linalg.inv(T.to(torch.float64))
-    xy = bev_cell_centres(grid).to(device=prev_bev.device, dtype=torch.float64)  # (X*Y, 2)
-    p = torch.cat([xy, xy.new_zeros(xy.shape[0], 1), xy.new_ones(xy.shape[0], 1)], 1)  # (X*Y, 4), z = 0
-    p_prev = torch.einsum("bij,qj->bqi", T_prev_from_cur, p)[..., :2]  # (B, X*Y, 2) x, y
-    lo, hi = grid.range_min, grid.range_max
-    # grid_sample on a (X, Y) map: last grid dim is (w = y index, h = x index) in [-1, 1]
-    gx = (p_prev[..., 1] - lo[1]) / (hi[1] - lo[1]) * 2 - 1
-    gy = (p_prev[..., 0] - lo[0]) / (hi[0] - lo[0]) * 2 - 1
-    g = torch.stack([gx, gy], -1).view(B, X, Y, 2).to(prev_bev.dtype)
-    return F.grid_sample(prev_bev, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+#: the full-motion BEV alignment (:func:`occ_core.models.temporal.warp_bev`), under its BEVFormer name
+align_bev = warp_bev
 
 
 def bev_reference_points(X: int, Y: int) -> torch.Tensor:
@@ -141,9 +109,11 @@ class TemporalSelfAttention(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, query: torch.Tensor, query_pos: torch.Tensor, prev_bev: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, query_pos: torch.Tensor, prev_bev: torch.Tensor | None,
+                prev_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Args: query (B, Q, C) without positional encoding; query_pos (B, Q, C); prev_bev
-        (B, Q, C) the previous BEV already aligned to the current frame, or None.
+        (B, Q, C) the previous BEV already aligned to the current frame, or None; prev_valid
+        (B,) bool: samples whose prev_bev holds (the others use the query, as with None).
         Returns (B, Q, C) = query + update."""
         B, Q, C = query.shape
         X, Y = self.bev_hw
@@ -152,6 +122,8 @@ class TemporalSelfAttention(nn.Module):
         hist = query if prev_bev is None else prev_bev
         if hist.shape != query.shape:
             raise ValueError(f"TemporalSelfAttention: prev_bev must be {tuple(query.shape)}, got {tuple(hist.shape)}")
+        if prev_bev is not None and prev_valid is not None:
+            hist = torch.where(prev_valid.to(query.device).view(B, 1, 1), hist, query)
         NH, Fr, P = self.num_heads, self.num_frames, self.num_points
         q = torch.cat([hist, query + query_pos], -1)  # (B, Q, 2C)
         offsets = self.sampling_offsets(q).view(B, Q, NH, Fr, P, 2)
@@ -181,9 +153,11 @@ class BEVFormerLayer(nn.Module):
                                  nn.Linear(ffn_dims, embed_dims), nn.Dropout(dropout))
         self.norms = nn.ModuleList(nn.LayerNorm(embed_dims) for _ in range(3))
 
-    def forward(self, query, query_pos, prev_bev, feats, intrinsics, T_base_from_cam, image_hw) -> torch.Tensor:
-        """query, query_pos, prev_bev: (B, Q, C) (prev_bev aligned, or None); feats: [(B*N, C, h, w)]."""
-        x = self.norms[0](self.tsa(query, query_pos, prev_bev))
+    def forward(self, query, query_pos, prev_bev, feats, intrinsics, T_base_from_cam, image_hw,
+                prev_valid=None) -> torch.Tensor:
+        """query, query_pos, prev_bev: (B, Q, C) (prev_bev aligned, or None); feats: [(B*N, C, h, w)];
+        prev_valid: (B,) bool or None (all valid)."""
+        x = self.norms[0](self.tsa(query, query_pos, prev_bev, prev_valid))
         x = self.norms[1](self.sca(x, feats, intrinsics, T_base_from_cam, image_hw, query_pos).queries)
         return self.norms[2](x + self.ffn(x))
 
@@ -239,7 +213,7 @@ class BEVFormerOccNet(nn.Module):
         self.flow_head = FlowHead(vox_c, grid.dims) if cfg.flow else None
 
     def encode_bev(self, inputs: OccInputs, prev_bev: torch.Tensor | None = None,
-                   T_cur_from_prev: torch.Tensor | None = None) -> torch.Tensor:
+                   T_cur_from_prev: torch.Tensor | None = None, prev_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Images -> BEV (B, C, X', Y') in the current base_link (see :meth:`forward`)."""
         if inputs.images is None or inputs.intrinsics is None or inputs.T_base_from_cam is None:
             raise ValueError("BEVFormerOccNet needs images, intrinsics and T_base_from_cam")
@@ -255,11 +229,11 @@ class BEVFormerOccNet(nn.Module):
             hist = aligned.flatten(2).transpose(1, 2)  # (B, Q, C), query order ix * Y' + iy
         x = query
         for layer in self.layers:
-            x = layer(x, pos, hist, feats, inputs.intrinsics, inputs.T_base_from_cam, (H, W))
+            x = layer(x, pos, hist, feats, inputs.intrinsics, inputs.T_base_from_cam, (H, W), prev_valid)
         return bev_to_map(x, self.bev_grid)
 
     def forward(self, inputs: OccInputs, prev_bev: torch.Tensor | None = None,
-                T_cur_from_prev: torch.Tensor | None = None) -> OccOutput:
+                T_cur_from_prev: torch.Tensor | None = None, prev_valid: torch.Tensor | None = None) -> OccOutput:
         """Predict occupancy.
 
         Args:
@@ -268,12 +242,14 @@ class BEVFormerOccNet(nn.Module):
                 frame / single-frame training: TSA attends to the current queries twice).
             T_cur_from_prev: (B, 4, 4) or (4, 4) ego motion, previous base_link -> current
                 base_link; required with ``prev_bev``.
+            prev_valid: (B,) bool, the samples whose ``prev_bev`` holds (a batch mixing scene
+                starts and continued frames); None = all.
 
         Returns:
             :class:`OccOutput` with logits (B, K, X, Y, Z), flow (B, X, Y, Z, 2) m/s (flow
             configs) and bev (B, C, X', Y') to feed back as the next frame's ``prev_bev``.
         """
-        bev = self.encode_bev(inputs, prev_bev, T_cur_from_prev)
+        bev = self.encode_bev(inputs, prev_bev, T_cur_from_prev, prev_valid)
         if self.decoder is not None:
             vox = self.decoder(bev)  # (B, channels, X', Y', Z')
             logits = self.head(vox)

@@ -208,6 +208,34 @@ class RenderConfig:
 
 
 @dataclass
+class TemporalConfig:
+    """Temporal state (:mod:`occ_core.models.temporal`): the previous frame's BEV, warped into the
+    current base_link by the ego motion, feeds the current frame. One rule decides whether the
+    state carries over (:func:`occ_core.models.temporal.link_frames`), in training, ``occ-predict``
+    and the node alike: it resets on the first frame, a missing ego pose, a stamp that is not
+    after the previous one or lies more than ``max_gap_factor * period_s`` after it, and a pose
+    jump (more than ``max_translation_m`` or ``max_rotation_deg`` between the two frames).
+
+    Attributes:
+        period_s: the frame period the model runs at (s; nuScenes keyframes: 0.5).
+        max_gap_factor: stamp gaps over ``max_gap_factor * period_s`` reset the state (2: one
+            frame may be lost).
+        max_translation_m: ego translation between two frames above which the pose is
+            considered to have jumped (a relocalisation, a new recording).
+        max_rotation_deg: ego rotation between two frames above which the pose jumped.
+        train_frames: previous keyframes of the same scene per training item (history length,
+            >= 1); they run without gradient to build the state, oldest first, each linked to
+            the next by the same rule.
+    """
+
+    period_s: float = 0.5
+    max_gap_factor: float = 2.0
+    max_translation_m: float = 10.0
+    max_rotation_deg: float = 45.0
+    train_frames: int = 2
+
+
+@dataclass
 class LidarConfig:
     """LiDAR branch: dynamic voxelization on the output grid -> spconv encoder.
 
@@ -326,6 +354,8 @@ class ModelConfig:
         lidar: LiDAR branch (``null`` = none).
         cascade: CONet refinement (``null`` = none).
         flow: predict OpenOcc v2 occupancy flow.
+        temporal: the temporal state (:class:`TemporalConfig`; ``null`` = single-frame). Only
+            models whose forward takes a previous BEV (``name: bevformer``) support it.
         loss, train: see :class:`LossConfig`, :class:`TrainConfig`.
         seed: parameter initialisation seed.
     """
@@ -346,6 +376,7 @@ class ModelConfig:
     lidar: LidarConfig | None = None
     cascade: CascadeConfig | None = None
     flow: bool = False
+    temporal: TemporalConfig | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
@@ -466,8 +497,29 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
                            f"got name {cfg.name!r}")
     if cfg.bevformer is not None:
         _check_bevformer(cfg, f"{where}.bevformer")
+    if cfg.temporal is not None:
+        _check_temporal(cfg, f"{where}.temporal")
     _check_train(cfg.train, f"{where}.train")
     return cfg
+
+
+#: model names whose forward takes ``(inputs, prev_bev, T_cur_from_prev, prev_valid)``
+TEMPORAL_MODELS = ("bevformer",)
+
+
+def _check_temporal(cfg: ModelConfig, where: str) -> None:
+    t = cfg.temporal
+    if cfg.name not in TEMPORAL_MODELS:
+        raise OccDataError(f"{where}: model {cfg.name!r} has no temporal state; temporal goes with name "
+                           f"{' or '.join(TEMPORAL_MODELS)}")
+    for key in ("period_s", "max_gap_factor", "max_translation_m", "max_rotation_deg"):
+        v = getattr(t, key)
+        if not v > 0 or v != v or v == float("inf"):
+            raise OccDataError(f"{where}.{key}: expected a finite number > 0, got {v}")
+    if t.max_gap_factor < 1.0:
+        raise OccDataError(f"{where}.max_gap_factor: expected >= 1 (a gap of one period must carry), got {t.max_gap_factor}")
+    if t.train_frames < 1:
+        raise OccDataError(f"{where}.train_frames: expected an integer >= 1, got {t.train_frames}")
 
 
 def _check_train(t: TrainConfig, where: str) -> None:

@@ -4,6 +4,12 @@ The ROS node and the offline tools call exactly::
 
     predictor = load_predictor("config/models/fusion.yaml", "model.pt")  # or None
     prediction = predictor.predict(frame)   # SensorFrame -> OccupancyPrediction
+
+A temporal model (a config with a ``temporal`` section) keeps a
+:class:`~occ_core.models.temporal.TemporalState`: call ``predict`` on one stream's frames in
+stamp order, each with its ``ego_pose``; the state carries from frame to frame or resets by
+:func:`~occ_core.models.temporal.link_frames` (first frame, missing pose, stamp order or gap,
+pose jump). ``reset()`` starts a new sequence explicitly (``occ-predict`` does at each scene).
 """
 
 from __future__ import annotations
@@ -53,6 +59,22 @@ class OccupancyPredictor:
         self.cfg = cfg
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        from occ_core.models.temporal import TemporalState
+
+        #: the streaming state of temporal models (None for single-frame models)
+        self.state = TemporalState(cfg.temporal) if cfg.temporal is not None else None
+        #: the reset rule's verdict for the last predicted frame (temporal models)
+        self.last_link = None
+
+    @property
+    def needs_ego_pose(self) -> bool:
+        """Whether the frames should carry ``ego_pose`` (temporal models: the ego motion)."""
+        return self.state is not None
+
+    def reset(self) -> None:
+        """Start a new sequence: the next frame is a first frame (no effect on single-frame models)."""
+        if self.state is not None:
+            self.state.reset()
 
     @property
     def image_hw(self) -> tuple[int, int] | None:
@@ -62,9 +84,21 @@ class OccupancyPredictor:
     @torch.no_grad()
     def predict(self, frame: SensorFrame) -> OccupancyPrediction:
         """Labels (X, Y, Z) uint8 (free = 17 for Occ3D) = argmax of the logits, scores = their
-        softmax probability, flow (X, Y, Z, 2) m/s for flow models; all in base_link."""
-        out = self.model(frame_to_inputs(frame, self.cfg).to(self.device))
+        softmax probability, flow (X, Y, Z, 2) m/s for flow models; all in base_link.
+        Temporal models use and update their state (see the module docstring)."""
+        inputs = frame_to_inputs(frame, self.cfg).to(self.device)
+        if self.state is None:
+            out = self.model(inputs)
+        else:
+            link = self.last_link = self.state.link(frame.stamp_ns, frame.ego_pose)
+            if link.carries:
+                T = torch.from_numpy(link.T_cur_from_prev.astype(np.float32))[None].to(self.device)
+                out = self.model(inputs, self.state.bev, T)
+            else:
+                out = self.model(inputs)
+            self.state.update(out.bev, frame.stamp_ns, frame.ego_pose)
         return logits_to_prediction(out.logits[0], None if out.flow is None else out.flow[0])
+
 
 def logits_to_prediction(logits: torch.Tensor, flow: torch.Tensor | None = None) -> OccupancyPrediction:
     """One sample's logits (K, X, Y, Z) -> labels = argmax (uint8), scores = their softmax

@@ -37,7 +37,13 @@ every keyframe), else the whole scene is redone.
                 --dataroot data/synthetic --split val --out runs/fused --fuse
 
 Tokens whose file already exists are skipped, so an interrupted run continues where it stopped
-(``--overwrite`` redoes them). Sample tokens come from the dataroot's tables and are checked as
+(``--overwrite`` redoes them).
+
+Temporal models (a ``temporal`` section, :mod:`occ_core.models.temporal`) run each scene in
+keyframe order with their state, reset at the start of every scene (and wherever the reset rule
+says, from the stamps and ego poses of the keyframes), exactly as the node runs a stream. A scene
+with any prediction missing is therefore predicted from its first keyframe again (the files that
+exist are left as they are unless ``--overwrite``); the summary line counts the resets by reason. Sample tokens come from the dataroot's tables and are checked as
 single file names before anything is predicted (:func:`occ_core.paths.safe_component`): a token
 such as ``../x`` stops the run instead of writing outside ``--out``.
 
@@ -165,34 +171,44 @@ def _run(args) -> int:
         if args.fuse:
             raise OccDataError("--fuse: fuses occupancy grids through the map; it does not apply to --format depth")
         return _predict_depth(args, predictor, ds)
+    temporal = predictor.state is not None
     fuser = None
-    todo = set(ds.samples)
     if args.fuse:
         from occ_core.mapping.fuse import SceneFuser
 
         fuser = SceneFuser(cfg.grid_spec, map_cfg)
-        if not args.overwrite:  # a scene is redone as a whole unless every keyframe exists
-            complete = {sc for sc, _ in ds.samples
-                        if all(occ3d.prediction_path(args.out, t).exists() for s2, t in ds.samples if s2 == sc)}
-            todo = {(sc, t) for sc, t in ds.samples if sc not in complete}
-    elif not args.overwrite:
-        todo = {(sc, t) for sc, t in ds.samples if not occ3d.prediction_path(args.out, t).exists()}
+    # temporal models and the map carry state along a scene: a scene with a missing keyframe runs
+    # again from its first one (files that exist are left alone)
+    sequential = temporal or fuser is not None
+    todo = {scene for scene, token in ds.samples
+            if args.overwrite or not occ3d.prediction_path(args.out, token).exists()}
+    prev_scene = None
     for scene, token in tqdm(ds.samples, desc=f"predict {args.split}" + (" (fused)" if args.fuse else ""),
                              disable=args.no_progress):
-        if (scene, token) not in todo:
-            continue
         path = occ3d.prediction_path(args.out, token)
+        exists = path.exists() and not args.overwrite
+        if temporal and scene != prev_scene:
+            predictor.reset()  # a new scene is a new sequence
+        prev_scene = scene
+        if exists and not (sequential and scene in todo):
+            continue
         frame = ds.load_frame(token)
         pred = predictor.predict(frame)
         if fuser is not None:
             fused = fuser.step(scene, pred, frame, ds.ego_pose(token))
             pred = OccupancyPrediction(fused.labels, pred.scores, pred.flow)
+        if exists:  # run only to carry the state to the missing keyframes
+            continue
         if args.fmt == "openocc":
             others += write_openocc(path, pred)
         else:
             occ3d.write_prediction(path, pred.labels)
         written += 1
     note = f" ({others} voxels of Occ3D 'others' written as OpenOcc free)" if others else ""
+    if temporal:
+        st = predictor.state
+        resets = ", ".join(f"{k} {v}" for k, v in st.resets.items() if v)
+        note += f"; temporal state carried over {st.carried} frames, reset on {resets or 'none'}"
     print(f"occ-predict: {written} {args.fmt} predictions written, {len(ds.samples) - written} kept, "
           f"in {args.out}{note}")
     return 0

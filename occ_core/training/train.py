@@ -18,6 +18,11 @@ or use a new work dir. ``--resume`` continues from the newest checkpoint that re
 completely; one that is truncated or corrupt is skipped with a warning naming it, and the run
 falls back to the previous one (it is pruned once newer checkpoints exist).
 
+Temporal configs (a ``temporal`` section, :mod:`occ_core.models.temporal`): each training item is
+a keyframe plus its ``temporal.train_frames`` previous keyframes of the same scene, all under one
+BEV augmentation; the previous ones run without gradient to build the state (reset by the same
+rule as at inference), the loss is on the current one. Validation runs the items the same way.
+
 A fresh run whose config names ``backbone.pretrained`` starts from those ImageNet ResNet weights
 (:mod:`occ_core.models.pretrained`; one line on stderr says how many tensors were loaded); a
 resumed run takes every weight from its checkpoint and does not need the file.
@@ -172,12 +177,26 @@ class Trainer:
         """The weights validation and ``model.pt`` use: the EMA when ``train.ema_decay`` > 0."""
         return self.model if self.ema is None else self.ema.module
 
+    def forward(self, batch, net=None):
+        """The model's output for the batch's current frames; a temporal batch (``batch.history``)
+        first builds the state from the previous frames without gradient
+        (:func:`occ_core.models.temporal.forward_with_history`)."""
+        inputs = batch.inputs.to(self.device)
+        net = self.net if net is None else net
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            if not batch.history:
+                return net(inputs)
+            from occ_core.models.temporal import forward_with_history
+
+            model = self.model if net is self.net else net
+            return forward_with_history(model, inputs, [h.to(self.device) for h in batch.history],
+                                        batch.T_cur_from_prev.to(self.device), batch.link_valid.to(self.device), net)
+
     def compute_loss(self, batch) -> LossTerms:
         if self.cfg.render is not None:
             return self.compute_render_loss(batch)
         inputs = batch.inputs.to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.net(inputs)
+        out = self.forward(batch)
         mask = supervised_mask(self.cfg.loss.mask, batch.mask_camera.to(self.device), batch.mask_lidar.to(self.device))
         flow = None if batch.flow is None else batch.flow.to(self.device)
         return occupancy_loss(out, inputs, batch.semantics.to(self.device), mask, flow, self.cfg, self.class_weights)
@@ -225,8 +244,7 @@ class Trainer:
         model = self.eval_model.eval()
         metric = occ3d_miou("camera")
         for batch in tqdm(loader, desc="val", disable=not progress, leave=False):
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = model(batch.inputs.to(self.device)).logits
+            logits = self.forward(batch, model).logits
             pred = logits.argmax(1).cpu().numpy()
             for b in range(pred.shape[0]):
                 metric.update(batch.semantics[b].numpy(), pred[b], batch.mask_camera[b].numpy())
@@ -473,6 +491,7 @@ def _run(args) -> int:
     splits = scene_splits(root)
     grid = cfg.grid_spec
     sweeps = cfg.lidar.max_sweeps if cfg.lidar is not None else 1
+    history = cfg.temporal.train_frames if cfg.temporal is not None else 0
     render = cfg.render is not None
     if render:  # rendering supervision: gts/ is read only when render.occ3d > 0
         from occ_core.data.render_dataset import CollateRender, RenderDataset
@@ -481,13 +500,16 @@ def _run(args) -> int:
     else:
         train_ds = NuScenesOccDataset(root, splits["train"], grid, sweeps, cfg.flow, augment=t.flip,
                                       rotate_deg=t.rotate_deg, seed=t.seed, image_hw=cfg.image_hw,
-                                      image_scale=t.image_scale, lidar_dropout=t.lidar_dropout)
+                                      image_scale=t.image_scale, lidar_dropout=t.lidar_dropout,
+                                      history=history)
     if args.val_dataroot is None:
         val_root = root
-        val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw)
+        val_ds = NuScenesOccDataset(root, splits["val"], grid, sweeps, False, nusc=train_ds.nusc, image_hw=cfg.image_hw,
+                                    history=history)
     else:  # e.g. a held-out world of another seed (bench/learning.py)
         val_root = Path(args.val_dataroot)
-        val_ds = NuScenesOccDataset(val_root, scene_splits(val_root)["val"], grid, sweeps, False, image_hw=cfg.image_hw)
+        val_ds = NuScenesOccDataset(val_root, scene_splits(val_root)["val"], grid, sweeps, False, image_hw=cfg.image_hw,
+                                    history=history)
 
     if render and cfg.render.occ3d <= 0:
         weights = torch.ones(cfg.num_classes)  # no 3D labels, no label statistics
