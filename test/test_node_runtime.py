@@ -179,5 +179,5 @@ def test_help_prints_every_parameter_without_starting_a_node(capsys):
     assert out.startswith("usage: occupancy_node") and "--managed" in out
     for p in PARAMETERS:
         line = next(ln for ln in out.splitlines() if ln.startswith(f"  {p.name} ("))
-        assert repr(p.default) in line and (("runtime" in line) == (p.name in RUNTIME_PARAMETERS)), line
+        assert repr(p.default) in line and (line.endswith(", runtime)") == (p.name in RUNTIME_PARAMETERS)), line
     assert set(RUNTIME_PARAMETERS) == {"min_score", "marker_alpha", "marker_hidden_classes", "diagnostics_period", "map_clear"}
