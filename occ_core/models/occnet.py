@@ -173,8 +173,10 @@ MODELS: dict[str, type[nn.Module]] = {
 
 def _register_other_models() -> None:
     """Models in modules that import this one add themselves to MODELS when imported (an import
-    here at the top would be a cycle): ``bevformer`` (:mod:`occ_core.models.bevformer`)."""
+    here at the top would be a cycle): ``bevformer`` (:mod:`occ_core.models.bevformer`), ``hbevocc``
+    (:mod:`occ_core.models.hbevocc`)."""
     import occ_core.models.bevformer  # noqa: F401
+    import occ_core.models.hbevocc  # noqa: F401
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
