@@ -142,6 +142,29 @@ class HeightAwareDeformableAttention(nn.Module):
         raw = self.conv_offset(q).view(B, self.NH, self.P, 2, X, Y)
         return self.offset_range * torch.tanh(raw / self.offset_range)
 
+    def sample_points(self, xp: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples of the head maps at cell + offset.
+
+        Args:
+            xp: (B, NH*D, X, Y) projected key-source map, head h in channels [h*D, (h+1)*D).
+            off: (B, NH, P, 2, X, Y) offsets in cells (x, y) from :meth:`sampling_offsets`.
+
+        Returns:
+            (B, NH, P, D, X, Y): ``xp`` of head h at ``(ix + off_x, iy + off_y)``; zeros outside.
+        """
+        B, _, X, Y = xp.shape
+        NH, P = off.shape[1:3]
+        D = xp.shape[1] // NH
+        ix = torch.arange(X, device=xp.device, dtype=xp.dtype).view(X, 1)
+        iy = torch.arange(Y, device=xp.device, dtype=xp.dtype).view(1, Y)
+        # normalised grid_sample coordinates on a map of height X (x index) and width Y (y index)
+        gx = (iy + 0.5 + off[:, :, :, 1]) / Y * 2 - 1  # (B, NH, P, X, Y) along width
+        gy = (ix + 0.5 + off[:, :, :, 0]) / X * 2 - 1
+        grid = torch.stack([gx, gy], -1).reshape(B * NH, P * X, Y, 2)
+        s = F.grid_sample(xp.reshape(B * NH, D, X, Y), grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)  # (B*NH, D, P*X, Y)
+        return s.view(B, NH, D, P, X, Y).transpose(2, 3)
+
     def forward(self, query: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """query (B, C, X, Y) the attending map; x (B, C, X, Y) the map sampled for keys, values
         and the residual. Returns (B, C, X, Y)."""
@@ -153,16 +176,8 @@ class HeightAwareDeformableAttention(nn.Module):
         pos = self.pos.to(x.dtype)[None]
         q_in, x_in = query + pos, x + pos
         off = self.sampling_offsets(q_in)  # (B, NH, P, 2, X, Y) cells
-        ix = torch.arange(X, device=x.device, dtype=x.dtype).view(X, 1)
-        iy = torch.arange(Y, device=x.device, dtype=x.dtype).view(1, Y)
-        # normalised grid_sample coordinates on a map of height X (x index) and width Y (y index)
-        gx = (iy + 0.5 + off[:, :, :, 1]) / Y * 2 - 1  # (B, NH, P, X, Y) along width
-        gy = (ix + 0.5 + off[:, :, :, 0]) / X * 2 - 1
-        grid = torch.stack([gx, gy], -1).reshape(B * NH, P * X, Y, 2)
         xp = self.proj_x(x_in)  # (B, NH*D, X, Y)
-        sampled = F.grid_sample(xp.view(B * NH, D, X, Y), grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)  # (B*NH, D, P*X, Y)
-        sampled = sampled.view(B, NH, D, P, X, Y).permute(0, 3, 1, 2, 4, 5).reshape(B * P, NH * D, X, Y)
+        sampled = self.sample_points(xp, off).transpose(1, 2).reshape(B * P, NH * D, X, Y)
         k = self.proj_k(sampled).view(B, P, NH, D, X, Y).transpose(1, 2)  # (B, NH, P, D, X, Y)
         v = self.proj_v(sampled).view(B, P, NH, D, X, Y).transpose(1, 2)
         if Hk:
