@@ -231,8 +231,8 @@ def occupancy_loss(out: OccOutput, inputs: OccInputs, semantics: torch.Tensor, m
     lc = cfg.loss
     B, K = out.logits.shape[:2]
     zero = out.logits.sum() * 0.0
-    terms = {k: zero for k in ("ce", "lovasz", "sem_scal", "geo_scal", "depth", "flow", "coarse",
-                                  "height_voxel")}
+    names = ("ce", "lovasz", "sem_scal", "geo_scal", "depth", "flow", "coarse", "height_voxel")
+    terms = {k: zero for k in names}
     w = class_weights.to(out.logits.device)
     coarse_up = None
     if out.coarse_logits is not None:
