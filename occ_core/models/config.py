@@ -6,7 +6,8 @@ One YAML file describes one model and how it is trained::
     grid: occ3d             # output grid, a key of occ_core.grid.GRIDS
     image: {size: [128, 352], ...}
     lss: {...}              # LSS camera branch (absent: no LSS branch)
-    bevformer: {...}        # BEVFormer camera branch (name: bevformer; absent: none)
+    bevformer: {...}        # BEVFormer camera branch (name: bevformer or hbevocc; absent: none)
+    hbevocc: {...}          # HBEVOcc fusion of LSS and BEVFormer (name: hbevocc; absent: none)
     lidar: {...}            # LiDAR branch (absent: no LiDAR branch)
     ...
     train: {...}
@@ -112,7 +113,9 @@ class LSSConfig:
 
 @dataclass
 class BEVFormerConfig:
-    """BEVFormer camera branch (``name: bevformer``, :mod:`occ_core.models.bevformer`).
+    """BEVFormer camera branch (``name: bevformer``, :mod:`occ_core.models.bevformer`; also the
+    backward branch of ``name: hbevocc``, whose BEV queries live on the coarser
+    ``hbevocc.back_stride`` cells and which has no ``decoder`` of its own).
 
     The BEV queries live on the x/y cells of the feature grid (``feature_stride`` x/y); the
     ``zembed`` decoder lifts them to the feature grid's Z' = Z / feature_stride[2] heights.
@@ -236,6 +239,38 @@ class TemporalConfig:
 
 
 @dataclass
+class HBEVOccConfig:
+    """HBEVOcc (``name: hbevocc``, :mod:`occ_core.models.hbevocc`): the forward LSS branch
+    (``lss``) and the backward BEVFormer branch (``bevformer``) fused on the BEV.
+
+    The forward BEV lives on the feature grid's x/y cells (X', Y'); the backward BEV on cells
+    ``back_stride`` times larger (X'/s, Y'/s), HBEVOcc's 100 x 100 against 200 x 200.
+
+    Attributes:
+        channels: width of both branches' BEV maps before they are concatenated.
+        back_stride: the backward BEV's cell size in forward cells (it must divide X' and Y').
+        hada_heads: heads of the height-aware deformable attention (HADA) on the backward BEV.
+        hada_dim: channels per HADA head.
+        hada_points: deformable sampling points per head and cell.
+        hada_height_keys: extra keys/values per head from the channel-reweighted BEV at the
+            cell itself (2 in HBEVOcc).
+        hada_offset_range: bound of a sampling offset in backward BEV cells (tanh-limited).
+        hada_layers: HADA blocks in sequence (1 in HBEVOcc).
+        dropout: dropout of the HADA attention weights and FFN.
+    """
+
+    channels: int = 32
+    back_stride: int = 2
+    hada_heads: int = 4
+    hada_dim: int = 8
+    hada_points: int = 4
+    hada_height_keys: int = 2
+    hada_offset_range: float = 10.0
+    hada_layers: int = 1
+    dropout: float = 0.0
+
+
+@dataclass
 class LidarConfig:
     """LiDAR branch: dynamic voxelization on the output grid -> spconv encoder.
 
@@ -281,6 +316,12 @@ class LossConfig:
         mask: voxels that are supervised: ``"camera"`` (Occ3D's mask_camera), ``"lidar"``,
             ``"both"`` or ``"none"`` (all voxels).
         cascade_coarse: weight of the cascade's coarse CE (cascade models).
+        height_voxel: weight of HBEVOcc's height-weighted voxel loss
+            (:func:`occ_core.training.losses.height_voxel_loss`; HBEVOcc uses 0.1); 0 = off.
+        height_voxel_columns: x/y columns drawn at random per sample for it (HBEVOcc: 4000;
+            0 = every column).
+        height_voxel_weights: (w_min, w_max) of its per-layer weights: the most populated
+            height layer gets w_min, a nearly empty one tends to w_max (HBEVOcc: 1, 3).
     """
 
     ce: float = 1.0
@@ -292,6 +333,9 @@ class LossConfig:
     class_weight_power: float = 1.0
     mask: str = "camera"
     cascade_coarse: float = 0.5
+    height_voxel: float = 0.0
+    height_voxel_columns: int = 4000
+    height_voxel_weights: tuple[float, float] = (1.0, 3.0)
 
 
 @dataclass
@@ -350,7 +394,9 @@ class ModelConfig:
         head: ``"voxel"`` (3D conv head) or ``"c2h"`` (FlashOcc channel-to-height BEV head).
         bev_channels: width of the c2h head's 2D BEV blocks (unused by the voxel head).
         image, backbone, lss: LSS camera branch (``lss: null`` = no LSS branch).
-        bevformer: BEVFormer camera branch (``name: bevformer`` only; uses image and backbone).
+        bevformer: BEVFormer camera branch (``name: bevformer``, and the backward branch of
+            ``name: hbevocc``; uses image and backbone).
+        hbevocc: HBEVOcc's fusion settings (``name: hbevocc`` only, with ``lss`` and ``bevformer``).
         lidar: LiDAR branch (``null`` = none).
         cascade: CONet refinement (``null`` = none).
         flow: predict OpenOcc v2 occupancy flow.
@@ -373,6 +419,7 @@ class ModelConfig:
     bevformer: BEVFormerConfig | None = None
     occnerf: OccNeRFConfig | None = None
     render: RenderConfig | None = None
+    hbevocc: HBEVOccConfig | None = None
     lidar: LidarConfig | None = None
     cascade: CascadeConfig | None = None
     flow: bool = False
@@ -492,13 +539,19 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
     if any(d % s for d, s in zip(dims, cfg.feature_stride)):
         raise OccDataError(f"{where}.feature_stride: {cfg.feature_stride} must divide the grid dims {dims}")
     check_backbone(cfg.backbone, f"{where}.backbone")
-    if (cfg.name == "bevformer") != (cfg.bevformer is not None):
-        raise OccDataError(f"{where}.bevformer: a 'bevformer' section goes with (and only with) name: bevformer, "
+    if (cfg.name in ("bevformer", "hbevocc")) != (cfg.bevformer is not None):
+        raise OccDataError(f"{where}.bevformer: a 'bevformer' section goes with (and only with) name: bevformer "
+                           f"or hbevocc, got name {cfg.name!r}")
+    if (cfg.name == "hbevocc") != (cfg.hbevocc is not None):
+        raise OccDataError(f"{where}.hbevocc: an 'hbevocc' section goes with (and only with) name: hbevocc, "
                            f"got name {cfg.name!r}")
-    if cfg.bevformer is not None:
+    if cfg.hbevocc is not None:
+        _check_hbevocc(cfg, f"{where}.hbevocc")
+    elif cfg.bevformer is not None:
         _check_bevformer(cfg, f"{where}.bevformer")
     if cfg.temporal is not None:
         _check_temporal(cfg, f"{where}.temporal")
+    _check_height_voxel(cfg.loss, f"{where}.loss")
     _check_train(cfg.train, f"{where}.train")
     return cfg
 
@@ -592,6 +645,15 @@ def _check_bevformer(cfg: ModelConfig, where: str) -> None:
     bf = cfg.bevformer
     if cfg.lss is not None or cfg.lidar is not None or cfg.cascade is not None:
         raise OccDataError(f"{where}: the bevformer model is camera-only; lss, lidar and cascade must be absent")
+    _check_bevformer_layer(bf, where)
+    if bf.decoder not in ("zembed", "c2h"):
+        raise OccDataError(f"{where}.decoder: {bf.decoder!r}, expected 'zembed' or 'c2h'")
+    if bf.decoder == "c2h" and cfg.feature_grid.dims[2] != 1:
+        raise OccDataError(f"{where}.decoder: c2h decodes height from channels and needs feature_stride[2] = "
+                           f"{cfg.grid_spec.dims[2]} (Z' = 1), got feature_stride {list(cfg.feature_stride)}")
+
+
+def _check_bevformer_layer(bf: BEVFormerConfig, where: str) -> None:
     for key in ("embed_dims", "num_layers", "num_heads", "num_anchors", "points_per_anchor", "tsa_points", "ffn_dims"):
         if getattr(bf, key) < 1:
             raise OccDataError(f"{where}.{key}: expected an integer >= 1, got {getattr(bf, key)}")
@@ -599,11 +661,50 @@ def _check_bevformer(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.embed_dims: {bf.embed_dims} must be divisible by num_heads {bf.num_heads}")
     if not 0.0 <= bf.dropout < 1.0:
         raise OccDataError(f"{where}.dropout: expected 0 <= dropout < 1, got {bf.dropout}")
-    if bf.decoder not in ("zembed", "c2h"):
-        raise OccDataError(f"{where}.decoder: {bf.decoder!r}, expected 'zembed' or 'c2h'")
-    if bf.decoder == "c2h" and cfg.feature_grid.dims[2] != 1:
-        raise OccDataError(f"{where}.decoder: c2h decodes height from channels and needs feature_stride[2] = "
-                           f"{cfg.grid_spec.dims[2]} (Z' = 1), got feature_stride {list(cfg.feature_stride)}")
+
+
+def _check_hbevocc(cfg: ModelConfig, where: str) -> None:
+    hb = cfg.hbevocc
+    if cfg.lss is None:
+        raise OccDataError(f"{where}: the hbevocc model needs an 'lss' section (its forward branch)")
+    if cfg.lidar is not None or cfg.cascade is not None:
+        raise OccDataError(f"{where}: the hbevocc model is camera-only; lidar and cascade must be absent")
+    _check_bevformer_layer(cfg.bevformer, f"{_parent_where(where)}.bevformer")
+    if cfg.bevformer.decoder != "zembed":
+        raise OccDataError(f"{_parent_where(where)}.bevformer.decoder: {cfg.bevformer.decoder!r}; hbevocc decodes the fused "
+                           "BEV with its own channel-to-height head, leave decoder out")
+    for key in ("channels", "back_stride", "hada_heads", "hada_dim", "hada_points", "hada_layers"):
+        if getattr(hb, key) < 1:
+            raise OccDataError(f"{where}.{key}: expected an integer >= 1, got {getattr(hb, key)}")
+    if hb.hada_height_keys < 0:
+        raise OccDataError(f"{where}.hada_height_keys: expected an integer >= 0, got {hb.hada_height_keys}")
+    if hb.hada_offset_range <= 0:
+        raise OccDataError(f"{where}.hada_offset_range: expected a positive number of cells, got {hb.hada_offset_range}")
+    if not 0.0 <= hb.dropout < 1.0:
+        raise OccDataError(f"{where}.dropout: expected 0 <= dropout < 1, got {hb.dropout}")
+    X, Y, Z = cfg.feature_grid.dims
+    if Z != 1:
+        raise OccDataError(f"{_parent_where(where)}.feature_stride: hbevocc splats the forward branch into a BEV and needs "
+                           f"feature_stride[2] = {cfg.grid_spec.dims[2]} (Z' = 1), got {list(cfg.feature_stride)}")
+    if X % hb.back_stride or Y % hb.back_stride:
+        raise OccDataError(f"{where}.back_stride: {hb.back_stride} must divide the forward BEV's {X} x {Y} cells")
+
+
+def _parent_where(where: str) -> str:
+    """The config's own name from a section's ``where`` (``file.yaml.hbevocc`` -> ``file.yaml``)."""
+    return where.rsplit(".", 1)[0]
+
+
+def _check_height_voxel(lc: LossConfig, where: str) -> None:
+    if lc.height_voxel < 0:
+        raise OccDataError(f"{where}.height_voxel: expected a weight >= 0, got {lc.height_voxel}")
+    if lc.height_voxel_columns < 0:
+        raise OccDataError(f"{where}.height_voxel_columns: expected a count >= 0 (0: every column), "
+                           f"got {lc.height_voxel_columns}")
+    lo, hi = lc.height_voxel_weights
+    if not 0 < lo <= hi:
+        raise OccDataError(f"{where}.height_voxel_weights: expected [w_min, w_max] with 0 < w_min <= w_max, "
+                           f"got {list(lc.height_voxel_weights)}")
 
 
 def load_config(path: str | Path) -> ModelConfig:

@@ -177,8 +177,9 @@ MODELS: dict[str, type[nn.Module]] = {
 def _register_other_models() -> None:
     """Models in modules that import this one add themselves to MODELS when imported (an import
     here at the top would be a cycle): ``bevformer`` (:mod:`occ_core.models.bevformer`), ``occnerf``
-    (:mod:`occ_core.models.occnerf`)."""
+    (:mod:`occ_core.models.occnerf`), ``hbevocc`` (:mod:`occ_core.models.hbevocc`)."""
     import occ_core.models.bevformer  # noqa: F401
+    import occ_core.models.hbevocc  # noqa: F401
     import occ_core.models.occnerf  # noqa: F401
 
 

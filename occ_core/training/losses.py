@@ -141,6 +141,59 @@ def balanced_flow_l1(pred: torch.Tensor, gt: torch.Tensor, moving_speed: float) 
     return torch.stack(means).mean()
 
 
+def height_layer_weights(counts: torch.Tensor, w_min: float = 1.0, w_max: float = 3.0) -> torch.Tensor:
+    """HBEVOcc's per-height-layer weights from the occupied voxel count of each layer.
+
+    ``w_z = w_max * (w_min / w_max) ** (count_z / max_z count_z)`` for layers with occupied
+    voxels (the fullest layer gets w_min, a nearly empty one tends to w_max), 0 for empty layers.
+
+    Args:
+        counts: (Z,) occupied supervised voxels per height layer.
+
+    Returns:
+        (Z,) float32 weights.
+    """
+    c = counts.to(torch.float32)
+    top = c.max()
+    if top <= 0:
+        return torch.zeros_like(c)
+    return torch.where(c > 0, w_max * (w_min / w_max) ** (c / top), torch.zeros_like(c))
+
+
+def height_voxel_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, free: int,
+                      columns: int = 4000, weights: tuple[float, float] = (1.0, 3.0),
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """HBEVOcc's height-weighted voxel loss of one sample.
+
+    Draws ``columns`` x/y columns at random (all of them when ``columns`` is 0 or exceeds X*Y),
+    counts the occupied (label != ``free``) supervised voxels of each height layer in them,
+    weights each layer by :func:`height_layer_weights` and returns the mean over those voxels
+    of ``SmoothL1(w_z * log(p_true + 1e-3), 0)`` (beta 1), p_true the softmax probability of
+    the voxel's label. 0 when the columns hold no occupied supervised voxel.
+
+    Args:
+        logits: (K, X, Y, Z) class logits; labels: (X, Y, Z) int64; mask: (X, Y, Z) bool
+            supervised voxels or None (all).
+    """
+    K, X, Y, Z = logits.shape
+    n = X * Y
+    if 0 < columns < n:
+        idx = torch.randperm(n, generator=generator)[:columns].to(logits.device)
+    else:
+        idx = torch.arange(n, device=logits.device)
+    lg = logits.reshape(K, n, Z)[:, idx]  # (K, M, Z)
+    lb = labels.reshape(n, Z)[idx]  # (M, Z)
+    use = lb != free
+    if mask is not None:
+        use = use & mask.reshape(n, Z)[idx]
+    if not bool(use.any()):
+        return logits.sum() * 0.0
+    w = height_layer_weights(use.sum(0), *weights).to(logits.dtype)  # (Z,)
+    logp = torch.log(lg.float().softmax(0).gather(0, lb[None]).squeeze(0) + 1e-3)  # (M, Z)
+    x = (w[None, :] * logp)[use]
+    return F.smooth_l1_loss(x, torch.zeros_like(x))
+
+
 @dataclass
 class LossTerms:
     """Weighted loss terms (scalars); ``total`` is their sum."""
@@ -153,6 +206,7 @@ class LossTerms:
     depth: torch.Tensor
     flow: torch.Tensor
     coarse: torch.Tensor
+    height_voxel: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
@@ -177,7 +231,8 @@ def occupancy_loss(out: OccOutput, inputs: OccInputs, semantics: torch.Tensor, m
     lc = cfg.loss
     B, K = out.logits.shape[:2]
     zero = out.logits.sum() * 0.0
-    terms = {k: zero for k in ("ce", "lovasz", "sem_scal", "geo_scal", "depth", "flow", "coarse")}
+    names = ("ce", "lovasz", "sem_scal", "geo_scal", "depth", "flow", "coarse", "height_voxel")
+    terms = {k: zero for k in names}
     w = class_weights.to(out.logits.device)
     coarse_up = None
     if out.coarse_logits is not None:
@@ -196,6 +251,10 @@ def occupancy_loss(out: OccOutput, inputs: OccInputs, semantics: torch.Tensor, m
             terms["sem_scal"] = terms["sem_scal"] + lc.sem_scal * sem_scal_loss(probs, labels) / B
         if lc.geo_scal:
             terms["geo_scal"] = terms["geo_scal"] + lc.geo_scal * geo_scal_loss(probs, labels, cfg.free_label) / B
+        if lc.height_voxel:
+            terms["height_voxel"] = terms["height_voxel"] + lc.height_voxel * height_voxel_loss(
+                out.logits[b], semantics[b], None if mask is None else mask[b], cfg.free_label,
+                lc.height_voxel_columns, lc.height_voxel_weights) / B
         if coarse_up is not None:
             cl = coarse_up[b].permute(1, 2, 3, 0)[sel].reshape(-1, K)
             terms["coarse"] = terms["coarse"] + lc.cascade_coarse * F.cross_entropy(cl, labels, weight=w) / B

@@ -1,0 +1,231 @@
+"""HBEVOcc (``name: hbevocc``): fused branches, HADA sampling, the height-weighted voxel loss,
+forward/backward of the config, loss on one batch, the predictor path."""
+
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from occ_core.errors import OccDataError
+from occ_core.grid import OCC3D
+from occ_core.models.config import config_from_dict, config_to_dict, load_config
+from occ_core.models.hbevocc import HBEVOccNet, HeightAwareDeformableAttention, backward_grid
+from occ_core.models.occnet import MODELS, build_model
+from occ_core.models.predictor import frame_to_inputs, load_predictor
+from occ_core.training.losses import height_layer_weights, height_voxel_loss
+
+from test_models import make_frame
+
+warnings.filterwarnings("ignore", category=UserWarning)
+REPO = Path(__file__).resolve().parent.parent
+CFG = REPO / "config" / "models" / "hbevocc.yaml"
+
+
+def tiny(cfg, **changes):
+    """hbevocc.yaml on 32 x 64 images (fast)."""
+    return dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)), **changes)
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_forward_backward_and_branch_shapes(flow):
+    cfg = tiny(load_config(CFG), flow=flow)
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    model = build_model(cfg).train()
+    assert isinstance(model, HBEVOccNet) and MODELS["hbevocc"] is HBEVOccNet
+    inputs = frame_to_inputs(make_frame(), cfg)
+    C, E = cfg.hbevocc.channels, cfg.bevformer.embed_dims
+    assert backward_grid(cfg).dims == (50, 50, 1) and cfg.feature_grid.dims == (100, 100, 1)
+    feats = model.image_encoder(inputs.images.flatten(0, 1))
+    f_bev, f_down, depth = model.forward_bev(feats, inputs, (32, 64))
+    assert f_bev.shape == (1, C, 100, 100) and f_down.shape == (1, C, 50, 50)
+    assert depth.shape == (6, 48, 2, 4)
+    g = model.backward_bev(feats, inputs, (32, 64))
+    assert g.shape == (1, E, 50, 50)
+    assert model.back_up(g).shape == (1, C, 100, 100)
+    out = model(inputs)
+    assert out.logits.shape == (1, 18, *OCC3D.dims)
+    assert torch.allclose(out.depth_probs.sum(1), torch.ones(()))
+    loss = out.logits.logsumexp(1).mean() + out.depth_probs.square().mean()
+    if flow:
+        assert out.flow.shape == (1, *OCC3D.dims, 2)
+        loss = loss + out.flow.square().mean()
+    else:
+        assert out.flow is None
+    loss.backward()
+    bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert bad == []
+
+
+def test_both_branches_reach_the_output():
+    """Zeroing either branch's BEV changes the logits: the fusion uses both."""
+    cfg = tiny(load_config(CFG))
+    model = build_model(cfg).eval()
+    inputs = frame_to_inputs(make_frame(), cfg)
+    with torch.no_grad():
+        ref = model(inputs).logits
+        orig_back = model.backward_bev
+        model.backward_bev = lambda *a: torch.zeros_like(orig_back(*a))
+        no_back = model(inputs).logits
+        model.backward_bev = orig_back
+        orig_fwd = model.forward_bev
+        model.forward_bev = lambda *a: tuple(torch.zeros_like(t) if i < 2 else t for i, t in enumerate(orig_fwd(*a)))
+        no_fwd = model(inputs).logits
+    assert (ref - no_back).abs().max() > 1e-3 and (ref - no_fwd).abs().max() > 1e-3
+
+
+def test_hada_samples_where_the_offsets_say():
+    """sample_points on a known map: offset (+1, 0) cells reads the next x cell, (0, -2) two y
+    cells back, fractional offsets interpolate, outside is zero."""
+    X, Y = 6, 5
+    hada = HeightAwareDeformableAttention(8, (X, Y), num_heads=2, head_dim=4, num_points=3)
+    xp = torch.randn(1, 8, X, Y)
+    off = torch.zeros(1, 2, 3, 2, X, Y)
+    off[:, :, 0, 0] = 1.0  # point 0: +1 cell along x
+    off[:, :, 1, 1] = -2.0  # point 1: -2 cells along y
+    off[:, :, 2, 0] = 0.5  # point 2: half a cell along x
+    s = hada.sample_points(xp, off)  # (1, NH, P, D, X, Y)
+    heads = xp.view(1, 2, 4, X, Y)
+    assert torch.allclose(s[:, :, 0, :, :-1], heads[..., 1:, :], atol=1e-6)
+    assert torch.allclose(s[:, :, 0, :, -1], torch.zeros(1, 2, 4, Y))
+    assert torch.allclose(s[:, :, 1, ..., 2:], heads[..., :-2], atol=1e-6)
+    assert torch.allclose(s[:, :, 1, ..., :2], torch.zeros(1, 2, 4, X, 2))
+    assert torch.allclose(s[:, :, 2, :, :-1], (heads[..., :-1, :] + heads[..., 1:, :]) / 2, atol=1e-6)
+
+
+def test_hada_offsets_bounded_and_height_keys_used():
+    X, Y = 8, 8
+    torch.manual_seed(0)
+    hada = HeightAwareDeformableAttention(16, (X, Y), num_heads=4, head_dim=4, num_points=2, height_keys=2,
+                                          offset_range=3.0)
+    with torch.no_grad():
+        hada.conv_offset[-1].weight.normal_(std=50.0)
+        q = torch.randn(2, 16, X, Y)
+        off = hada.sampling_offsets(q)
+        assert off.shape == (2, 4, 2, 2, X, Y) and off.abs().max() <= 3.0 and off.abs().max() > 2.5
+        ref = hada(q, q)
+        assert ref.shape == q.shape
+        hada.proj_v_h.weight.zero_()  # the height values carry into the output
+        assert (hada(q, q) - ref).abs().max() > 1e-3
+    bad = HeightAwareDeformableAttention(16, (X, Y), num_heads=4)
+    with pytest.raises(ValueError, match=r"HADA: query and x must be \(B, 16, 8, 8\)"):
+        bad(torch.zeros(1, 16, 8, 7), torch.zeros(1, 16, 8, 7))
+
+
+def test_height_layer_weights_on_a_hand_made_column_set():
+    """Four columns; layer 0 fully occupied (4), layer 1 half (2), layer 3 one voxel, others empty:
+    w = 3 * (1/3) ** (count / 4) -> 1, sqrt(3), 3 ** 0.75, and 0 for empty layers."""
+    Z = 6
+    labels = torch.full((2, 2, Z), 17)
+    labels[:, :, 0] = 11
+    labels[0, :, 1] = 4
+    labels[1, 1, 3] = 15
+    occ = labels != 17
+    counts = occ.reshape(4, Z).sum(0)
+    assert counts.tolist() == [4, 2, 0, 1, 0, 0]
+    w = height_layer_weights(counts, 1.0, 3.0)
+    assert torch.allclose(w, torch.tensor([1.0, math.sqrt(3), 0.0, 3 ** 0.75, 0.0, 0.0]))
+    assert torch.equal(height_layer_weights(torch.zeros(Z, dtype=torch.long)), torch.zeros(Z))
+    # the loss with uniform logits: every occupied voxel has p_true = 1/18
+    logits = torch.zeros(18, 2, 2, Z)
+    lp = math.log(1 / 18 + 1e-3)
+
+    def smooth_l1(v):
+        return 0.5 * v * v if abs(v) < 1 else abs(v) - 0.5
+
+    expect = (4 * smooth_l1(1.0 * lp) + 2 * smooth_l1(math.sqrt(3) * lp) + smooth_l1(3 ** 0.75 * lp)) / 7
+    got = height_voxel_loss(logits, labels, None, free=17, columns=0)
+    assert got.item() == pytest.approx(expect, rel=1e-5)
+    # the mask removes layer 3's voxel: only layers 0 and 1 count, with the same weights
+    mask = torch.ones(2, 2, Z, dtype=torch.bool)
+    mask[1, 1, 3] = False
+    expect_masked = (4 * smooth_l1(lp) + 2 * smooth_l1(math.sqrt(3) * lp)) / 6
+    assert height_voxel_loss(logits, labels, mask, 17, 0).item() == pytest.approx(expect_masked, rel=1e-5)
+    # a confident correct prediction costs almost nothing; all-free columns cost exactly 0
+    sharp = torch.full((18, 2, 2, Z), -20.0).scatter(0, labels[None], 20.0)
+    assert height_voxel_loss(sharp, labels, None, 17, 0).item() < 1e-5
+    assert height_voxel_loss(logits, torch.full((2, 2, Z), 17), None, 17, 0).item() == 0.0
+
+
+def test_height_voxel_loss_draws_columns():
+    """columns=1 scores one random column: its own layer counts, so one voxel per layer -> w = 1."""
+    labels = torch.full((3, 3, 4), 17)
+    labels[..., 0] = 11
+    labels[1, 1, 2] = 4
+    logits = torch.zeros(18, 3, 3, 4)
+    lp = math.log(1 / 18 + 1e-3)
+    vals = {round(height_voxel_loss(logits, labels, None, 17, 1, generator=torch.Generator().manual_seed(s)).item(), 6)
+            for s in range(40)}
+    assert vals == {round(lp * lp / 2 if abs(lp) < 1 else abs(lp) - 0.5, 6)}  # every column: weights 1
+    assert height_voxel_loss(logits, labels, None, 17, 0).item() != pytest.approx(list(vals)[0])
+
+
+def test_loss_falls_on_one_batch():
+    """AdamW steps of the configured loss (CE, Lovasz, scene-class affinity, LiDAR depth,
+    height-weighted voxel loss) on one batch; supervised voxels: a 64 x 64 column block."""
+    from occ_core.data.nuscenes_dataset import OccBatch
+    from occ_core.training.train import Trainer
+
+    cfg = tiny(load_config(CFG))
+    assert cfg.loss.height_voxel == 0.1
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=5e-3, steps=6))
+    frame = make_frame()
+    # the training loader always carries the LiDAR points (depth targets); frame_to_inputs
+    # leaves them out for camera-only models
+    inputs = dataclasses.replace(frame_to_inputs(frame, cfg), points=[torch.from_numpy(frame.points[:, :5])])
+    rng = np.random.default_rng(0)
+    sem = np.full(OCC3D.dims, 17, np.int64)
+    sem[:, :, :3] = 11
+    for cls in (4, 15):
+        for _ in range(4):
+            x, y = rng.integers(70, 122, 2)
+            sem[x:x + 8, y:y + 8, 3:8] = cls
+    mask = torch.zeros(1, *OCC3D.dims, dtype=torch.bool)
+    mask[:, 68:132, 68:132] = True
+    batch = OccBatch(inputs, torch.from_numpy(sem)[None], mask, mask, None, ["t0"], ["s0"])
+    tr = Trainer(cfg, "cpu", torch.ones(18))
+    results = [tr.train_step(batch).losses for _ in range(6)]
+    occ = [r["total"] - r["depth"] for r in results]  # the voxel terms
+    assert all(r["height_voxel"] > 0 and r["depth"] > 0 for r in results)
+    assert occ[-1] < 0.6 * occ[0] and min(occ[-2:]) < min(occ[:2]), occ
+    assert results[-1]["height_voxel"] < results[0]["height_voxel"]
+    assert results[-1]["depth"] < results[0]["depth"]
+
+
+def test_config_checks_name_the_field():
+    doc = config_to_dict(load_config(CFG))
+    with pytest.raises(OccDataError, match=r"x\.hbevocc: the hbevocc model needs an 'lss' section"):
+        config_from_dict(dict(doc, lss=None), "x")
+    with pytest.raises(OccDataError, match=r"x\.hbevocc\.back_stride: 3 must divide"):
+        config_from_dict(dict(doc, hbevocc=dict(doc["hbevocc"], back_stride=3)), "x")
+    with pytest.raises(OccDataError, match=r"x\.feature_stride: .*Z' = 1"):
+        config_from_dict(dict(doc, feature_stride=[2, 2, 8]), "x")
+    with pytest.raises(OccDataError, match=r"x\.bevformer\.decoder: 'c2h'"):
+        config_from_dict(dict(doc, bevformer=dict(doc["bevformer"], decoder="c2h")), "x")
+    with pytest.raises(OccDataError, match=r"x\.hbevocc: .*name: hbevocc"):
+        config_from_dict(dict(doc, name="bevformer"), "x")
+    with pytest.raises(OccDataError, match=r"x\.bevformer: .*bevformer or hbevocc"):
+        config_from_dict(dict(doc, bevformer=None), "x")
+    with pytest.raises(OccDataError, match=r"x\.loss\.height_voxel_weights: .*0 < w_min <= w_max"):
+        config_from_dict(dict(doc, loss=dict(doc["loss"], height_voxel_weights=[3.0, 1.0])), "x")
+    with pytest.raises(OccDataError, match=r"x\.hbevocc\.hada_offset_range"):
+        config_from_dict(dict(doc, hbevocc=dict(doc["hbevocc"], hada_offset_range=0.0)), "x")
+
+
+def test_predictor_runs_hbevocc_yaml_from_its_checkpoint(tmp_path):
+    """The node / occ-predict path: load_predictor(config, checkpoint) -> predict(SensorFrame)."""
+    cfg = load_config(CFG)
+    assert cfg.image_hw == (96, 176) and cfg.uses_camera
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    torch.save({"model": model.state_dict()}, tmp_path / "m.pt")
+    pred = load_predictor(CFG, tmp_path / "m.pt")
+    out = pred.predict(make_frame())
+    assert out.labels.shape == OCC3D.dims and out.labels.dtype == np.uint8 and out.flow is None
+    ref = model.eval()(frame_to_inputs(make_frame(), cfg)).logits[0].argmax(0).numpy()
+    assert np.array_equal(out.labels, ref)
