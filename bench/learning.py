@@ -46,6 +46,7 @@ from occ_core.eval import cli as eval_cli  # noqa: E402
 from occ_core.fileio import atomic_write_text  # noqa: E402
 from occ_core.formats import occ3d  # noqa: E402
 from occ_core.models.prior import PerVoxelPrior  # noqa: E402
+from occ_core.paths import safe_component  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "work_dirs" / "learning")
     p.add_argument("--fresh", action="store_true", help="retrain runs that already have scores")
     args = p.parse_args(argv)
-    names = [n for n in args.configs.split(",") if n]
+    names = [safe_component(n, "--configs") for n in args.configs.split(",") if n]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     train_root = ensure_world("bench-train", args.data / "train")
     heldout = ensure_world("bench-heldout", args.data / "heldout")
