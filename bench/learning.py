@@ -16,9 +16,14 @@ Run from the repository root::
 4. A table of mean +- std over the seeds (sample std; n = seeds), then per-class IoU means, is
    printed and written with every run's numbers to ``<out>/learning.json``.
 
-A run whose ``<out>/<config>/seed<k>/metrics.json`` exists is not repeated (delete it to redo);
-``--fresh`` retrains everything. The world, the steps and the seeds name the budget; compare
-configs only inside one table.
+``--variant NAME=KEY:VALUE[,KEY:VALUE...]`` adds a row that trains a config with some fields
+changed (a recipe ablation), e.g. ``--variant no_ema=train.ema_decay:0`` or
+``--variant no_lovasz=loss.lovasz:0,loss.sem_scal:0``; KEY is a dotted path into the config YAML
+and VALUE is parsed as YAML. Each variant runs for every config and seed, as ``<config>+<NAME>``.
+
+A run whose ``<out>/<run>/steps<N>/seed<k>/metrics.json`` exists is not repeated (delete it to
+redo); ``--fresh`` retrains everything. The world, the steps and the seeds name the budget;
+compare configs only inside one table.
 """
 
 from __future__ import annotations
@@ -94,8 +99,44 @@ def score(pred_dir: Path, heldout: Path, out_json: Path) -> dict:
             "per_class": {k: (None if v is None else 100 * v) for k, v in per_class.items()}}
 
 
-def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path) -> dict:
-    work = args.out / name / f"seed{seed}"
+def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+    """``"NAME=a.b:1,c:x"`` -> ``("NAME", {"a.b": 1, "c": "x"})``; a malformed one stops the benchmark."""
+    name, sep, body = text.partition("=")
+    if not sep or not body:
+        raise SystemExit(f"bench/learning.py: --variant {text!r}: expected NAME=KEY:VALUE[,KEY:VALUE...]")
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(body):  # split on the commas outside [...] / {...}
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            items.append(body[start:i])
+            start = i + 1
+    items.append(body[start:])
+    changes: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise SystemExit(f"bench/learning.py: --variant {text!r}: {item!r} is not KEY:VALUE")
+        changes[key] = yaml.safe_load(value)
+    return safe_component(name, "--variant"), changes
+
+
+def apply_changes(cfg: dict, changes: dict[str, object], where: str) -> None:
+    """Set each dotted ``key`` of ``changes`` in the config mapping ``cfg`` (sections are created)."""
+    for key, value in changes.items():
+        *sections, leaf = key.split(".")
+        node = cfg
+        for sec in sections:
+            node = node.setdefault(sec, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f"bench/learning.py: {where}: {key!r}: {sec!r} is not a section of the config")
+        node[leaf] = value
+
+
+def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
+                    changes: dict[str, object] | None = None) -> dict:
+    """Train config ``name`` (its run name: ``name`` or ``config+variant``) for one seed and score it."""
+    config = name.split("+")[0]
+    work = args.out / name / f"steps{args.steps}" / f"seed{seed}"
     metrics = work / "metrics.json"
     if metrics.exists() and not args.fresh:
         print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
@@ -103,7 +144,8 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    cfg = yaml.safe_load((CONFIG_DIR / f"{config}.yaml").read_text())
+    apply_changes(cfg, changes or {}, name)
     cfg["seed"] = seed  # the initial weights (build_model)
     cfg.setdefault("train", {})["seed"] = seed  # data order and augmentation
     cfg_path = work / "config.yaml"
@@ -168,13 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REPO / "data" / "bench", help="where the preset worlds live")
     p.add_argument("--out", type=Path, default=REPO / "work_dirs" / "learning")
     p.add_argument("--fresh", action="store_true", help="retrain runs that already have scores")
+    p.add_argument("--json", type=Path, default=None, help="where the table's numbers go (default <out>/learning.json)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="NAME=KEY:VALUE[,KEY:VALUE...]: also train each config with these fields changed")
+    p.add_argument("--variants-only", action="store_true", help="train only the --variant rows, not the configs as shipped")
     args = p.parse_args(argv)
-    names = [safe_component(n, "--configs") for n in args.configs.split(",") if n]
+    configs = [safe_component(n, "--configs") for n in args.configs.split(",") if n]
+    variants = dict(parse_variant(v) for v in args.variant)
+    plan = ({} if args.variants_only and variants else {c: {} for c in configs}) | {f"{c}+{v}": ch for c in configs for v, ch in variants.items()}
+    names = list(plan)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     train_root = ensure_world("bench-train", args.data / "train")
     heldout = ensure_world("bench-heldout", args.data / "heldout")
     started = datetime.datetime.now(datetime.timezone.utc)
-    runs = {n: [train_and_score(n, s, args, train_root, heldout) for s in seeds] for n in names}
+    runs = {n: [train_and_score(n, s, args, train_root, heldout, plan[n]) for s in seeds] for n in names}
     prior = prior_scores(train_root, heldout, args.out)
 
     print(f"\n# learning benchmark, {started:%Y-%m-%d %H:%M} UTC, {cpu_model()}, {args.threads} threads, "
@@ -196,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = [mean_std([r["per_class"].get(c) for r in runs[n]]) for n in names]
         pc = prior["per_class"].get(c)
         print(f"| {c} | " + " | ".join(cells) + f" | {'n/a' if pc is None else f'{pc:.2f}'} |")
-    atomic_write_text(args.out / "learning.json", json.dumps(
+    atomic_write_text(args.json or args.out / "learning.json", json.dumps(
         {"started_utc": started.isoformat(), "cpu": cpu_model(), "threads": args.threads, "steps": args.steps,
-         "seeds": seeds, "runs": runs, "prior": prior}, indent=1))
+         "seeds": seeds, "variants": {n: ch for n, ch in plan.items() if ch}, "runs": runs, "prior": prior}, indent=1))
     return 0
 
 
