@@ -177,30 +177,3 @@ def test_batched_lovasz_and_sem_scal_equal_the_per_class_definitions(n, k):
         gb, = torch.autograd.grad(b, probs)
         assert torch.allclose(ga, gb, rtol=1e-7, atol=1e-10), fast.__name__
 
-
-def test_learning_benchmark_variants_change_only_the_named_fields():
-    """bench/learning.py --variant NAME=KEY:VALUE,...: dotted keys land in the config, YAML-typed."""
-    import importlib.util
-    import sys
-
-    bench = Path(__file__).resolve().parent.parent / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_learning", bench / "learning.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(bench))
-    name, changes = mod.parse_variant("no_aug=train.flip:false,train.image_scale:[1.0, 1.0],loss.lovasz:0")
-    assert name == "no_aug" and changes == {"train.flip": False, "train.image_scale": [1.0, 1.0], "loss.lovasz": 0}
-    name, changes = mod.parse_variant("small=train.ema_decay:0.99,channels:8")
-    cfg = {"name": "fusion", "channels": 16, "train": {"lr": 2e-3, "ema_decay": 0.997}}
-    mod.apply_changes(cfg, changes, name)
-    assert cfg == {"name": "fusion", "channels": 8, "train": {"lr": 2e-3, "ema_decay": 0.99}}
-    mod.apply_changes(cfg, {"loss.lovasz": 0.0}, name)
-    assert cfg["loss"] == {"lovasz": 0.0}
-    for bad in ("no_ema", "no_ema=", "x=train.ema_decay", "../x=a:1"):
-        with pytest.raises((SystemExit, OccDataError)):
-            mod.parse_variant(bad)
-    with pytest.raises(SystemExit, match="not a section"):
-        mod.apply_changes(cfg, {"channels.x": 1}, name)

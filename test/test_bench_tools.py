@@ -1,0 +1,63 @@
+"""The benchmark scripts' own logic (bench/*.py): what their tables are computed from."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from occ_core.errors import OccDataError
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def bench_module(name: str):
+    """Import ``bench/<name>.py`` (bench/ is on sys.path while it loads, as when run as a script)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH))
+    return mod
+
+
+def test_learning_benchmark_variants_change_only_the_named_fields():
+    """bench/learning.py --variant NAME=KEY:VALUE,...: dotted keys land in the config, YAML-typed."""
+    mod = bench_module("learning")
+    name, changes = mod.parse_variant("no_aug=train.flip:false,train.image_scale:[1.0, 1.0],loss.lovasz:0")
+    assert name == "no_aug" and changes == {"train.flip": False, "train.image_scale": [1.0, 1.0], "loss.lovasz": 0}
+    name, changes = mod.parse_variant("small=train.ema_decay:0.99,channels:8")
+    cfg = {"name": "fusion", "channels": 16, "train": {"lr": 2e-3, "ema_decay": 0.997}}
+    mod.apply_changes(cfg, changes, name)
+    assert cfg == {"name": "fusion", "channels": 8, "train": {"lr": 2e-3, "ema_decay": 0.99}}
+    mod.apply_changes(cfg, {"loss.lovasz": 0.0}, name)
+    assert cfg["loss"] == {"lovasz": 0.0}
+    for bad in ("no_ema", "no_ema=", "x=train.ema_decay", "../x=a:1"):
+        with pytest.raises((SystemExit, OccDataError)):
+            mod.parse_variant(bad)
+    with pytest.raises(SystemExit, match="not a section"):
+        mod.apply_changes(cfg, {"channels.x": 1}, name)
+
+
+def test_camera_depth_scores_of_exact_uniform_and_shifted_heads():
+    """bench/camera_depth.py: an exact head scores 1 / 0, a uniform one ln D entropy, a one-bin shift known errors."""
+    mod = bench_module("camera_depth")
+    centres = torch.arange(48, dtype=torch.float32) + 1.5  # lss.depth [1, 49, 1]
+    targets = torch.tensor([0, 5, 20, 46])
+    exact = torch.nn.functional.one_hot(targets, 48).float()
+    s = mod.depth_head_scores(exact, targets, centres)
+    assert s["bin_acc"] == 1 and s["within2"] == 1 and s["absrel_expected"] == pytest.approx(0, abs=1e-9)
+    assert s["a1_expected"] == 1 and s["entropy"] == pytest.approx(0, abs=1e-6)
+    shifted = torch.nn.functional.one_hot(targets + 1, 48).float()
+    s = mod.depth_head_scores(shifted, targets, centres)
+    d = centres[targets].double()
+    assert s["bin_acc"] == 0 and s["within2"] == 1
+    assert s["absrel_argmax"] == pytest.approx(float((1 / d).mean()), rel=1e-9)
+    uniform = torch.full((4, 48), 1 / 48)
+    s = mod.depth_head_scores(uniform, targets, centres)
+    assert s["entropy"] == pytest.approx(math.log(48), rel=1e-5)
+    assert s["absrel_expected"] == pytest.approx(float(((centres.mean() - d).abs() / d).mean()), rel=1e-5)
