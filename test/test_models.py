@@ -13,7 +13,7 @@ from occ_core.errors import OccDataError
 from occ_core.frame import SensorFrame
 from occ_core.grid import OCC3D
 from occ_core.models.cascade import CascadeRefiner
-from occ_core.models.config import CascadeConfig, LSSConfig, config_from_dict, config_to_dict, load_config
+from occ_core.models.config import BEVEncoderConfig, CascadeConfig, LSSConfig, config_from_dict, config_to_dict, load_config
 from occ_core.models.heads import ChannelToHeightHead
 from occ_core.models.lss import depth_bin_centres, frustum_points, lidar_depth_targets
 from occ_core.models.occnet import build_model
@@ -154,6 +154,45 @@ def test_channel_to_height_layout():
     assert y.shape == (2, 3, 8, 6, 5)
     assert torch.equal(y[1, 2, 7, 5], torch.tensor([200.0, 201, 202, 203, 204]))
     assert torch.equal(y[0, :, 3, 2, 4], torch.tensor([4.0, 104, 204]))
+
+
+def _influence_radius(head: ChannelToHeightHead, size: int = 64) -> int:
+    """Chebyshev distance (cells) from a perturbed BEV cell to the farthest logit it changes."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, size, size, 1)
+    with torch.no_grad():
+        base = head.eval()(x)
+        x2 = x.clone()
+        x2[0, :, size // 2, size // 2] += 10.0
+        changed = (head(x2) - base).abs().amax(dim=(0, 1, 4)) > 1e-6  # (X, Y)
+    ix, iy = torch.nonzero(changed, as_tuple=True)
+    return int(torch.maximum((ix - size // 2).abs(), (iy - size // 2).abs()).max())
+
+
+def test_multiscale_bev_encoder_widens_the_c2h_head_receptive_field():
+    """bev_encoder (FlashOcc CustomResNet + FPN-LSS): same output layout, far wider reach than two BasicBlocks."""
+    plain = ChannelToHeightHead(4, 1, 3, (64, 64, 2), bev_channels=8)
+    wide = ChannelToHeightHead(4, 1, 3, (64, 64, 2), bev_channels=8,
+                               bev_encoder=BEVEncoderConfig(channels=(8, 16, 32), blocks=(2, 2, 2)))
+    assert wide(torch.randn(2, 4, 64, 64, 1)).shape == (2, 3, 64, 64, 2)
+    r_plain, r_wide = _influence_radius(plain), _influence_radius(wide)
+    assert r_plain == 5  # reduce + 2 BasicBlocks: five 3x3 convs
+    assert r_wide >= 4 * r_plain, (r_plain, r_wide)
+
+
+def test_bev_encoder_config_checks(tmp_path):
+    p = tmp_path / "cam.yaml"
+    base = "name: camera\nfeature_stride: [2, 2, 16]\nlss: {}\n"
+    p.write_text(base + "head: voxel\nbev_encoder: {}\n")
+    with pytest.raises(OccDataError, match=r"cam.yaml.bev_encoder: .*c2h head; head is 'voxel'"):
+        load_config(p)
+    p.write_text(base + "head: c2h\nbev_encoder: {channels: [8, 16], blocks: [1]}\n")
+    with pytest.raises(OccDataError, match=r"cam.yaml.bev_encoder: expected channels and blocks of the same length"):
+        load_config(p)
+    p.write_text(base + "head: c2h\nbev_encoder: {channels: [8, 16], blocks: [1, 1]}\n")
+    cfg = load_config(p)
+    assert cfg.bev_encoder == BEVEncoderConfig(channels=(8, 16), blocks=(1, 1))
+    assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
 def test_cascade_refines_only_fine_voxels_of_predicted_occupied_coarse_voxels():

@@ -208,7 +208,8 @@ class BEVFormerOccNet(nn.Module):
             vox_c = cfg.channels
         else:
             self.decoder = None
-            self.head = ChannelToHeightHead(C, 1, cfg.num_classes, grid.dims, bev_channels=cfg.channels)
+            self.head = ChannelToHeightHead(C, 1, cfg.num_classes, grid.dims, bev_channels=cfg.channels,
+                                            bev_encoder=cfg.bev_encoder)
             vox_c = C
         self.flow_head = FlowHead(vox_c, grid.dims) if cfg.flow else None
 

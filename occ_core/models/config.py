@@ -271,6 +271,25 @@ class HBEVOccConfig:
 
 
 @dataclass
+class BEVEncoderConfig:
+    """FlashOcc / BEVDet multi-scale BEV encoder inside the c2h head (``head: c2h`` only).
+
+    ResNet stages each halve the BEV (BasicBlocks, the first of a stage strided); BEVDet's
+    FPN-LSS neck then upsamples the last stage to the first stage's size, concatenates the two
+    and applies two 3x3 convs; the result is upsampled back to the input BEV and joined with the
+    input (a full-resolution skip, so 0.4 m detail is not lost to the strides). Without it the
+    c2h head has two BasicBlocks at full resolution (a receptive field of about 4 m).
+
+    Attributes:
+        channels: width of each stage (FlashOcc: 2, 4 and 8 times the BEV width).
+        blocks: BasicBlocks per stage (FlashOcc: 2, 2, 2).
+    """
+
+    channels: tuple[int, ...] = (64, 128, 256)
+    blocks: tuple[int, ...] = (2, 2, 2)
+
+
+@dataclass
 class LidarConfig:
     """LiDAR branch: dynamic voxelization on the output grid -> spconv encoder.
 
@@ -393,6 +412,8 @@ class ModelConfig:
         channels: voxel feature channels after the branch encoders / fusion.
         head: ``"voxel"`` (3D conv head) or ``"c2h"`` (FlashOcc channel-to-height BEV head).
         bev_channels: width of the c2h head's 2D BEV blocks (unused by the voxel head).
+        bev_encoder: the c2h head's multi-scale BEV encoder (:class:`BEVEncoderConfig`; ``null``:
+            two full-resolution BasicBlocks).
         image, backbone, lss: LSS camera branch (``lss: null`` = no LSS branch).
         bevformer: BEVFormer camera branch (``name: bevformer``, and the backward branch of
             ``name: hbevocc``; uses image and backbone).
@@ -413,6 +434,7 @@ class ModelConfig:
     channels: int = 16
     head: str = "voxel"
     bev_channels: int = 32
+    bev_encoder: BEVEncoderConfig | None = None
     image: ImageConfig = field(default_factory=ImageConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lss: LSSConfig | None = None
@@ -515,6 +537,17 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
         raise OccDataError(f"{where}.head: {cfg.head!r}, expected 'voxel' or 'c2h'")
     if cfg.bev_channels <= 0:
         raise OccDataError(f"{where}.bev_channels: {cfg.bev_channels} must be positive")
+    if cfg.bev_encoder is not None:
+        be = cfg.bev_encoder
+        if cfg.head != "c2h":
+            raise OccDataError(f"{where}.bev_encoder: the multi-scale BEV encoder is part of the c2h head; "
+                               f"head is {cfg.head!r}")
+        if len(be.channels) != len(be.blocks) or len(be.channels) < 2:
+            raise OccDataError(f"{where}.bev_encoder: expected channels and blocks of the same length >= 2, "
+                               f"got {list(be.channels)} and {list(be.blocks)}")
+        if min(be.channels) <= 0 or min(be.blocks) <= 0:
+            raise OccDataError(f"{where}.bev_encoder: channels and blocks must be positive, "
+                               f"got {list(be.channels)} and {list(be.blocks)}")
     if cfg.loss.mask not in ("camera", "lidar", "both", "none"):
         raise OccDataError(f"{where}.loss.mask: {cfg.loss.mask!r}, expected camera, lidar, both or none")
     if (cfg.name == "occnerf") != (cfg.occnerf is not None):

@@ -227,7 +227,8 @@ class HBEVOccNet(nn.Module):
         # two-scale fusion and head
         self.down_up = nn.Sequential(conv_bn_relu(C + E, 2 * C), nn.Conv2d(2 * C, 2 * C, 1),
                                      nn.Upsample(scale_factor=s, mode="bilinear", align_corners=False))
-        self.head = ChannelToHeightHead(2 * C, 1, cfg.num_classes, cfg.grid_spec.dims, bev_channels=cfg.bev_channels)
+        self.head = ChannelToHeightHead(2 * C, 1, cfg.num_classes, cfg.grid_spec.dims, bev_channels=cfg.bev_channels,
+                                        bev_encoder=cfg.bev_encoder)
         self.flow_head = FlowHead(2 * C, cfg.grid_spec.dims) if cfg.flow else None
 
     def forward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int]):

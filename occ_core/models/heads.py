@@ -38,13 +38,53 @@ class VoxelHead(nn.Module):
         return y
 
 
-class ChannelToHeightHead(nn.Module):
-    """FlashOcc channel-to-height: (B, C, X', Y', Z') -> BEV (B, C*Z', X', Y') -> (B, K, X, Y, Z)."""
+class MultiScaleBEVEncoder(nn.Module):
+    """FlashOcc / BEVDet BEV encoder (:class:`~occ_core.models.config.BEVEncoderConfig`):
+    (B, C, X, Y) -> (B, C, X, Y).
 
-    def __init__(self, channels: int, in_z: int, num_classes: int, out_dims: tuple[int, int, int], bev_channels: int = 32):
+    Stage i (i = 1..S) works at 1 / 2**i of the input; the last stage is upsampled to the first
+    stage's size and concatenated with it (FPN-LSS), two 3x3 convs, bilinear upsampling to the
+    input size, concatenation with the input, one 3x3 conv.
+    """
+
+    def __init__(self, channels: int, stage_channels: tuple[int, ...], blocks: tuple[int, ...]):
+        super().__init__()
+        stages, cin = [], channels
+        for c, n in zip(stage_channels, blocks):
+            stages.append(nn.Sequential(BasicBlock(cin, c, stride=2), *[BasicBlock(c, c) for _ in range(n - 1)]))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+        c0, cl = stage_channels[0], stage_channels[-1]
+        self.neck = nn.Sequential(conv_bn_relu(c0 + cl, 2 * channels), conv_bn_relu(2 * channels, 2 * channels))
+        self.out = conv_bn_relu(2 * channels + channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, y = [], x
+        for stage in self.stages:
+            y = stage(y)
+            feats.append(y)
+        first, last = feats[0], feats[-1]
+        up = F.interpolate(last, size=first.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.neck(torch.cat([first, up], 1))
+        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(torch.cat([y, x], 1))
+
+
+class ChannelToHeightHead(nn.Module):
+    """FlashOcc channel-to-height: (B, C, X', Y', Z') -> BEV (B, C*Z', X', Y') -> (B, K, X, Y, Z).
+
+    The BEV between the reduction and the classifier: two full-resolution BasicBlocks, or the
+    :class:`MultiScaleBEVEncoder` when ``bev_encoder`` (a BEVEncoderConfig) is given.
+    """
+
+    def __init__(self, channels: int, in_z: int, num_classes: int, out_dims: tuple[int, int, int], bev_channels: int = 32,
+                 bev_encoder=None):
         super().__init__()
         self.reduce = conv_bn_relu(channels * in_z, bev_channels)
-        self.blocks = nn.Sequential(BasicBlock(bev_channels, bev_channels), BasicBlock(bev_channels, bev_channels))
+        if bev_encoder is None:
+            self.blocks = nn.Sequential(BasicBlock(bev_channels, bev_channels), BasicBlock(bev_channels, bev_channels))
+        else:
+            self.blocks = MultiScaleBEVEncoder(bev_channels, tuple(bev_encoder.channels), tuple(bev_encoder.blocks))
         self.out_dims = tuple(out_dims)
         self.num_classes = num_classes
         self.cls = nn.Conv2d(bev_channels, num_classes * out_dims[2], 1)

@@ -114,7 +114,8 @@ class OccupancyNet(nn.Module):
             self.encoder = nn.Sequential(conv_bn_relu(cam_c or lidar_c, C, dims=3), BasicBlock(C, C, dims=3))
         Zf = fgrid.dims[2]
         if cfg.head == "c2h":
-            self.head = ChannelToHeightHead(C, Zf, cfg.num_classes, grid.dims, bev_channels=cfg.bev_channels)
+            self.head = ChannelToHeightHead(C, Zf, cfg.num_classes, grid.dims, bev_channels=cfg.bev_channels,
+                                            bev_encoder=cfg.bev_encoder)
         else:
             self.head = VoxelHead(C, cfg.num_classes, grid.dims)
         self.cascade = None
