@@ -79,9 +79,6 @@ test: venv
 demo: venv
 	$(BIN)/python -m occ_core.demo --dataroot data/synthetic --out work_dirs/demo
 
-# Retrain the shipped demo model (config/models/fusion_demo.pt) on the default synthetic world:
-# 300 steps, about 6 minutes on 2 CPU cores. Copy work_dirs/fusion_demo/model.pt over the
-# shipped file to replace it.
 # The shipped fusion_demo.pt: the benchmark's preset worlds (generated once into data/bench), then
 # occ-train with the recipe of config/models/fusion.yaml; copy work_dirs/fusion_demo/model.pt over
 # config/models/fusion_demo.pt to ship it.
@@ -92,11 +89,15 @@ train-demo: venv
 		--max-val-samples 40 --work-dir work_dirs/fusion_demo --threads 2
 
 # The learning benchmark (issue 16; BENCHMARKS.md "Learning benchmark"): configs x 3 seeds on bench-train,
-# scored on bench-heldout. BENCH_CONFIGS / BENCH_STEPS pick the table.
+# scored on bench-heldout. BENCH_CONFIGS / BENCH_STEPS / BENCH_SEEDS pick the table; BENCH_ARGS adds
+# e.g. recipe ablations: BENCH_ARGS='--variant no_ema=train.ema_decay:0'.
 BENCH_CONFIGS ?= fusion,lidar
 BENCH_STEPS ?= 300
+BENCH_SEEDS ?= 0,1,2
+BENCH_ARGS ?=
 benchmark: venv
-	$(BIN)/python bench/learning.py --configs $(BENCH_CONFIGS) --steps $(BENCH_STEPS) --seeds 0,1,2 --threads 2
+	$(BIN)/python bench/learning.py --configs $(BENCH_CONFIGS) --steps $(BENCH_STEPS) --seeds $(BENCH_SEEDS) \
+		--threads 2 $(BENCH_ARGS)
 
 # Regenerate docs/demo_compare.png (README): the shipped model's offline prediction of keyframe
 # DOCS_KEYFRAME of the held-out scene-0005 beside its ground truth, as a 256-colour PNG (< 400 KB).
