@@ -72,6 +72,19 @@ def test_forward_backward_every_config(path):
     assert missing == []
 
 
+SHIPPED = sorted(CONFIGS[0].parent.glob("*_demo.pt"))
+
+
+@pytest.mark.parametrize("ckpt", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_checkpoint_fits_its_config(ckpt):
+    """config/models/<name>_demo.pt loads into <name>.yaml's model and stays a few MB."""
+    cfg = ckpt.with_name(ckpt.name.removesuffix("_demo.pt") + ".yaml")
+    assert cfg.exists(), f"{ckpt.name} has no {cfg.name} beside it"
+    assert ckpt.stat().st_size < 5_000_000
+    pred = load_predictor(cfg, ckpt)
+    assert sum(p.numel() for p in pred.model.parameters()) > 0
+
+
 def test_build_model_is_seeded_and_leaves_global_rng_alone():
     cfg = tiny(load_config(CONFIGS[0]))
     torch.manual_seed(123)
