@@ -38,20 +38,25 @@ def _lidar_cfg(**train):
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
 
 
-def test_ema_first_update_copies_then_averages_with_the_decay():
+def test_ema_first_update_copies_then_averages_the_parameters_and_copies_the_buffers():
+    """Parameters: EMA with the decay. BatchNorm running statistics: the live model's, never averaged."""
     tr = Trainer(_lidar_cfg(ema_decay=0.75), "cpu", torch.ones(18))
-    with torch.no_grad():
-        for p in tr.model.parameters():
-            p.fill_(1.0)
-    tr.ema.update_parameters(tr.model)
-    with torch.no_grad():
-        for p in tr.model.parameters():
-            p.fill_(3.0)
-    tr.ema.update_parameters(tr.model)
+    bufs = [n for n, b in tr.model.named_buffers() if b.dtype.is_floating_point]
+    assert any(n.endswith("running_var") for n in bufs)
+    for fill in (1.0, 3.0):
+        with torch.no_grad():
+            for p in tr.model.parameters():
+                p.fill_(fill)
+            for _, b in tr.model.named_buffers():
+                b.fill_(100.0 * fill if b.dtype.is_floating_point else int(fill))
+        tr.update_ema()
     ema = dict(tr.eval_model.named_parameters())
     for name, p in tr.model.named_parameters():
         # 0.75 * 1 + 0.25 * 3
         assert torch.allclose(ema[name], torch.full_like(p, 1.5)), name
+    ema_bufs = dict(tr.eval_model.named_buffers())
+    for name, b in tr.model.named_buffers():
+        assert torch.equal(ema_bufs[name], b), name  # 300 (the live value), not the average 150
     assert tr.eval_model is not tr.model
 
 

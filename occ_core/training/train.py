@@ -165,12 +165,24 @@ class Trainer:
         self.amp = bool(t.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
-        # EMA of the weights and buffers (BatchNorm statistics too); the first update copies them
+        # EMA of the parameters; the first update copies them. The buffers (BatchNorm running
+        # statistics) are copied from the live model after every update (mmengine's
+        # ``update_buffers=False``), never averaged: an average of running variances keeps the
+        # huge variances of the first steps for hundreds of steps (a fusion run of 400 steps at
+        # decay 0.99 held 100x the live camera-branch variance and scored 20.7 % IoU held out,
+        # against 81.3 % for the live weights).
         self.ema = None
         if t.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One EMA step of the parameters; the buffers become the live model's."""
+        self.ema.update_parameters(self.model)
+        for ema_buf, buf in zip(self.ema.module.buffers(), self.model.buffers()):
+            ema_buf.copy_(buf)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -234,7 +246,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.update_ema()
         self.step += 1
         return StepResult(terms.as_floats(), float(norm), lr)
 
