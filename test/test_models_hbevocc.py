@@ -40,7 +40,8 @@ def test_forward_backward_and_branch_shapes(flow):
     C, E = cfg.hbevocc.channels, cfg.bevformer.embed_dims
     assert backward_grid(cfg).dims == (50, 50, 1) and cfg.feature_grid.dims == (100, 100, 1)
     feats = model.image_encoder(inputs.images.flatten(0, 1))
-    f_bev, f_down, depth = model.forward_bev(feats, inputs, (32, 64))
+    f_bev, f_down, depth, stack = model.forward_bev(feats, inputs, (32, 64))
+    assert stack is f_bev  # K = 1: the stack is the BEV itself
     assert f_bev.shape == (1, C, 100, 100) and f_down.shape == (1, C, 50, 50)
     assert depth.shape == (6, 48, 2, 4)
     g = model.backward_bev(feats, inputs, (32, 64))
@@ -229,3 +230,114 @@ def test_predictor_runs_hbevocc_yaml_from_its_checkpoint(tmp_path):
     assert out.labels.shape == OCC3D.dims and out.labels.dtype == np.uint8 and out.flow is None
     ref = model.eval()(frame_to_inputs(make_frame(), cfg)).logits[0].argmax(0).numpy()
     assert np.array_equal(out.labels, ref)
+
+
+# ------------------------------------------------------------------ multi-frame (hbevocc.frames > 1)
+MF_CFG = REPO / "config" / "models" / "hbevocc_temporal.yaml"
+
+
+def _slots(stack, k):
+    """(B, K, X, Y) of a 1-channel-per-slot stack."""
+    return stack.view(stack.shape[0], k, *stack.shape[-2:])
+
+
+def test_bev_stack_warps_drops_the_oldest_and_zeros_resets():
+    """push_bev_stack on hand-set slots (1 channel each, K = 3, 0.5 m cells): a pure translation
+    of (4, -2) cells moves slot 0 exactly that many cells into slot 1; a rotation + translation
+    puts each slot's blob at T @ p; the oldest slot (a constant 7) is gone; a batch item whose link
+    does not carry gets zeros in its past slots while the other keeps its own."""
+    from occ_core.models.temporal import push_bev_stack
+    from test_models_bevformer import BEV, blob, centroid, motion
+
+    K, X, Y = 3, *BEV.dims[:2]
+    p0, p1 = [-3.0, 4.0], [5.0, -2.0]
+    old = torch.cat([blob(BEV, p0, 0.8), blob(BEV, p1, 0.8), torch.full((1, 1, X, Y), 7.0)], 1)  # (1, 3, X, Y)
+    old = torch.cat([old, 0.5 * old])  # batch of 2
+    cur = torch.cat([blob(BEV, [0.0, 0.0], 0.8), blob(BEV, [1.0, 1.0], 0.8)])  # (2, 1, X, Y)
+
+    # pure translation by whole cells: an exact shift
+    T = motion(0.0, 2.0, -1.0)
+    new = _slots(push_bev_stack(old, cur, T.float(), None, BEV, K), K)
+    assert new.shape == (2, K, X, Y) and torch.equal(new[:, 0], cur[:, 0])
+    assert torch.allclose(new[:, 1, 4:, :-2], old[:, 0, :-4, 2:], atol=1e-6)
+    assert torch.allclose(new[:, 2, 4:, :-2], old[:, 1, :-4, 2:], atol=1e-6)
+    i0 = torch.tensor(divmod(int(old[0, 0].argmax()), Y))
+    assert (torch.tensor(divmod(int(new[0, 1].argmax()), Y)) - i0).tolist() == [4, -2]
+    assert new.max() <= 1.0 + 1e-6  # the constant-7 oldest slot was dropped
+
+    # rotation and translation; item 1's link does not carry
+    T = motion(30.0, 3.0, -1.5)
+    new = _slots(push_bev_stack(old, cur, T.float(), torch.tensor([True, False]), BEV, K), K)
+    for slot, p in ((1, p0), (2, p1)):
+        expect = (T @ torch.tensor([*p, 0.0, 1.0], dtype=torch.float64))[:2]
+        assert torch.linalg.norm(centroid(new[0, slot], BEV) - expect) < 0.1
+        assert torch.linalg.norm(centroid(new[0, slot], BEV) - torch.tensor(p, dtype=torch.float64) - T[:2, 3]) > 1.0
+    assert torch.equal(new[1, 0], cur[1, 0]) and new[1, 1:].abs().max() == 0
+    # two steps: the first frame's blob reaches slot 2 moved by both motions; no previous stack: zeros
+    first = push_bev_stack(None, blob(BEV, p0, 0.8), None, None, BEV, K)
+    assert _slots(first, K)[0, 1:].abs().max() == 0
+    T2 = motion(-20.0, 1.0, 2.0)
+    two = push_bev_stack(push_bev_stack(first, torch.zeros(1, 1, X, Y), T.float(), None, BEV, K),
+                         torch.zeros(1, 1, X, Y), T2.float(), None, BEV, K)
+    expect = (T2 @ T @ torch.tensor([*p0, 0.0, 1.0], dtype=torch.float64))[:2]
+    assert torch.linalg.norm(centroid(_slots(two, K)[0, 2], BEV) - expect) < 0.15
+    with pytest.raises(ValueError, match="stack must be"):
+        push_bev_stack(old[:, :2], cur, T.float(), None, BEV, K)
+    with pytest.raises(ValueError, match="needs T_cur_from_prev"):
+        push_bev_stack(old, cur, None, None, BEV, K)
+
+
+def test_single_frame_state_dict_is_unchanged_and_multi_frame_only_adds_the_reduction():
+    """frames 1 (hbevocc.yaml) builds exactly the shipped hbevocc_demo.pt's keys and shapes; the
+    multi-frame config adds only the stack's reduction conv, and its other weights start equal."""
+    from occ_core.models.predictor import load_checkpoint_state
+
+    single, multi = build_model(load_config(CFG)), build_model(load_config(MF_CFG))
+    assert load_config(CFG).hbevocc.frames == 1 and single.temporal_reduce is None
+    shipped = load_checkpoint_state(REPO / "config" / "models" / "hbevocc_demo.pt")["model"]
+    sd1, sdk = single.state_dict(), multi.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd1.items()} == {k: tuple(v.shape) for k, v in shipped.items()}
+    extra = sorted(set(sdk) - set(sd1))
+    assert set(sd1) <= set(sdk) and extra and all(k.startswith("temporal_reduce.") for k in extra)
+    assert sdk["temporal_reduce.0.weight"].shape == (32, 3 * 32, 3, 3)
+    assert all(torch.equal(sd1[k], sdk[k]) for k in sd1)
+    with pytest.raises(ValueError, match="single-frame model .* has no state"):
+        single(frame_to_inputs(make_frame(), load_config(CFG)), torch.zeros(1, 32, 100, 100), torch.eye(4))
+
+
+def test_multi_frame_model_carries_its_stack():
+    """The output state is [this frame's forward BEV, the previous stack's slots 0..K-2 warped];
+    it changes the logits; an item with prev_valid False predicts as with no state."""
+    from occ_core.models.temporal import warp_bev
+
+    cfg = tiny(load_config(MF_CFG))
+    C, K = cfg.hbevocc.channels, cfg.hbevocc.frames
+    model = build_model(cfg).eval()
+    one = frame_to_inputs(make_frame(), cfg)
+    two = dataclasses.replace(one, **{k: torch.cat([getattr(one, k)] * 2) for k in ("images", "intrinsics", "T_base_from_cam")})
+    T = torch.from_numpy(np.array([[0.8, -0.6, 0, 1.6], [0.6, 0.8, 0, -0.8], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32))
+    with torch.no_grad():
+        first = model(two)
+        assert first.bev.shape == (2, K * C, 100, 100)
+        assert first.bev[:, :C].abs().max() > 0 and first.bev[:, C:].abs().max() == 0
+        # a hand-set previous stack with something in every slot
+        prev = torch.randn(2, K * C, 100, 100, generator=torch.Generator().manual_seed(0))
+        second = model(two, prev, T, torch.tensor([True, False]))
+    assert torch.equal(second.bev[:, :C], first.bev[:, :C])  # this frame's own BEV in front
+    assert torch.allclose(second.bev[0, C:], warp_bev(prev[:1, :(K - 1) * C], T, cfg.feature_grid)[0], atol=1e-6)
+    assert second.bev[1, C:].abs().max() == 0
+    assert (second.logits[0] - first.logits[0]).abs().max() > 1e-4  # the state is used
+    assert torch.allclose(second.logits[1], first.logits[1], atol=1e-5)  # the reset item is single-frame
+
+
+def test_multi_frame_config_checks_name_the_field():
+    doc = config_to_dict(load_config(MF_CFG))
+    twin = load_config(MF_CFG)
+    assert dataclasses.replace(twin, temporal=None, hbevocc=dataclasses.replace(twin.hbevocc, frames=1)) == load_config(CFG)
+    assert twin.temporal.train_frames == twin.hbevocc.frames - 1
+    with pytest.raises(OccDataError, match=r"x\.hbevocc\.frames: 3 stacks past frames' BEVs, which needs a 'temporal'"):
+        config_from_dict(dict(doc, temporal=None), "x")
+    with pytest.raises(OccDataError, match=r"x\.hbevocc\.frames: 1; a temporal hbevocc model"):
+        config_from_dict(dict(doc, hbevocc=dict(doc["hbevocc"], frames=1)), "x")
+    with pytest.raises(OccDataError, match=r"x\.hbevocc\.frames: expected an integer >= 1, got 0"):
+        config_from_dict(dict(doc, hbevocc=dict(doc["hbevocc"], frames=0), temporal=None), "x")

@@ -1,8 +1,8 @@
 """Temporal state (occ_core.models.temporal, issue 14 item 5): the warp by a known ego motion, the
 reset rule, temporal training items (one BEV augmentation for every frame, the motion transformed
-with it), forward/backward and a falling loss of bevformer_temporal.yaml, the predictor's state
-equal to the training forward, occ-predict in keyframe order, and node playback equal to offline
-sequential prediction."""
+with it), forward/backward and a falling loss of the temporal configs (bevformer_temporal.yaml and
+the multi-frame hbevocc_temporal.yaml), the predictor's state equal to the training forward,
+occ-predict in keyframe order, and node playback equal to offline sequential prediction."""
 
 import dataclasses
 import warnings
@@ -29,6 +29,9 @@ warnings.filterwarnings("ignore", category=UserWarning)
 REPO = Path(__file__).resolve().parent.parent
 CFG = REPO / "config" / "models" / "bevformer_temporal.yaml"
 TWIN = REPO / "config" / "models" / "bevformer_flow.yaml"
+HBEV_CFG = REPO / "config" / "models" / "hbevocc_temporal.yaml"
+#: every temporal config: BEVFormer's recurrent BEV, HBEVOcc's stack of the last K forward BEVs
+TEMPORAL_CONFIGS = pytest.mark.parametrize("cfg_path", [CFG, HBEV_CFG], ids=lambda p: p.stem)
 SMALL_HW = (48, 80)  # the 320x180 test JPEGs decode at 1/4 for it, in the dataset and the node alike
 TC = TemporalConfig()
 
@@ -164,13 +167,14 @@ def test_flips_are_consistent_over_the_frames_of_an_item_and_move_the_ego_motion
         # the previous frame's points, moved by the augmented motion, are the current frame's view of them
 
 
-def test_forward_backward_and_scene_starts_in_one_batch(synthetic_dataroot):
+@TEMPORAL_CONFIGS
+def test_forward_backward_and_scene_starts_in_one_batch(synthetic_dataroot, cfg_path):
     """A batch mixing a scene's first keyframe (no state) and its third (two previous frames):
     the links say so, the loss backpropagates into every parameter, and the state changes the
     output only of the sample that has one."""
     from occ_core.training.train import Trainer
 
-    cfg = small(load_config(CFG))
+    cfg = small(load_config(cfg_path))
     ds = NuScenesOccDataset(synthetic_dataroot, ["scene-0001"], OCC3D, image_hw=SMALL_HW, history=2, with_flow=True)
     batch = supervise_block(collate([ds[0], ds[2]], cfg))
     assert len(batch.history) == 2 and batch.T_cur_from_prev.shape == (3, 2, 4, 4)
@@ -191,10 +195,11 @@ def test_forward_backward_and_scene_starts_in_one_batch(synthetic_dataroot):
     assert (with_state[1] - alone[1]).abs().max() > 1e-4  # the third keyframe uses one
 
 
-def test_loss_falls_on_one_temporal_batch(synthetic_dataroot):
+@TEMPORAL_CONFIGS
+def test_loss_falls_on_one_temporal_batch(synthetic_dataroot, cfg_path):
     from occ_core.training.train import Trainer
 
-    cfg = small(load_config(CFG), train_frames=1)
+    cfg = small(load_config(cfg_path), train_frames=1)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=5e-3, steps=6, warmup_steps=0))
     ds = NuScenesOccDataset(synthetic_dataroot, ["scene-0001"], OCC3D, image_hw=SMALL_HW, history=1, with_flow=True)
     batch = supervise_block(collate([ds[1]], cfg))
@@ -206,10 +211,13 @@ def test_loss_falls_on_one_temporal_batch(synthetic_dataroot):
 
 
 # ------------------------------------------------------------------ inference
-def test_predictor_state_equals_the_training_forward_and_resets(synthetic_dataroot):
+@TEMPORAL_CONFIGS
+def test_predictor_state_equals_the_training_forward_and_resets(synthetic_dataroot, cfg_path):
     """Three keyframes predicted in order with the state equal forward_with_history on the
-    third with the first two as history (what training runs); a gap resets to single-frame."""
-    cfg = small(load_config(CFG))
+    third with the first two as history (what training runs); a gap, a stamp going back, a pose
+    jump or a lost pose resets to single-frame (HBEVOcc: the stack's past slots filled after three
+    frames, zero after a reset)."""
+    cfg = small(load_config(cfg_path))
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     pred = OccupancyPredictor(model, cfg)
@@ -218,6 +226,10 @@ def test_predictor_state_equals_the_training_forward_and_resets(synthetic_dataro
     frames = [ds.load_frame(t) for _, t in ds.samples]
     outs = [pred.predict(f) for f in frames]
     assert pred.last_link.carries and pred.state.carried == 2 and pred.state.resets["first_frame"] == 1
+    if cfg.hbevocc is not None:  # [frame 2, frame 1 warped, frame 0 warped twice]: every slot filled
+        C, K = cfg.hbevocc.channels, cfg.hbevocc.frames
+        assert pred.state.bev.shape == (1, K * C, 100, 100)
+        assert all(pred.state.bev[:, k * C:(k + 1) * C].abs().max() > 0 for k in range(K))
     batch = collate([NuScenesOccDataset(synthetic_dataroot, ["scene-0001"], OCC3D, image_hw=SMALL_HW, history=2,
                                         nusc=ds.nusc)[2]], cfg)
     with torch.no_grad():
@@ -228,15 +240,19 @@ def test_predictor_state_equals_the_training_forward_and_resets(synthetic_dataro
     alone = single.predict(frames[2])
     assert not np.array_equal(alone.labels, outs[2].labels)
     late = dataclasses.replace(frames[2], stamp_ns=frames[2].stamp_ns + 10**10)
+    jump = late.ego_pose @ pose(12.0, 0.0, 0.0)  # 12 m in half a second: over max_translation_m
     for frame, reason in [(late, "stamp_gap"), (dataclasses.replace(late, stamp_ns=late.stamp_ns - 5 * 10**8), "stamp_order"),
+                          (dataclasses.replace(late, ego_pose=jump), "pose_jump"),
                           (dataclasses.replace(late, stamp_ns=late.stamp_ns + 5 * 10**8, ego_pose=None), "missing_pose")]:
         assert np.array_equal(pred.predict(frame).labels, alone.labels) and pred.last_link.reset == reason
+        if cfg.hbevocc is not None:
+            assert pred.state.bev[:, C:].abs().max() == 0 and pred.state.bev[:, :C].abs().max() > 0
 
 
-def _temporal_config(tmp_path) -> Path:
-    doc = yaml.safe_load(CFG.read_text())
+def _temporal_config(tmp_path, cfg_path=CFG) -> Path:
+    doc = yaml.safe_load(cfg_path.read_text())
     doc["image"]["size"] = list(SMALL_HW)
-    path = tmp_path / "bevformer_temporal_small.yaml"
+    path = tmp_path / f"{cfg_path.stem}_small.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -281,7 +297,8 @@ class RecordingPredictor:
         return p
 
 
-def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path):
+@pytest.mark.parametrize("cfg_path", [CFG], ids=lambda p: p.stem)  # hbevocc_temporal: see the predictor test
+def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path, cfg_path):
     """The val scene as a bag through occupancy_node (ego motion from the bag's /odom) gives the
     predictions occ-predict writes, frame by frame, with the state carried (not a reset each frame)."""
     from occ_core.formats import occ3d
@@ -290,7 +307,7 @@ def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, 
     from occ_ros.bag.nusc2bag import ConvertConfig, convert
 
     scene = "scene-0002"
-    cfg_path = _temporal_config(tmp_path)
+    cfg_path = _temporal_config(tmp_path, cfg_path)
     bag = tmp_path / "bag"
     convert(ConvertConfig(synthetic_dataroot, bag, scenes=[scene], keyframes_only=True, progress=False))
     off = tmp_path / "offline"

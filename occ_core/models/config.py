@@ -257,6 +257,13 @@ class HBEVOccConfig:
         hada_offset_range: bound of a sampling offset in backward BEV cells (tanh-limited).
         hada_layers: HADA blocks in sequence (1 in HBEVOcc).
         dropout: dropout of the HADA attention weights and FFN.
+        frames: K, forward BEVs stacked along channels (BEVDet4D / HBEVOcc's multi-frame
+            variant): the current frame's and the K - 1 previous frames', each brought into the
+            current base_link by the ego motion, reduced to ``channels`` by a 3x3 conv before
+            the fusion with the backward branch. 1 (the default): the single-frame model (no
+            reduction conv, the same weights). K > 1 needs a ``temporal`` section (the stack is
+            the model's recurrent state, :func:`occ_core.models.temporal.push_bev_stack`) and
+            a ``temporal`` section needs K > 1.
     """
 
     channels: int = 32
@@ -268,6 +275,7 @@ class HBEVOccConfig:
     hada_offset_range: float = 10.0
     hada_layers: int = 1
     dropout: float = 0.0
+    frames: int = 1
 
 
 @dataclass
@@ -589,8 +597,9 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
     return cfg
 
 
-#: model names whose forward takes ``(inputs, prev_bev, T_cur_from_prev, prev_valid)``
-TEMPORAL_MODELS = ("bevformer",)
+#: model names whose forward takes ``(inputs, prev_bev, T_cur_from_prev, prev_valid)`` (hbevocc: with
+#: ``hbevocc.frames`` > 1)
+TEMPORAL_MODELS = ("bevformer", "hbevocc")
 
 
 def _check_temporal(cfg: ModelConfig, where: str) -> None:
@@ -598,6 +607,9 @@ def _check_temporal(cfg: ModelConfig, where: str) -> None:
     if cfg.name not in TEMPORAL_MODELS:
         raise OccDataError(f"{where}: model {cfg.name!r} has no temporal state; temporal goes with name "
                            f"{' or '.join(TEMPORAL_MODELS)}")
+    if cfg.hbevocc is not None and cfg.hbevocc.frames < 2:
+        raise OccDataError(f"{_parent_where(where)}.hbevocc.frames: {cfg.hbevocc.frames}; a temporal hbevocc model "
+                           "stacks the forward BEVs of frames >= 2 frames (1 is the single-frame model: drop 'temporal')")
     for key in ("period_s", "max_gap_factor", "max_translation_m", "max_rotation_deg"):
         v = getattr(t, key)
         if not v > 0 or v != v or v == float("inf"):
@@ -706,9 +718,12 @@ def _check_hbevocc(cfg: ModelConfig, where: str) -> None:
     if cfg.bevformer.decoder != "zembed":
         raise OccDataError(f"{_parent_where(where)}.bevformer.decoder: {cfg.bevformer.decoder!r}; hbevocc decodes the fused "
                            "BEV with its own channel-to-height head, leave decoder out")
-    for key in ("channels", "back_stride", "hada_heads", "hada_dim", "hada_points", "hada_layers"):
+    for key in ("channels", "back_stride", "hada_heads", "hada_dim", "hada_points", "hada_layers", "frames"):
         if getattr(hb, key) < 1:
             raise OccDataError(f"{where}.{key}: expected an integer >= 1, got {getattr(hb, key)}")
+    if hb.frames > 1 and cfg.temporal is None:
+        raise OccDataError(f"{where}.frames: {hb.frames} stacks past frames' BEVs, which needs a 'temporal' section "
+                           f"(the reset rule and train_frames; train_frames = frames - 1 = {hb.frames - 1} fills the stack)")
     if hb.hada_height_keys < 0:
         raise OccDataError(f"{where}.hada_height_keys: expected an integer >= 0, got {hb.hada_height_keys}")
     if hb.hada_offset_range <= 0:

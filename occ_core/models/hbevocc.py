@@ -7,6 +7,8 @@ in base_link; C = ``hbevocc.channels``, E = ``bevformer.embed_dims``)::
 
     images (B, N, 3, H, W) -> ImageEncoder -> feats (B*N, Ci, h, w)
     forward:  LSSViewTransformer(feats) -> (B, Cl, X', Y', 1) -> BEV encoder -> F (B, C, X', Y')
+              [frames K > 1: stack = cat(F, the K - 1 previous F warped into the current
+               base_link) (B, K*C, X', Y') -> 3x3 conv-BN-ReLU -> F (B, C, X', Y')]
               F -> stride-s residual block -> F_s (B, C, X'/s, Y'/s)
     backward: 1x1 conv(feats) -> BEVQueries on the s-coarse cells -> num_layers x BEVFormerLayer
               [TSA (single frame: over the queries themselves), SCA with pillar anchors, FFN]
@@ -34,8 +36,22 @@ residual + GroupNorm, FFN + residual + GroupNorm.
 Differences from HBEVOcc on purpose: HADA samples with ``align_corners=False`` at cell centres
 (the project's convention) and adds a 2D sinusoidal encoding of (ix, iy) where HBEVOcc encodes
 the flattened cell index in 1D; the forward branch is plain LSS (no stereo depth); the backward
-branch has no CAN-bus MLP. The multi-frame variant (8 past BEVs aligned to the current ego frame
-and stacked) is not built here: the single-frame data pipeline gives no past frames.
+branch has no CAN-bus MLP.
+
+**Multi-frame** (``hbevocc.frames`` = K > 1, with a ``temporal`` section; HBEVOcc stacks 8
+past frames as BEVDet4D does): the forward BEVs of the current and the K - 1 previous frames,
+brought into the current base_link by the full ego motion (rotation and translation), are
+stacked along channels and reduced by a conv before the fusion. The stack is the model's
+recurrent state (``OccOutput.bev``, (B, K*C, X', Y'), newest slot first, all in the frame that
+produced it): the next frame warps it by ``T_cur_from_prev``, drops the oldest slot and puts its
+own BEV in front (:func:`occ_core.models.temporal.push_bev_stack`); slots without a frame (a
+sequence start, a reset, ``prev_valid`` False) are zeros. So training
+(:func:`~occ_core.models.temporal.forward_with_history` over ``temporal.train_frames`` previous
+keyframes), ``occ-predict`` and the node run it with the same state machinery as BEVFormer.
+Unlike BEVDet4D, which keeps the past frames and aligns each with its own motion, the stack is
+warped once per step, so slot k has been resampled k times (bilinear; a little blur). The
+backward branch and HADA stay single-frame. K = 1 is the single-frame model: no reduction conv,
+no state, the same state_dict.
 """
 
 from __future__ import annotations
@@ -54,6 +70,7 @@ from occ_core.models.config import ModelConfig
 from occ_core.models.heads import ChannelToHeightHead, FlowHead
 from occ_core.models.lss import LSSViewTransformer
 from occ_core.models.occnet import MODELS, OccInputs, OccOutput
+from occ_core.models.temporal import push_bev_stack
 
 
 def backward_grid(cfg: ModelConfig) -> GridSpec:
@@ -230,14 +247,28 @@ class HBEVOccNet(nn.Module):
         self.head = ChannelToHeightHead(2 * C, 1, cfg.num_classes, cfg.grid_spec.dims, bev_channels=cfg.bev_channels,
                                         bev_encoder=cfg.bev_encoder)
         self.flow_head = FlowHead(2 * C, cfg.grid_spec.dims) if cfg.flow else None
+        # multi-frame: built last, so the other modules draw the same initial weights as with K = 1
+        self.frames = hb.frames
+        self.temporal_reduce = conv_bn_relu(hb.frames * C, C) if hb.frames > 1 else None
 
-    def forward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int]):
+    def forward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int],
+                    prev_bev: torch.Tensor | None = None, T_cur_from_prev: torch.Tensor | None = None,
+                    prev_valid: torch.Tensor | None = None):
         """The forward branch: feats (B*N, Ci, h, w) -> (F (B, C, X', Y'), F_s (B, C, X'/s, Y'/s),
-        depth_probs (B*N, D, h, w))."""
+        depth_probs (B*N, D, h, w), stack (B, K*C, X', Y')).
+
+        With K = ``hbevocc.frames`` > 1, ``stack`` is this frame's BEV followed by ``prev_bev``
+        (the previous stack) warped by ``T_cur_from_prev`` without its oldest slot
+        (:func:`~occ_core.models.temporal.push_bev_stack`) and F is its reduction; with K = 1,
+        F is this frame's BEV and ``stack`` is F.
+        """
         out = self.lss(feats, inputs.intrinsics, inputs.T_base_from_cam, image_hw)
         vox = out.voxels  # (B, Cl, X', Y', Z')
-        bev = self.bev_encoder(vox.permute(0, 1, 4, 2, 3).flatten(1, 2))
-        return bev, self.bev_encoder_down(bev), out.depth_probs
+        bev = self.bev_encoder(vox.permute(0, 1, 4, 2, 3).flatten(1, 2))  # this frame's forward BEV
+        stack = push_bev_stack(prev_bev, bev, T_cur_from_prev, prev_valid, self.fwd_grid, self.frames)
+        if self.temporal_reduce is not None:
+            bev = self.temporal_reduce(stack)
+        return bev, self.bev_encoder_down(bev), out.depth_probs, stack
 
     def backward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int]) -> torch.Tensor:
         """The backward branch: feats (B*N, Ci, h, w) -> G (B, E, X'/s, Y'/s) after SCA layers and HADA."""
@@ -251,20 +282,36 @@ class HBEVOccNet(nn.Module):
             g = m(g, g)
         return g
 
-    def forward(self, inputs: OccInputs) -> OccOutput:
-        """images (B, N, 3, H, W), intrinsics (B, N, 3, 3), T_base_from_cam (B, N, 4, 4) ->
-        :class:`OccOutput` with logits (B, K, X, Y, Z), depth_probs (B*N, D, h, w), flow (flow configs)."""
+    def forward(self, inputs: OccInputs, prev_bev: torch.Tensor | None = None,
+                T_cur_from_prev: torch.Tensor | None = None, prev_valid: torch.Tensor | None = None) -> OccOutput:
+        """Predict occupancy.
+
+        Args:
+            inputs: images (B, N, 3, H, W), intrinsics (B, N, 3, 3), T_base_from_cam (B, N, 4, 4).
+            prev_bev: (B, K*C, X', Y') the ``bev`` of the previous frame's output (multi-frame
+                models, K = ``hbevocc.frames`` > 1), or None (first frame: the past slots are zeros).
+            T_cur_from_prev: (B, 4, 4) or (4, 4) ego motion, previous base_link -> current
+                base_link; required with ``prev_bev``.
+            prev_valid: (B,) bool, the samples whose ``prev_bev`` carries; None = all.
+
+        Returns:
+            :class:`OccOutput` with logits (B, K, X, Y, Z), depth_probs (B*N, D, h, w), flow
+            (flow configs) and, multi-frame models only, bev (B, K*C, X', Y') the stack to feed
+            back as the next frame's ``prev_bev``.
+        """
         if inputs.images is None or inputs.intrinsics is None or inputs.T_base_from_cam is None:
             raise ValueError("HBEVOccNet needs images, intrinsics and T_base_from_cam")
+        if prev_bev is not None and self.frames == 1:
+            raise ValueError("HBEVOccNet: a single-frame model (hbevocc.frames 1) has no state; prev_bev must be None")
         H, W = inputs.images.shape[-2:]
         feats = self.image_encoder(inputs.images.flatten(0, 1))  # (B*N, Ci, h, w)
-        f_bev, f_down, depth = self.forward_bev(feats, inputs, (H, W))
+        f_bev, f_down, depth, stack = self.forward_bev(feats, inputs, (H, W), prev_bev, T_cur_from_prev, prev_valid)
         g = self.backward_bev(feats, inputs, (H, W))
         full = torch.cat([f_bev, self.back_up(g)], 1)  # (B, 2C, X', Y')
         fused = full + self.down_up(torch.cat([f_down, g], 1))
         vox = fused[..., None]  # (B, 2C, X', Y', 1)
         flow = None if self.flow_head is None else self.flow_head(vox)
-        return OccOutput(logits=self.head(vox), depth_probs=depth, flow=flow)
+        return OccOutput(logits=self.head(vox), depth_probs=depth, flow=flow, bev=stack if self.frames > 1 else None)
 
 
 MODELS["hbevocc"] = HBEVOccNet

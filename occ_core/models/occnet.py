@@ -68,8 +68,9 @@ class OccOutput:
         refined: (M, 4) int64 ``[b, x, y, z]`` voxels the cascade refined (or None).
         depth_probs: (B*N, D, h, w) LSS depth distributions (camera models, else None).
         flow: (B, X, Y, Z, 2) occupancy flow in m/s (flow models, else None).
-        bev: (B, C, X', Y') the BEV features in the current base_link (BEVFormer models, else
-            None); the next frame's ``prev_bev`` (:mod:`occ_core.models.bevformer`).
+        bev: (B, C, X', Y') the BEV features in the current base_link (BEVFormer models; the
+            (B, K*C, X', Y') stack of the last K forward BEVs for multi-frame HBEVOcc; else
+            None); the next frame's ``prev_bev`` (:mod:`occ_core.models.temporal`).
         field: the renderable occupancy field (:class:`occ_core.models.occnerf.VoxelField`;
             OccNeRF models, else None).
     """

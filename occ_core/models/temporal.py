@@ -21,7 +21,9 @@ The ego motion between two frames is ``T_cur_from_prev = inv(P_cur) @ P_prev`` w
 ego pose (base_link -> world) at each frame's LiDAR stamp: a point ``p`` in the previous
 base_link is ``T_cur_from_prev @ p`` in the current one. :func:`warp_bev` resamples a (B, C, X, Y)
 BEV feature on the grid's x/y cells by it (rotation and translation, ``grid_sample``), and the
-model fuses the warped feature (BEVFormer: its temporal self-attention takes it as ``prev_bev``).
+model fuses the warped feature (BEVFormer: its temporal self-attention takes it as ``prev_bev``;
+HBEVOcc with ``hbevocc.frames`` = K > 1: the state is the stack of the last K forward BEVs,
+advanced by :func:`push_bev_stack`, and a conv reduces the stack).
 
 During training, the previous frames of an item run first, oldest first, without gradient and
 with the model in eval mode (BEVFormer's ``obtain_history_bev``), each fed the state of the one
@@ -138,6 +140,52 @@ def warp_bev(prev_bev: torch.Tensor, T_cur_from_prev: torch.Tensor, grid: GridSp
     return F.grid_sample(prev_bev, g, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def push_bev_stack(stack: torch.Tensor | None, bev: torch.Tensor, T_cur_from_prev: torch.Tensor | None,
+                   prev_valid: torch.Tensor | None, grid: GridSpec, frames: int) -> torch.Tensor:
+    """Advance a multi-frame BEV stack (BEVDet4D / HBEVOcc) by one frame.
+
+    A stack holds ``frames`` = K slots of C channels, newest first: slot k (channels
+    ``[k*C, (k+1)*C)``) is the BEV of the frame k steps before the one that produced the stack,
+    in that frame's base_link; zeros where there is none (a sequence start, a reset). One step
+    warps the previous stack into the current base_link (:func:`warp_bev`, rotation and
+    translation), drops its oldest slot and puts ``bev`` in front; a sample whose link does not
+    carry (``prev_valid`` False) or a missing ``stack`` gets zeros in slots 1..K-1. (Only the
+    K - 1 kept slots are warped: the warp acts on each channel alone.)
+
+    Args:
+        stack: (B, K*C, X, Y) the previous frame's stack, or None (no previous frame).
+        bev: (B, C, X, Y) the current frame's BEV on ``grid``'s x/y cells.
+        T_cur_from_prev: (B, 4, 4) or (4, 4) ego motion, previous base_link -> current; required
+            with ``stack``.
+        prev_valid: (B,) bool, the samples whose ``stack`` carries; None = all.
+        grid: the BEV grid.
+        frames: K >= 1 (K = 1: the stack is ``bev`` itself; ``stack`` must be None).
+
+    Returns:
+        (B, K*C, X, Y) the current stack, in the current base_link.
+    """
+    B, C, X, Y = bev.shape
+    if frames < 1:
+        raise ValueError(f"push_bev_stack: frames must be >= 1, got {frames}")
+    if frames == 1:
+        if stack is not None:
+            raise ValueError("push_bev_stack: a one-frame stack has no past slots; stack must be None")
+        return bev
+    keep = (frames - 1) * C
+    if stack is None:
+        return torch.cat([bev, bev.new_zeros(B, keep, X, Y)], 1)
+    if tuple(stack.shape) != (B, frames * C, X, Y):
+        raise ValueError(f"push_bev_stack: stack must be (B, K*C, X, Y) = {(B, frames * C, X, Y)} for {frames} frames of "
+                         f"{tuple(bev.shape)}, got {tuple(stack.shape)}")
+    if T_cur_from_prev is None:
+        raise ValueError("push_bev_stack: a previous stack needs T_cur_from_prev (the ego motion, previous -> current "
+                         "base_link; the identity when the ego stood still)")
+    past = warp_bev(stack[:, :keep], T_cur_from_prev, grid).to(bev.dtype)
+    if prev_valid is not None:
+        past = past.masked_fill(~prev_valid.to(device=past.device, dtype=torch.bool).view(B, 1, 1, 1), 0.0)
+    return torch.cat([bev, past], 1)
+
+
 @dataclass
 class TemporalState:
     """The streaming state of one sensor stream: the last BEV, its stamp and ego pose.
@@ -169,7 +217,8 @@ class TemporalState:
         return lk
 
     def update(self, bev: torch.Tensor, stamp_ns: int, pose: np.ndarray | None) -> None:
-        """Store the new frame's BEV (B, C, X', Y') (detached), stamp and pose."""
+        """Store the new frame's state ``OccOutput.bev`` (B, C, X', Y'; a K-slot stack for
+        multi-frame HBEVOcc) (detached), stamp and pose."""
         self.bev = bev.detach()
         self.stamp_ns = int(stamp_ns)
         self.pose = None if pose is None else np.asarray(pose, np.float64).copy()
