@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/camera_depth.py --config config/models/camera.yaml \\
         --checkpoint work_dirs/.../model.pt --dataroot data/bench/heldout [--max-samples 20]
 
-For every keyframe of the ``val`` split the model runs as in training (the same preprocessing,
+For every keyframe of the ``--split`` (default ``val``) the model runs as in training (the same preprocessing,
 :func:`occ_core.data.nuscenes_dataset.collate`) and its depth distributions, (B*N, D, h, w) per
 feature pixel, are compared with the depth targets the training loss uses
 (:func:`occ_core.models.lss.lidar_depth_targets`: the nearest LiDAR return in each feature pixel,
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", default=None, help="occ-train model.pt (none: the seeded random init)")
-    p.add_argument("--dataroot", required=True, help="scored on its val split")
+    p.add_argument("--dataroot", required=True)
+    p.add_argument("--split", default="val", choices=("train", "val"), help="the split scored (default val)")
     p.add_argument("--max-samples", type=int, default=0, help="the first N val keyframes (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -83,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(load_checkpoint_state(args.checkpoint)["model"])
     model.eval()
     root = Path(args.dataroot)
-    ds = NuScenesOccDataset(root, scene_splits(root)["val"], cfg.grid_spec, 1, False, image_hw=cfg.image_hw)
+    ds = NuScenesOccDataset(root, scene_splits(root)[args.split], cfg.grid_spec, 1, False, image_hw=cfg.image_hw)
     n = len(ds) if args.max_samples <= 0 else min(args.max_samples, len(ds))
+    if n == 0:
+        raise SystemExit(f"bench/camera_depth.py: --dataroot {root}: the {args.split} split holds no keyframes")
     centres = depth_bin_centres(cfg.lss)
     all_probs, all_targets, all_rows = [], [], []
     with torch.no_grad():
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         sel = rows == r
         prior_bins[sel] = targets[sel].median()
     prior_s = depth_head_scores(torch.nn.functional.one_hot(prior_bins, centres.numel()).float(), targets, centres)
-    print(f"# {args.config} {args.checkpoint or '(random init)'} on {n} val keyframes of {root}; "
+    print(f"# {args.config} {args.checkpoint or '(random init)'} on {n} {args.split} keyframes of {root}; "
           f"{targets.numel()} feature pixels with LiDAR depth; feature map {h}x{w}; D = {centres.numel()} "
           f"(uniform entropy {math.log(centres.numel()):.2f})\n")
     print("| depth | bin acc | ±2 bins | abs rel (E) | abs rel (argmax) | δ<1.25 (E) | entropy |")
