@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="occ-train model.pt (none: the seeded random init)")
     p.add_argument("--dataroot", required=True)
     p.add_argument("--split", default="val", choices=("train", "val"), help="the split scored (default val)")
-    p.add_argument("--max-samples", type=int, default=0, help="the first N val keyframes (0 = all)")
+    p.add_argument("--max-samples", type=int, default=0, help="the first N keyframes of the split (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
