@@ -21,8 +21,9 @@ changed (a recipe ablation), e.g. ``--variant no_ema=train.ema_decay:0`` or
 ``--variant no_lovasz=loss.lovasz:0,loss.sem_scal:0``; KEY is a dotted path into the config YAML
 and VALUE is parsed as YAML. Each variant runs for every config and seed, as ``<config>+<NAME>``.
 
-A run whose ``<out>/<run>/steps<N>/seed<k>/metrics.json`` exists is not repeated (delete it to
-redo); ``--fresh`` retrains everything. The world, the steps and the seeds name the budget;
+A run whose ``<out>/<run>/steps<N>/seed<k>/metrics.json`` exists is not repeated when the config
+it was trained with (``config.yaml`` beside it) equals today's; delete it to redo, ``--fresh``
+retrains everything. The world, the steps and the seeds name the budget;
 compare configs only inside one table.
 """
 
@@ -138,17 +139,19 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
     config = name.split("+")[0]
     work = args.out / name / f"steps{args.steps}" / f"seed{seed}"
     metrics = work / "metrics.json"
-    if metrics.exists() and not args.fresh:
-        print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
-        return json.loads(metrics.read_text())
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     cfg = yaml.safe_load((CONFIG_DIR / f"{config}.yaml").read_text())
     apply_changes(cfg, changes or {}, name)
     cfg["seed"] = seed  # the initial weights (build_model)
     cfg.setdefault("train", {})["seed"] = seed  # data order and augmentation
     cfg_path = work / "config.yaml"
+    if metrics.exists() and not args.fresh:
+        if cfg_path.exists() and yaml.safe_load(cfg_path.read_text()) == cfg:
+            print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
+            return json.loads(metrics.read_text())
+        print(f"== {name} seed {seed}: {CONFIG_DIR / (config + '.yaml')} changed since {metrics}; retraining", flush=True)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
     py = sys.executable
     print(f"== {name} seed {seed}: training {args.steps} steps on {train_root}", flush=True)

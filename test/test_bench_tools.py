@@ -43,6 +43,39 @@ def test_learning_benchmark_variants_change_only_the_named_fields():
         mod.apply_changes(cfg, {"channels.x": 1}, name)
 
 
+def test_learning_benchmark_reuses_a_run_only_while_its_config_is_unchanged(tmp_path, monkeypatch):
+    """bench/learning.py's run cache: same config -> the stored scores; an edited config -> retrain."""
+    import argparse
+    import json
+
+    import yaml
+
+    mod = bench_module("learning")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny.yaml").write_text("name: camera\nchannels: 8\ntrain: {lr: 0.002}\n")
+    monkeypatch.setattr(mod, "CONFIG_DIR", configs)
+    args = argparse.Namespace(out=tmp_path / "out", steps=10, fresh=False, threads=1)
+    work = args.out / "tiny" / "steps10" / "seed0"
+    work.mkdir(parents=True)
+    cfg = {"name": "camera", "channels": 8, "train": {"lr": 0.002, "seed": 0}, "seed": 0}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (work / "metrics.json").write_text(json.dumps({"mIoU": 12.5}))
+    trained = []
+
+    def fake_run(cmd, threads):
+        trained.append(cmd)
+        raise RuntimeError("retrained")
+
+    monkeypatch.setattr(mod, "run", fake_run)
+    assert mod.train_and_score("tiny", 0, args, tmp_path, tmp_path) == {"mIoU": 12.5}
+    assert trained == []
+    (configs / "tiny.yaml").write_text("name: camera\nchannels: 16\ntrain: {lr: 0.002}\n")
+    with pytest.raises(RuntimeError, match="retrained"):
+        mod.train_and_score("tiny", 0, args, tmp_path, tmp_path)
+    assert len(trained) == 1 and yaml.safe_load((work / "config.yaml").read_text())["channels"] == 16
+
+
 def test_camera_depth_scores_of_exact_uniform_and_shifted_heads():
     """bench/camera_depth.py: an exact head scores 1 / 0, a uniform one ln D entropy, a one-bin shift known errors."""
     mod = bench_module("camera_depth")
