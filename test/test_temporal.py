@@ -297,7 +297,7 @@ class RecordingPredictor:
         return p
 
 
-@pytest.mark.parametrize("cfg_path", [CFG], ids=lambda p: p.stem)  # hbevocc_temporal: see the predictor test
+@TEMPORAL_CONFIGS
 def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path, cfg_path):
     """The val scene as a bag through occupancy_node (ego motion from the bag's /odom) gives the
     predictions occ-predict writes, frame by frame, with the state carried (not a reset each frame)."""
