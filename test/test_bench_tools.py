@@ -5,6 +5,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,29 @@ def test_camera_depth_scores_of_exact_uniform_and_shifted_heads():
     s = mod.depth_head_scores(uniform, targets, centres)
     assert s["entropy"] == pytest.approx(math.log(48), rel=1e-5)
     assert s["absrel_expected"] == pytest.approx(float(((centres.mean() - d).abs() / d).mean()), rel=1e-5)
+
+
+def test_geometry_layer_counts_summary_and_break_even_precision():
+    """bench/geometry.py: per-layer counts of a hand-made grid, and the break-even precision rule."""
+    mod = bench_module("geometry")
+    gt = np.full((2, 2, 3), mod.FREE, np.uint8)
+    gt[:, :, 0] = 11  # a full ground layer
+    gt[0, 0, 1] = 1  # one object voxel
+    pred = gt.copy()
+    pred[0, 0, 1] = mod.FREE  # object missed ...
+    pred[1, 1, 2] = 4  # ... and a wrong one above
+    mask = np.ones(gt.shape, bool)
+    mask[1, 0, 0] = False
+    c = mod.layer_counts(gt, pred, mask)
+    assert c.tolist() == [[3, 3, 3], [1, 0, 0], [0, 1, 0]]
+    s = mod.summary(c, ground_layers=1)
+    assert s["IoU"] == pytest.approx(3 / 5) and s["ground_IoU"] == 1 and s["above_precision"] == 0
+    assert s["above_recall"] == 0 and s["above_IoU"] == 0
+    # the rule: predictions of precision exactly q* leave the IoU unchanged, better ones raise it
+    prior = np.array([[60, 60, 60], [40, 0, 0]])
+    q = mod.break_even_precision(prior)
+    iou = 60 / 100
+    for prec, sign in ((q, 0), (q + 0.05, 1), (q - 0.05, -1)):
+        n = 1000
+        new = (60 + prec * n) / (100 + (1 - prec) * n)
+        assert np.sign(round(new - iou, 12)) == sign
