@@ -11,7 +11,9 @@ Run from the repository root::
    weights, data order, augmentation) with ``occ-train`` in a subprocess pinned to ``--threads``;
    the CPU minutes are the child's user + system time.
 3. Each model predicts every held-out keyframe (``occ-predict``) and ``occ-eval`` scores it
-   inside the camera mask: per-class IoU, mIoU, geometric IoU, RayIoU. The per-voxel prior fit
+   inside the camera mask: per-class IoU, mIoU, geometric IoU, RayIoU. Flow models (``flow:
+   true``) also predict OpenOcc v2 and are scored with mAVE, beside the same predictions with
+   the flow zeroed (zero flow is the floor a flow head must beat). The per-voxel prior fit
    on the training world's labels is scored the same way.
 4. A table of mean +- std over the seeds (sample std; n = seeds), then per-class IoU means, is
    printed and written with every run's numbers to ``<out>/learning.json``.
@@ -100,6 +102,32 @@ def score(pred_dir: Path, heldout: Path, out_json: Path) -> dict:
             "per_class": {k: (None if v is None else 100 * v) for k, v in per_class.items()}}
 
 
+def score_flow(pred_dir: Path, heldout: Path, out_json: Path) -> dict:
+    """occ-eval of OpenOcc v2 predictions with flow on every held-out scene, and of the same
+    predictions with the flow zeroed: {'mAVE', 'mAVE_zero_flow', 'OccScore', 'RayIoU_openocc'}."""
+    from occ_core.formats import openocc
+
+    scenes = sorted({e.scene for e in occ3d.list_gt(heldout / "gts")})
+
+    def mave_of(pred: Path, js: Path) -> dict:
+        status = eval_cli.main(["--format", "openocc", "--gt", str(heldout / "openocc_v2"), "--pred", str(pred),
+                                "--scenes", ",".join(scenes), "--dataroot", str(heldout), "--version", "v1.0-mini",
+                                "--metrics", "rayiou,mave", "--json", str(js), "--no-progress"])
+        if status != 0:
+            raise SystemExit(f"bench/learning.py: occ-eval failed on {pred} (exit {status})")
+        return json.loads(js.read_text())["reports"]["ray"]["summary"]
+
+    zero = pred_dir.with_name(pred_dir.name + "_zeroflow")
+    for f in sorted(pred_dir.glob("*.npz")):  # the same semantics, no motion
+        sample = openocc.read(f)
+        openocc.write(zero / f.name, openocc.OpenOccSample(sample.semantics, 0 * sample.flow))
+    full = mave_of(pred_dir, out_json)
+    still = mave_of(zero, out_json.with_name(out_json.stem + "_zeroflow.json"))
+    shutil.rmtree(zero)
+    return {"mAVE": full["mAVE"], "mAVE_zero_flow": still["mAVE"], "OccScore": 100 * full["OccScore"],
+            "RayIoU_openocc": 100 * full["RayIoU"]}
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
     """``"NAME=a.b:1,c:x"`` -> ``("NAME", {"a.b": 1, "c": "x"})``; a malformed one stops the benchmark."""
     name, sep, body = text.partition("=")
@@ -176,6 +204,13 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
                cpu_min_train=cpu_train / 60, wall_min_train=wall_train / 60,
                cpu_ms_per_frame=1000 * cpu_pred / max(frames, 1), wall_ms_per_frame=1000 * wall_pred / max(frames, 1))
     shutil.rmtree(pred)  # 80 grids per run; the scores are kept
+    if cfg.get("flow"):
+        pred_oo = work / "pred_openocc"
+        run([py, "-m", "occ_core.training.predict", "--config", str(cfg_path), "--checkpoint", str(model),
+             "--dataroot", str(heldout), "--split", "val", "--out", str(pred_oo), "--overwrite", "--format", "openocc"],
+            args.threads)
+        res.update(score_flow(pred_oo, heldout, work / "eval_openocc.json"))
+        shutil.rmtree(pred_oo)
     atomic_write_text(metrics, json.dumps(res, indent=1))
     return res
 
@@ -240,6 +275,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{mean_std([r['wall_ms_per_frame'] for r in rs])} | {mean_std([r['mIoU'] for r in rs])} | "
               f"{mean_std([r['IoU'] for r in rs])} | {mean_std([r['RayIoU'] for r in rs])} |")
     print(f"| per-voxel prior | | | | {prior['mIoU']:.2f} | {prior['IoU']:.2f} | {prior['RayIoU']:.2f} |")
+    flows = [n for n in names if "mAVE" in runs[n][0]]
+    if flows:
+        print("\nflow (OpenOcc v2 classes, no mask; mAVE m/s on true-positive rays; zero flow = the same semantics, flow 0)\n")
+        print("| model | RayIoU % | mAVE | mAVE, zero flow | OccScore % |")
+        print("|---|--:|--:|--:|--:|")
+        for n in flows:
+            rs = runs[n]
+            print(f"| {n} | {mean_std([r['RayIoU_openocc'] for r in rs])} | {mean_std([r['mAVE'] for r in rs])} | "
+                  f"{mean_std([r['mAVE_zero_flow'] for r in rs])} | {mean_std([r['OccScore'] for r in rs])} |")
     classes = [c for c in OCC3D_CLASSES if c != "free"]
     print("\nper-class IoU % (mean over seeds; n/a: class absent from the held-out labels)\n")
     print("| class | " + " | ".join(names) + " | prior |")

@@ -121,3 +121,25 @@ def test_geometry_layer_counts_summary_and_break_even_precision():
         n = 1000
         new = (60 + prec * n) / (100 + (1 - prec) * n)
         assert np.sign(round(new - iou, 12)) == sign
+
+
+def test_learning_benchmark_flow_scores_the_gt_flow_exact_and_zero_flow_worse(synthetic_dataroot, tmp_path):
+    """bench/learning.py score_flow: the GT's own OpenOcc frames as predictions give mAVE 0; the
+    same frames with the flow zeroed give the GT's speed error, which is larger."""
+    import shutil
+
+    from occ_core.formats import openocc
+
+    mod = bench_module("learning")
+    pred = tmp_path / "pred_openocc"
+    pred.mkdir()
+    moving = 0
+    for labels in sorted((synthetic_dataroot / "openocc_v2").glob("*/*/labels.npz")):
+        shutil.copy(labels, pred / f"{labels.parent.name}.npz")
+        moving += int((np.linalg.norm(openocc.read(labels).flow, axis=-1) > 0.5).sum())
+    assert moving > 0, "the fixture world has no moving voxel"
+    res = mod.score_flow(pred, synthetic_dataroot, tmp_path / "eval_openocc.json")
+    assert res["mAVE"] == pytest.approx(0.0, abs=1e-6)
+    assert res["mAVE_zero_flow"] > 0.5
+    assert res["RayIoU_openocc"] == pytest.approx(100.0)
+    assert not (tmp_path / "pred_openocc_zeroflow").exists()
