@@ -120,6 +120,12 @@ POSE_WAIT_S = 0.1
 #: ... or this long (s) when the model itself needs the pose (temporal models: a frame without it
 #: resets their state, so a pose late by a loaded machine's scheduling would cut the sequence).
 MODEL_POSE_WAIT_S = 1.0
+#: The ego pose stream counts as alive (worth waiting for) while its latest pose is at most this
+#: many seconds (stamp time) before the frame's stamp ...
+POSE_STREAM_ALIVE_S = 0.5
+#: ... or this many for temporal models: a keyframe-only bag carries /odom at 2 Hz, so the pose
+#: before a keyframe's is about 0.5 s older than it.
+MODEL_POSE_STREAM_ALIVE_S = 1.5
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -647,13 +653,15 @@ class OccupancyNode(Node):
         """True when ego poses reach :attr:`motion`: ``odom_topic`` is subscribed or /tf is read here."""
         return bool(self.config.odom_topic) or isinstance(self.extrinsics, (TfMessageExtrinsics, TfExtrinsics))
 
-    def _pose_at(self, stamp_ns: int, deadline: float) -> np.ndarray | None:
-        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive but has not reached
-        the stamp yet (the pose at a sensor stamp travels beside its message), wait for it until
-        ``deadline`` (monotonic s); then take the nearest pose within POSE_TOLERANCE_S, or None."""
+    def _pose_at(self, stamp_ns: int, deadline: float, alive_s: float = POSE_STREAM_ALIVE_S) -> np.ndarray | None:
+        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive (its latest pose at
+        most ``alive_s`` before the stamp) but has not reached the stamp yet (the pose at a sensor
+        stamp travels beside its message), wait for it until ``deadline`` (monotonic s); then take
+        the nearest pose within POSE_TOLERANCE_S, or None."""
         while True:
             latest = self.motion.latest_stamp()
-            if latest is None or latest >= stamp_ns or stamp_ns - latest > 5e8 or time.monotonic() >= deadline:
+            if (latest is None or latest >= stamp_ns or stamp_ns - latest > alive_s * 1e9
+                    or time.monotonic() >= deadline):
                 return self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
             time.sleep(0.002)
 
@@ -690,7 +698,8 @@ class OccupancyNode(Node):
         model_needs_pose = bool(getattr(self.predictor, "needs_ego_pose", False))
         wants_pose = compensate or model_needs_pose
         deadline = time.monotonic() + (MODEL_POSE_WAIT_S if model_needs_pose else POSE_WAIT_S)
-        P_lidar = self._pose_at(synced.stamp_ns, deadline) if wants_pose and self.has_pose_source() else None
+        alive_s = MODEL_POSE_STREAM_ALIVE_S if model_needs_pose else POSE_STREAM_ALIVE_S
+        P_lidar = self._pose_at(synced.stamp_ns, deadline, alive_s) if wants_pose and self.has_pose_source() else None
         compensated = fallbacks = 0
         Ks, Ts, images = [], [], []
         for cam in cfg.camera_names:

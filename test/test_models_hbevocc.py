@@ -43,7 +43,8 @@ def test_forward_backward_and_branch_shapes(flow):
     f_bev, f_down, depth, stack = model.forward_bev(feats, inputs, (32, 64))
     assert stack is f_bev  # K = 1: the stack is the BEV itself
     assert f_bev.shape == (1, C, 100, 100) and f_down.shape == (1, C, 50, 50)
-    assert depth.shape == (6, 48, 2, 4)
+    stride = cfg.backbone.out_stride  # LSS depth per image feature pixel
+    assert depth.shape == (6, 48, 32 // stride, 64 // stride)
     g = model.backward_bev(feats, inputs, (32, 64))
     assert g.shape == (1, E, 50, 50)
     assert model.back_up(g).shape == (1, C, 100, 100)

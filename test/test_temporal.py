@@ -234,7 +234,12 @@ def test_predictor_state_equals_the_training_forward_and_resets(synthetic_dataro
                                         nusc=ds.nusc)[2]], cfg)
     with torch.no_grad():
         logits = forward_with_history(model, batch.inputs, batch.history, batch.T_cur_from_prev, batch.link_valid).logits
-    assert torch.equal(logits[0].argmax(0).to(torch.uint8), torch.from_numpy(outs[2].labels))
+    # the same labels wherever the training forward's top two classes are not tied (an untrained
+    # model's logits are close; summation order may flip a near-tie)
+    top2 = logits[0].topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 1e-4
+    assert clear.float().mean() > 0.99
+    assert torch.equal(logits[0].argmax(0).to(torch.uint8)[clear], torch.from_numpy(outs[2].labels)[clear])
     # the state mattered, and after a gap (or a lost pose) the frame is predicted alone
     single = OccupancyPredictor(model, dataclasses.replace(cfg, temporal=None))
     alone = single.predict(frames[2])
