@@ -359,3 +359,25 @@ def test_adjacent_frames_leave_keyframes_and_labels_unchanged(tmp_path):
         assert a and a == b
         assert all((tmp_path / "plain" / r).read_bytes() == (tmp_path / "adj" / r).read_bytes() for r in a)
     assert len(list((tmp_path / "adj" / "sweeps" / "CAM_BACK").iterdir())) == 4
+
+
+@pytest.mark.parametrize("name", ["camera_render", "camera"])
+def test_rendering_supervised_heads_start_mostly_free(name):
+    """A model with a render section starts with voxels at ~sigmoid(-3) occupancy (rays can travel
+    and every sample gets gradient); without one, the head's usual start (~17/18 occupied)."""
+    from occ_core.models.config import load_config
+    from occ_core.models.occnet import build_model
+    from occ_core.models.predictor import frame_to_inputs
+    from test_models import make_frame
+
+    cfg = load_config(ROOT / "config" / "models" / f"{name}.yaml")
+    cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)))
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        logits = model(frame_to_inputs(make_frame(), cfg)).logits
+    occupied = 1 - logits.softmax(1)[:, -1]
+    median = float(occupied.median())
+    if cfg.render is not None:
+        assert 0.02 < median < 0.1
+    else:
+        assert median > 0.8

@@ -15,11 +15,31 @@ Z') on input and on the output grid (X, Y, Z) on output.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from occ_core.models.backbone import BasicBlock, conv_bn_relu
+
+
+def start_mostly_free(cls: nn.Module, num_classes: int, geo_logit: float) -> None:
+    """Set the free class's bias (the last of ``num_classes``) of a classifier so that at
+    initialisation the occupancy logit ``logsumexp(non-free logits) - free logit`` (the rendering
+    field's geometry, :func:`occ_core.models.occnerf.field_from_logits`) is about ``geo_logit``.
+
+    A rendering-supervised head needs it: with every logit near 0 each voxel starts 17/18
+    occupied, probability rendering stops every ray at its first sample, and the voxels behind it
+    get no gradient (OccNeRF starts its field at sigmoid(-3) for the same reason).
+
+    ``cls``: the final convolution; its output channels are class-major (``k * n + i`` for class
+    ``k``, ``n = out_channels / num_classes``), as in :class:`VoxelHead` (n = 1) and
+    :class:`ChannelToHeightHead` (n = Z).
+    """
+    n = cls.out_channels // num_classes
+    with torch.no_grad():
+        cls.bias[(num_classes - 1) * n:] = math.log(num_classes - 1) - geo_logit
 
 
 class VoxelHead(nn.Module):

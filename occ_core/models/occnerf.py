@@ -36,6 +36,12 @@ from occ_core.models.occnet import MODELS, OccInputs, OccOutput
 from occ_core.ops.render import RenderResult, contract, render_rays, sample_depths, sample_field, uncontract
 
 
+#: Initial geometry logit of every voxel of a field trained by rendering, per ``render.mode``:
+#: sigmoid(-3) = 0.05 occupancy probability, or a density whose alpha over a typical sample
+#: step is small, so that rays travel a few metres before they stop (OccNeRF's start).
+RENDER_START_GEO = {"prob": -3.0, "density": -2.0}
+
+
 @dataclass
 class VoxelField:
     """A renderable voxel field in ``base_link``.
@@ -180,7 +186,7 @@ class OccNeRFNet(nn.Module):
         self.cnn = nn.Sequential(conv_bn_relu(oc.channels, C, dims=3), *[BasicBlock(C, C, dims=3) for _ in range(oc.cnn_blocks)])
         self.out = nn.Conv3d(C, cfg.num_classes, 1)  # 1 geometry + (K - 1) classes
         with torch.no_grad():  # start mostly free: rays travel a few metres before they stop
-            self.out.bias[0] = -3.0 if cfg.render.mode == "prob" else -2.0
+            self.out.bias[0] = RENDER_START_GEO[cfg.render.mode]
         ax = [-1.0 + (2.0 * torch.arange(n, dtype=torch.float32) + 1.0) / n for n in (X, Y, Z)]
         cx, cy, cz = torch.meshgrid(*ax, indexing="ij")
         self.register_buffer("voxel_world", uncontract(torch.stack([cx, cy, cz], -1), self.lo, self.hi, oc.ratio),

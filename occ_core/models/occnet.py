@@ -187,6 +187,7 @@ def _register_other_models() -> None:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model named by ``cfg.name``, initialised from ``cfg.seed`` (global RNG untouched).
+    With a ``render`` section the head starts mostly free (:func:`heads.start_mostly_free`).
 
     Every model maps :class:`OccInputs` to :class:`OccOutput`."""
     _register_other_models()
@@ -194,5 +195,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         raise ValueError(f"model name {cfg.name!r} is not one of {sorted(MODELS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return MODELS[cfg.name](cfg)
+        model = MODELS[cfg.name](cfg)
+    if cfg.render is not None and cfg.name != "occnerf":  # RenderOcc-style: render the head's logits
+        from occ_core.models.heads import start_mostly_free
+        from occ_core.models.occnerf import RENDER_START_GEO
+
+        start_mostly_free(model.head.cls, cfg.num_classes, RENDER_START_GEO[cfg.render.mode])
+    return model
 
