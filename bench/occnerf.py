@@ -7,7 +7,7 @@ Run from the repository root::
         --model occnerf=config/models/occnerf.yaml:config/models/occnerf_demo.pt \\
         --model camera=config/models/camera.yaml:work_dirs/camera/model.pt
 
-For each ``--model name=config:checkpoint``: every val keyframe of ``--eval-root`` goes through
+For each ``--model name=config:checkpoint``: every (``--every``-th) val keyframe of ``--eval-root`` goes through
 the predictor (Occ3D mIoU and geometric IoU inside the camera mask, one confusion matrix over
 the split) and, for models with a ``render`` section, its rendered depth of every camera image
 is scored against ``depth/`` (scale-aware and median-scaled, :mod:`occ_core.eval.depth`). The
@@ -43,9 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-root", type=Path, required=True, help="world whose train split fits the prior")
     p.add_argument("--eval-root", type=Path, required=True, help="unseen world whose val split is scored")
     p.add_argument("--model", action="append", default=[], help="name=config.yaml:checkpoint.pt (repeatable)")
+    p.add_argument("--every", type=int, default=1, help="score every k-th val keyframe (k >= 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+    if a.every < 1:
+        p.error("--every: must be >= 1")
     torch.set_num_threads(a.threads)
     print(f"# {datetime.date.today()} {cpu_model()}, {a.threads} threads, load {load_average()}")
     val_scenes = scene_splits(a.eval_root)["val"]
@@ -53,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     train = NuScenesOccDataset(a.train_root, scene_splits(a.train_root)["train"], OCC3D)
     prior = PerVoxelPrior.fit(occ3d.read_gt(label_path(a.train_root, s, t)).semantics for s, t in train.samples)
+    keep = list(range(0, len(ds), a.every))
     m = occ3d_miou("camera")
-    for s, t in ds.samples:
+    for s, t in (ds.samples[i] for i in keep):
         g = occ3d.read_gt(label_path(a.eval_root, s, t))
         m.update(g.semantics, prior.predict(), g.mask_camera)
     rows["per-voxel prior (3D labels)"] = {"mIoU": m.miou(), "IoU_geometric": m.geometric_iou()}
@@ -64,16 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         pred = load_predictor(cfg_path, ckpt)
         if pred.cfg.render is not None:
             ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
-            rows[name] = validate_render(pred.model, pred.cfg, ds_m, list(range(len(ds_m))))
+            rows[name] = validate_render(pred.model, pred.cfg, ds_m, keep)
         else:
             ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
             mm = occ3d_miou("camera")
-            for s, t in ds_m.samples:
+            for s, t in (ds_m.samples[i] for i in keep):
                 g = occ3d.read_gt(label_path(a.eval_root, s, t))
                 mm.update(g.semantics, pred.predict(ds_m.load_frame(t)).labels, g.mask_camera)
             rows[name] = {"mIoU": mm.miou(), "IoU_geometric": mm.geometric_iou()}
     cols = ["mIoU", "IoU_geometric", "abs_rel", "sq_rel", "rmse", "a1", "abs_rel_median_scaled", "a1_median_scaled"]
-    print(f"eval: val {', '.join(val_scenes)} of {a.eval_root} ({len(ds)} keyframes), camera mask")
+    print(f"eval: val {', '.join(val_scenes)} of {a.eval_root} ({len(keep)} of {len(ds)} keyframes, every {a.every}), camera mask")
     print("| model | " + " | ".join(cols) + " |")
     print("| --- |" + " ---: |" * len(cols))
     for name, r in rows.items():
