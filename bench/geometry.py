@@ -13,7 +13,7 @@ keyframe of ``--eval-root`` is predicted and compared with its label: per layer,
 voxels, the predicted-occupied ones, precision and recall; then a summary of the layers at and
 below ``--ground-top`` metres ("ground") against the layers above it. A model beats the prior's
 geometric IoU only if what it predicts above the ground is right often enough to pay for what it
-adds wrong: the last column is that break-even precision, from the prior's own counts.
+adds wrong: the line above the table gives that break-even precision, from the prior's own counts.
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from occ_core.data.nuscenes_dataset import NuScenesOccDataset, label_path, scene_splits  # noqa: E402
-from occ_core.errors import OccDataError  # noqa: E402
 from occ_core.formats import occ3d  # noqa: E402
 from occ_core.grid import OCC3D  # noqa: E402
 from occ_core.models.predictor import load_predictor  # noqa: E402
-from occ_core.models.prior import PerVoxelPrior  # noqa: E402
+from _heldout import add_heldout_args, fit_prior, parse_models  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402
 
 FREE = 17  # Occ3D
@@ -84,28 +83,18 @@ def break_even_precision(prior_counts: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--train-root", type=Path, required=True, help="world whose train split fits the prior")
-    p.add_argument("--eval-root", type=Path, required=True, help="unseen world whose val split is scored")
-    p.add_argument("--model", action="append", default=[], help="name=config.yaml:checkpoint.pt (repeatable)")
-    p.add_argument("--every", type=int, default=1, help="score every k-th val keyframe")
+    add_heldout_args(p)
     p.add_argument("--ground-top", type=float, default=0.2, help="metres (base_link z): layers whose top is at or below it are ground")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+    if a.every < 1:
+        p.error("--every: must be >= 1")
     torch.set_num_threads(a.threads)
     spec = OCC3D
     tops = spec.range_min[2] + spec.voxel_size[2] * (np.arange(spec.dims[2]) + 1)
     ground_layers = int((tops <= a.ground_top + 1e-6).sum())
-    models = []
-    for text in a.model:
-        name, _, rest = text.partition("=")
-        cfg_path, _, ckpt = rest.partition(":")
-        if not (name and cfg_path and ckpt):
-            raise OccDataError(f"--model {text!r}: expected name=config.yaml:checkpoint.pt")
-        models.append((name, load_predictor(cfg_path, ckpt)))
+    models = [(name, load_predictor(cfg_path, ckpt)) for name, cfg_path, ckpt in parse_models(a.model)]
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, {a.threads} threads, load {load_average()}")
-    train = NuScenesOccDataset(a.train_root, scene_splits(a.train_root)["train"], spec)
-    prior = PerVoxelPrior.fit(occ3d.read_gt(label_path(a.train_root, s, t)).semantics for s, t in train.samples).predict()
+    prior = fit_prior(a.train_root)
     val_scenes = scene_splits(a.eval_root)["val"]
     base = NuScenesOccDataset(a.eval_root, val_scenes, spec)
     samples = base.samples[::a.every]

@@ -33,19 +33,14 @@ from occ_core.eval.occupancy import occ3d_miou  # noqa: E402
 from occ_core.formats import occ3d  # noqa: E402
 from occ_core.grid import OCC3D  # noqa: E402
 from occ_core.models.predictor import load_predictor  # noqa: E402
-from occ_core.models.prior import PerVoxelPrior  # noqa: E402
 from occ_core.training.render_eval import validate_render  # noqa: E402
+from _heldout import add_heldout_args, fit_prior, parse_models  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--train-root", type=Path, required=True, help="world whose train split fits the prior")
-    p.add_argument("--eval-root", type=Path, required=True, help="unseen world whose val split is scored")
-    p.add_argument("--model", action="append", default=[], help="name=config.yaml:checkpoint.pt (repeatable)")
-    p.add_argument("--every", type=int, default=1, help="score every k-th val keyframe (k >= 1)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=None)
+    add_heldout_args(p)
     a = p.parse_args(argv)
     if a.every < 1:
         p.error("--every: must be >= 1")
@@ -54,17 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     val_scenes = scene_splits(a.eval_root)["val"]
     ds = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D)
     rows = {}
-    train = NuScenesOccDataset(a.train_root, scene_splits(a.train_root)["train"], OCC3D)
-    prior = PerVoxelPrior.fit(occ3d.read_gt(label_path(a.train_root, s, t)).semantics for s, t in train.samples)
+    prior = fit_prior(a.train_root)
     keep = list(range(0, len(ds), a.every))
     m = occ3d_miou("camera")
     for s, t in (ds.samples[i] for i in keep):
         g = occ3d.read_gt(label_path(a.eval_root, s, t))
-        m.update(g.semantics, prior.predict(), g.mask_camera)
+        m.update(g.semantics, prior, g.mask_camera)
     rows["per-voxel prior (3D labels)"] = {"mIoU": m.miou(), "IoU_geometric": m.geometric_iou()}
-    for spec in a.model:
-        name, rest = spec.split("=", 1)
-        cfg_path, ckpt = rest.split(":", 1)
+    for name, cfg_path, ckpt in parse_models(a.model):
         pred = load_predictor(cfg_path, ckpt)
         if pred.cfg.render is not None:
             ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
