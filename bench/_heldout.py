@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from occ_core.data.nuscenes_dataset import NuScenesOccDataset, label_path, scene_splits
+from occ_core.cli import positive_int
 from occ_core.errors import OccDataError
 from occ_core.formats import occ3d
 from occ_core.grid import OCC3D
@@ -21,7 +22,7 @@ def add_heldout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-root", type=Path, required=True, help="world whose train split fits the prior")
     p.add_argument("--eval-root", type=Path, required=True, help="unseen world whose val split is scored")
     p.add_argument("--model", action="append", default=[], help="name=config.yaml:checkpoint.pt (repeatable)")
-    p.add_argument("--every", type=int, default=1, help="score every k-th val keyframe (k >= 1)")
+    p.add_argument("--every", type=positive_int, default=1, help="score every k-th val keyframe")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
 

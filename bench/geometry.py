@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from occ_core.classes import OCC3D_FREE  # noqa: E402
 from occ_core.data.nuscenes_dataset import NuScenesOccDataset, label_path, scene_splits  # noqa: E402
 from occ_core.formats import occ3d  # noqa: E402
 from occ_core.grid import OCC3D  # noqa: E402
@@ -36,10 +37,9 @@ from occ_core.models.predictor import load_predictor  # noqa: E402
 from _heldout import add_heldout_args, fit_prior, parse_models  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402
 
-FREE = 17  # Occ3D
 
 
-def layer_counts(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, free: int = FREE) -> np.ndarray:
+def layer_counts(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, free: int = OCC3D_FREE) -> np.ndarray:
     """Per z layer ``[gt_occupied, pred_occupied, true_positive]`` inside ``mask``.
 
     Args:
@@ -86,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     add_heldout_args(p)
     p.add_argument("--ground-top", type=float, default=0.2, help="metres (base_link z): layers whose top is at or below it are ground")
     a = p.parse_args(argv)
-    if a.every < 1:
-        p.error("--every: must be >= 1")
     torch.set_num_threads(a.threads)
     spec = OCC3D
     tops = spec.range_min[2] + spec.voxel_size[2] * (np.arange(spec.dims[2]) + 1)

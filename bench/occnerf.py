@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_heldout_args(p)
     a = p.parse_args(argv)
-    if a.every < 1:
-        p.error("--every: must be >= 1")
     torch.set_num_threads(a.threads)
     print(f"# {datetime.date.today()} {cpu_model()}, {a.threads} threads, load {load_average()}")
     val_scenes = scene_splits(a.eval_root)["val"]
@@ -58,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     rows["per-voxel prior (3D labels)"] = {"mIoU": m.miou(), "IoU_geometric": m.geometric_iou()}
     for name, cfg_path, ckpt in parse_models(a.model):
         pred = load_predictor(cfg_path, ckpt)
+        ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
         if pred.cfg.render is not None:
-            ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
             rows[name] = validate_render(pred.model, pred.cfg, ds_m, keep)
         else:
-            ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
             mm = occ3d_miou("camera")
             for s, t in (ds_m.samples[i] for i in keep):
                 g = occ3d.read_gt(label_path(a.eval_root, s, t))

@@ -100,11 +100,11 @@ def test_camera_depth_scores_of_exact_uniform_and_shifted_heads():
 def test_geometry_layer_counts_summary_and_break_even_precision():
     """bench/geometry.py: per-layer counts of a hand-made grid, and the break-even precision rule."""
     mod = bench_module("geometry")
-    gt = np.full((2, 2, 3), mod.FREE, np.uint8)
+    gt = np.full((2, 2, 3), mod.OCC3D_FREE, np.uint8)
     gt[:, :, 0] = 11  # a full ground layer
     gt[0, 0, 1] = 1  # one object voxel
     pred = gt.copy()
-    pred[0, 0, 1] = mod.FREE  # object missed ...
+    pred[0, 0, 1] = mod.OCC3D_FREE  # object missed ...
     pred[1, 1, 2] = 4  # ... and a wrong one above
     mask = np.ones(gt.shape, bool)
     mask[1, 0, 0] = False
