@@ -88,6 +88,72 @@ def test_render_rays_semantics_are_weighted_logits():
     assert torch.allclose(r.weights.sum(1), torch.ones(2))
 
 
+# ----------------------------------------------------------------------------- RenderOcc's LiDAR depth rays
+def _forward_camera(cx: float = 64.0, cy: float = 48.0):
+    """A 128 x 96 camera 1.5 m up looking along base_link x: K (1, 1, 3, 3), T (1, 1, 4, 4)."""
+    K = torch.tensor([[100.0, 0, cx], [0, 100.0, cy], [0, 0, 1]]).view(1, 1, 3, 3)
+    T = torch.eye(4)
+    T[:3, :3] = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    T[2, 3] = 1.5
+    return K, T.view(1, 1, 4, 4)
+
+
+def test_lidar_pixels_land_where_the_projection_says():
+    from occ_core.training.render_losses import lidar_pixels
+
+    K, T = _forward_camera()
+    pts = torch.tensor([[10.0, 0.0, 1.5],     # on the optical axis: pixel (64, 48), depth 10
+                        [20.0, -2.0, 0.5],    # right and down: u = 64 + 100 * 2 / 20, v = 48 + 100 * 1 / 20
+                        [-5.0, 0.0, 1.5],     # behind the camera
+                        [60.0, 0.0, 1.5],     # beyond lidar_max_depth
+                        [10.0, 20.0, 1.5]])   # left of the image
+    rc = RenderConfig(lidar_rays=4, lidar_max_depth=52.0)
+    uv, depth = lidar_pixels([pts], K, T, (96, 128), rc, generator=torch.Generator().manual_seed(0))
+    assert uv.shape == (1, 1, 4, 2) and depth.shape == (1, 1, 4)
+    hit = depth[0, 0] > 0
+    assert int(hit.sum()) == 2  # two visible points; the other two slots stay empty (depth 0)
+    got = sorted(zip(depth[0, 0][hit].tolist(), uv[0, 0][hit].tolist()))
+    assert got[0][0] == pytest.approx(10.0) and got[0][1] == pytest.approx([64.0, 48.0], abs=1e-4)
+    assert got[1][0] == pytest.approx(20.0) and got[1][1] == pytest.approx([74.0, 53.0], abs=1e-4)
+    # more points than rays: R distinct points, every one a visible one
+    many = torch.stack([torch.full((50,), 10.0), torch.linspace(-3, 3, 50), torch.full((50,), 1.5)], 1)
+    uv, depth = lidar_pixels([many], K, T, (96, 128), RenderConfig(lidar_rays=8))
+    assert (depth == 10.0).all() and len({round(u, 3) for u in uv[0, 0, :, 0].tolist()}) == 8
+
+
+def test_silog_loss_is_zero_at_the_truth_and_charges_scale_and_spread():
+    from occ_core.training.render_losses import silog_loss
+
+    t = torch.linspace(2.0, 40.0, 50)
+    assert float(silog_loss(t, t)) < 1e-3
+    scaled = float(silog_loss(t * 2.0, t))  # a pure scale error costs sqrt(1 - 0.85) * log 2
+    assert scaled == pytest.approx(math.sqrt(0.15) * math.log(2.0), rel=1e-4)
+    noisy = t * torch.exp(0.3 * torch.randn(50, generator=torch.Generator().manual_seed(0)))
+    assert float(silog_loss(noisy, t)) > 0.2
+
+
+def test_lidar_depth_term_is_small_for_the_true_surface_and_large_for_a_wrong_one():
+    """RenderOcc's depth rays through a box field with an opaque slab at x >= 10 m: LiDAR points on
+    the slab's face cost ~0, points 2x farther cost sqrt(0.15) log 2; the term is 0 when off."""
+    from occ_core.training.render_losses import render_loss
+
+    field = _slab_field(contracted=False)
+    K, T = _forward_camera()
+    ys, zs = torch.meshgrid(torch.linspace(-4, 4, 9), torch.linspace(0.0, 3.0, 4), indexing="ij")
+    face = torch.stack([torch.full_like(ys, 10.0), ys, zs], -1).reshape(-1, 3)
+    rgb = torch.zeros(1, 1, 3, 96, 128)
+    args = (field, K, T, rgb, rgb[:, :, None], torch.eye(4).view(1, 1, 1, 4, 4), None)
+    rc = RenderConfig(samples=400, photometric=0.0, semantic=0.0, distortion=0.0, entropy=0.0, smoothness=0.0,
+                      lidar_depth=1.0, lidar_rays=64)
+    good = float(render_loss(*args, rc, points=[face]).lidar_depth)
+    far = face.clone()
+    far[:, :2] *= 2.0  # the same rays, twice as deep
+    bad = float(render_loss(*args, rc, points=[far]).lidar_depth)
+    assert good < 0.03 and bad == pytest.approx(math.sqrt(0.15) * math.log(2.0), abs=0.03)
+    off = dataclasses.replace(rc, lidar_depth=0.0)
+    assert float(render_loss(*args, off, points=[face]).lidar_depth) == 0.0
+
+
 # ----------------------------------------------------------------------------- photometric loss
 def _plane_views(b: float = 0.5, Z: float = 8.0, H: int = 48, W: int = 64):
     """A fronto-parallel textured plane at z-depth Z seen by a target camera and one moved by b
@@ -361,7 +427,7 @@ def test_adjacent_frames_leave_keyframes_and_labels_unchanged(tmp_path):
     assert len(list((tmp_path / "adj" / "sweeps" / "CAM_BACK").iterdir())) == 4
 
 
-@pytest.mark.parametrize("name", ["camera_render", "camera"])
+@pytest.mark.parametrize("name", ["camera_render", "camera_renderocc", "camera"])
 def test_rendering_supervised_heads_start_mostly_free(name):
     """A model with a render section starts with voxels at ~sigmoid(-3) occupancy (rays can travel
     and every sample gets gradient); without one, the head's usual start (~17/18 occupied)."""
@@ -381,3 +447,28 @@ def test_rendering_supervised_heads_start_mostly_free(name):
         assert 0.02 < median < 0.1
     else:
         assert median > 0.8
+
+
+@pytest.mark.parametrize("name", ["camera_renderocc", "camera_render"])
+def test_renderocc_style_training_uses_lidar_rays_and_the_depth_head_loss(tiny_world, name):
+    """camera_renderocc trains on LiDAR depth rays (SILog) and the LSS depth head's LiDAR loss,
+    with no 3D labels; camera_render (photometric) uses neither. One step, finite gradients."""
+    from occ_core.data.render_dataset import RenderDataset, collate_render
+    from occ_core.models.config import load_config
+    from occ_core.training.train import Trainer
+
+    cfg = load_config(ROOT / "config" / "models" / f"{name}.yaml")
+    cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)),
+                              render=dataclasses.replace(cfg.render, samples=16, patches=2, patch_size=4, lidar_rays=32))
+    ds = RenderDataset(tiny_world, ["scene-0001"], cfg)
+    assert not ds.with_gts
+    batch = collate_render([ds[0]], cfg)
+    tr = Trainer(cfg, "cpu", torch.ones(18))
+    losses = tr.train_step(batch).losses
+    assert all(math.isfinite(v) for v in losses.values()), losses
+    if name == "camera_renderocc":
+        assert losses["lidar_depth"] > 0 and losses["lss_depth"] > 0 and losses["photometric"] == 0
+    else:
+        assert losses["lidar_depth"] == 0 and losses["lss_depth"] == 0 and losses["photometric"] > 0
+    grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

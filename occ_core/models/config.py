@@ -186,6 +186,11 @@ class RenderConfig:
         labels: dataroot folder of the 2D labels (``semantic2d``, or ``semantic2d_corrupt``).
         distortion, entropy, smoothness: regulariser weights (Mip-NeRF 360 distortion, binary
             entropy of the ray opacity, Monodepth2 edge-aware disparity smoothness).
+        lidar_depth: weight of RenderOcc's depth loss: rays through the pixels where LiDAR
+            points project (up to ``lidar_rays`` random ones per camera, z-depth between ``near``
+            and ``lidar_max_depth``; RenderOcc: 52 m) are rendered, and their depth is held to
+            the LiDAR's with the scale-invariant log loss (SILog). The same rays join the
+            semantic cross entropy. 0 (the default): no LiDAR rays.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
         depth_stride: at validation and ``occ-predict --format depth``, one ray per
@@ -206,6 +211,9 @@ class RenderConfig:
     distortion: float = 0.01
     entropy: float = 0.01
     smoothness: float = 0.001
+    lidar_depth: float = 0.0
+    lidar_rays: int = 256
+    lidar_max_depth: float = 52.0
     occ3d: float = 0.0
     depth_stride: int = 4
 
@@ -666,16 +674,18 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.mode: {r.mode!r}, expected one of {list(RENDER_MODES)}")
     if not 0 < r.near < r.far:
         raise OccDataError(f"{where}: expected 0 < near < far, got near {r.near}, far {r.far}")
-    for key in ("samples", "patches", "depth_stride"):
+    for key in ("samples", "patches", "depth_stride", "lidar_rays"):
         if getattr(r, key) < 1:
             raise OccDataError(f"{where}.{key}: expected an integer >= 1, got {getattr(r, key)}")
     if r.patch_size < 3:
         raise OccDataError(f"{where}.patch_size: SSIM needs patches of >= 3 pixels, got {r.patch_size}")
     if r.sample_roi <= 0:
         raise OccDataError(f"{where}.sample_roi: expected > 0 metres, got {r.sample_roi}")
-    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "occ3d"):
+    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "occ3d"):
         if getattr(r, key) < 0:
             raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
+    if r.lidar_max_depth <= r.near:
+        raise OccDataError(f"{where}.lidar_max_depth: expected > near ({r.near} m), got {r.lidar_max_depth}")
     if cfg.occnerf is not None and r.occ3d:
         raise OccDataError(f"{where}.occ3d: the occnerf model trains without 3D labels (occ3d: 0)")
     if r.semantic and not r.labels:

@@ -265,13 +265,27 @@ def occupancy_loss(out: OccOutput, inputs: OccInputs, semantics: torch.Tensor, m
             if occ.any():
                 terms["flow"] = terms["flow"] + lc.flow * balanced_flow_l1(
                     out.flow[b].float()[occ], flow[b][occ].float(), lc.flow_moving_speed) / B
-    if out.depth_probs is not None and cfg.lss is not None and cfg.lss.depth_loss_weight and inputs.points is not None:
-        N = inputs.intrinsics.shape[1]
-        h, w_ = out.depth_probs.shape[-2:]
-        targets = lidar_depth_targets(inputs.points, inputs.intrinsics, inputs.T_base_from_cam,
-                                      tuple(inputs.images.shape[-2:]), (h, w_), cfg.lss)
-        for b in range(B):
-            sl = slice(b * N, (b + 1) * N)
-            terms["depth"] = terms["depth"] + cfg.lss.depth_loss_weight * depth_loss(out.depth_probs[sl], targets[sl]) / B
+    terms["depth"] = terms["depth"] + lss_depth_loss(out, inputs, cfg)
     total = sum(terms.values())
     return LossTerms(total=total, **terms)
+
+
+def lss_depth_loss(out: OccOutput, inputs: OccInputs, cfg: ModelConfig) -> torch.Tensor:
+    """``lss.depth_loss_weight`` x the NLL of the LiDAR depth bin of the LSS depth head, per
+    sample then averaged (0 for models without a depth head, a zero weight or no points).
+
+    A 2D label (the LiDAR's depth per image pixel), so rendering-supervised models
+    (RenderOcc-style, ``render.occ3d: 0``) keep it too.
+    """
+    if out.depth_probs is None or cfg.lss is None or not cfg.lss.depth_loss_weight or inputs.points is None:
+        return torch.zeros((), device=inputs.images.device)
+    zero = out.depth_probs.sum() * 0.0
+    B, N = inputs.intrinsics.shape[:2]
+    h, w_ = out.depth_probs.shape[-2:]
+    targets = lidar_depth_targets(inputs.points, inputs.intrinsics, inputs.T_base_from_cam,
+                                  tuple(inputs.images.shape[-2:]), (h, w_), cfg.lss)
+    total = zero
+    for b in range(B):
+        sl = slice(b * N, (b + 1) * N)
+        total = total + cfg.lss.depth_loss_weight * depth_loss(out.depth_probs[sl], targets[sl]) / B
+    return total

@@ -15,6 +15,10 @@ network-input image are rendered (depth, semantics) through the model's field
   Points that land behind a source camera get a loss of 1 (the other source wins).
 - **semantic**: cross entropy of the rendered class logits against the 2D labels at the
   patch pixels (ignore index -1), weight ``render.semantic`` (OccNeRF: 0.05).
+- **LiDAR depth** (RenderOcc, ``render.lidar_depth``): rays through up to ``render.lidar_rays``
+  random pixels per camera where a LiDAR point projects (:func:`lidar_pixels`) are rendered
+  too; their depth is held to the point's z-depth with the scale-invariant log loss
+  (:func:`silog_loss`), and they join the semantic cross entropy.
 - **distortion** (Mip-NeRF 360) on the sample weights over normalised contracted distance;
   **entropy**: binary entropy of each ray's opacity (hit or no hit, nothing in between);
   **smoothness**: Monodepth2's edge-aware smoothness of the mean-normalised disparity
@@ -131,6 +135,56 @@ def smoothness_loss(depth: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
     return (gx * torch.exp(-ix)).mean() + (gy * torch.exp(-iy)).mean()
 
 
+def silog_loss(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
+    """Scale-invariant log depth loss (Eigen et al. 2014; RenderOcc's rendered-depth loss):
+    ``sqrt(mean(g^2) - variance_focus * mean(g)^2)`` with ``g = log pred - log target`` over
+    (P,) depths in metres (P >= 1, both > 0). 0 for a perfect prediction; with ``variance_focus``
+    < 1 a global scale error still costs ``sqrt(1 - variance_focus) * |g|``."""
+    g = torch.log(pred.clamp_min(1e-3)) - torch.log(target)
+    return torch.sqrt(((g * g).mean() - variance_focus * g.mean() ** 2).clamp_min(1e-8))
+
+
+def lidar_pixels(points: list[torch.Tensor], intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor,
+                 hw: tuple[int, int], rc: RenderConfig,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels where LiDAR points project, with their z-depth (RenderOcc's depth rays).
+
+    Args:
+        points: B tensors (P_b, >= 3), x, y, z in base_link.
+        intrinsics: (B, N, 3, 3), T_base_from_cam: (B, N, 4, 4) of the (H, W) = ``hw`` images.
+        rc: ``lidar_rays`` per camera, depths kept in ``(near, lidar_max_depth)``.
+
+    Returns:
+        uv (B, N, R, 2) float pixel coordinates (integer = pixel centre) and depth (B, N, R)
+        z-depth in metres, 0 where a camera has fewer than R points (R = ``rc.lidar_rays``;
+        each camera's R are drawn at random without replacement).
+    """
+    from occ_core.models.lss import project_to_cameras
+
+    B, N = intrinsics.shape[:2]
+    H, W = hw
+    R = rc.lidar_rays
+    dev = intrinsics.device
+    uv = torch.zeros(B, N, R, 2, device=dev)
+    depth = torch.zeros(B, N, R, device=dev)
+    for b in range(B):
+        p = points[b][:, :3].float().to(dev)
+        grid, inside = project_to_cameras(p, intrinsics[b], T_base_from_cam[b], hw)  # (N, P, 2), (N, P)
+        T_cam_from_base = torch.linalg.inv(T_base_from_cam[b].float())
+        z = p @ T_cam_from_base[:, 2, :3].T + T_cam_from_base[:, 2, 3]  # (P, N)
+        z = z.T
+        ok = inside & (z > rc.near) & (z < rc.lidar_max_depth)
+        for n in range(N):
+            idx = ok[n].nonzero()[:, 0]
+            idx = idx[torch.randperm(idx.numel(), generator=generator, device="cpu")[:R].to(dev)]
+            k = idx.numel()
+            g = grid[n, idx]
+            uv[b, n, :k, 0] = (g[:, 0] + 1) * W / 2 - 0.5
+            uv[b, n, :k, 1] = (g[:, 1] + 1) * H / 2 - 0.5
+            depth[b, n, :k] = z[n, idx]
+    return uv, depth
+
+
 @dataclass
 class RenderTerms:
     """Weighted rendering loss terms (scalars) and what the step saw; ``total`` is their sum
@@ -142,8 +196,10 @@ class RenderTerms:
     distortion: torch.Tensor
     entropy: torch.Tensor
     smoothness: torch.Tensor
+    lidar_depth: torch.Tensor
     occ3d: torch.Tensor
     automask_kept: float = 1.0
+    lss_depth: torch.Tensor | float = 0.0
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in self.__dict__.items()}
@@ -164,7 +220,7 @@ def random_patches(B: int, N: int, hw: tuple[int, int], rc: RenderConfig, device
 
 def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor, rgb: torch.Tensor,
                 src_rgb: torch.Tensor, T_src_from_tgt: torch.Tensor, labels: torch.Tensor | None,
-                rc: RenderConfig) -> RenderTerms:
+                rc: RenderConfig, points: list[torch.Tensor] | None = None) -> RenderTerms:
     """All rendering losses of one batch (module docstring).
 
     Args:
@@ -173,6 +229,7 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         rgb: (B, N, 3, H, W) target images in 0..1; src_rgb: (B, N, J, 3, H, W) source frames.
         T_src_from_tgt: (B, N, J, 4, 4) target camera -> source camera.
         labels: (B, N, H, W) int64 2D labels (-1 = ignore) or None.
+        points: B LiDAR point clouds (P_b, >= 3) in base_link, for ``rc.lidar_depth`` > 0.
     """
     B, N, _, H, W = rgb.shape
     p = rc.patch_size
@@ -181,7 +238,8 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
                                        with_sem=labels is not None and rc.semantic > 0)
     M = B * N
     zero = rr.depth.sum() * 0.0
-    terms = dict(photometric=zero, semantic=zero, distortion=zero, entropy=zero, smoothness=zero, occ3d=zero)
+    terms = dict(photometric=zero, semantic=zero, distortion=zero, entropy=zero, smoothness=zero, lidar_depth=zero,
+                 occ3d=zero)
     uvm = uv.view(M, -1, 2)
     depth = rr.depth.view(M, -1)
     kept = 1.0
@@ -195,12 +253,27 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         d = depth.view(M, P, 1, p, p).flatten(0, 1)
         col = sample_image(rgb.flatten(0, 1), uvm).view(M, 3, P, p, p).transpose(1, 2).flatten(0, 1)
         terms["smoothness"] = rc.smoothness * smoothness_loss(d, col)
+    sem_logits, sem_uv = [rr.semantics], [uvm]
+    if rc.lidar_depth and points is not None:
+        uv_l, z_l = lidar_pixels(points, intrinsics, T_base_from_cam, (H, W), rc)
+        rl = render_camera_rays(field, intrinsics, T_base_from_cam, uv_l, rc, jitter=True,
+                                with_sem=rr.semantics is not None)
+        hit = z_l > 0
+        if hit.any():
+            terms["lidar_depth"] = rc.lidar_depth * silog_loss(rl.depth[hit], z_l[hit])
+        if rl.semantics is not None:  # rays without a point keep label -1 below (ignored)
+            sem_logits.append(rl.semantics)
+            sem_uv.append(torch.where(hit.view(M, -1, 1), uv_l.view(M, -1, 2), torch.full_like(uv_l.view(M, -1, 2), -1)))
     if rr.semantics is not None and labels is not None:
         lab = labels.flatten(0, 1)
-        iu, iv = uvm[..., 0].long(), uvm[..., 1].long()
-        target = torch.stack([lab[m, iv[m], iu[m]] for m in range(M)])  # (M, R)
+        logits = torch.cat([x.reshape(M, -1, x.shape[-1]) for x in sem_logits], 1)  # (M, R', K')
+        uvs = torch.cat(sem_uv, 1)
+        iu, iv = uvs[..., 0].round().long(), uvs[..., 1].round().long()
+        inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H)
+        target = torch.stack([lab[m, iv[m].clamp(0, H - 1), iu[m].clamp(0, W - 1)] for m in range(M)])  # (M, R')
+        target = torch.where(inside, target, torch.full_like(target, -1))
         if (target >= 0).any():
-            terms["semantic"] = rc.semantic * F.cross_entropy(rr.semantics.reshape(-1, rr.semantics.shape[-1]),
+            terms["semantic"] = rc.semantic * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                               target.reshape(-1), ignore_index=-1)
     if rc.distortion:
         terms["distortion"] = rc.distortion * distortion_loss(rr.weights, rr.edges)

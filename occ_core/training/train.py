@@ -69,7 +69,7 @@ from occ_core.models.occnet import build_model
 from occ_core.models.predictor import load_checkpoint_state
 from occ_core.models.pretrained import PretrainedReport, load_pretrained_backbone
 from occ_core.procs import DieWithParent
-from occ_core.training.losses import LossTerms, class_weights_from_counts, occupancy_loss, supervised_mask
+from occ_core.training.losses import LossTerms, class_weights_from_counts, lss_depth_loss, occupancy_loss, supervised_mask
 
 
 # --------------------------------------------------------------------------- data order
@@ -225,7 +225,11 @@ class Trainer:
             out, field = model_field(self.net, inputs, self.cfg, with_logits=rc.occ3d > 0)
         dev = self.device
         terms = render_loss(field, inputs.intrinsics, inputs.T_base_from_cam, batch.rgb.to(dev), batch.src_rgb.to(dev),
-                            batch.T_src_from_tgt.to(dev), None if batch.labels is None else batch.labels.to(dev), rc)
+                            batch.T_src_from_tgt.to(dev), None if batch.labels is None else batch.labels.to(dev), rc,
+                            inputs.points)
+        if rc.occ3d <= 0:  # the LSS depth head's LiDAR loss is a 2D label: kept without 3D labels
+            terms.lss_depth = lss_depth_loss(out, inputs, self.cfg)
+            terms.total = terms.total + terms.lss_depth
         if rc.occ3d > 0:
             mask = supervised_mask(self.cfg.loss.mask, batch.mask_camera.to(dev), batch.mask_lidar.to(dev))
             occ = occupancy_loss(out, inputs, batch.semantics.to(dev), mask, None, self.cfg, self.class_weights)
