@@ -24,7 +24,8 @@ changed (a recipe ablation), e.g. ``--variant no_ema=train.ema_decay:0`` or
 and VALUE is parsed as YAML. Each variant runs for every config and seed, as ``<config>+<NAME>``.
 
 A run whose ``<out>/<run>/steps<N>/seed<k>/metrics.json`` exists is not repeated when the config
-it was trained with (``config.yaml`` beside it) equals today's; delete it to redo, ``--fresh``
+it was trained with (``config.yaml`` beside it) equals today's, apart from the train fields the
+command line sets (``steps``, ``val_every``, ``ckpt_every``); delete it to redo, ``--fresh``
 retrains everything. The world, the steps and the seeds name the budget;
 compare configs only inside one table.
 """
@@ -161,6 +162,21 @@ def apply_changes(cfg: dict, changes: dict[str, object], where: str) -> None:
         node[leaf] = value
 
 
+#: train fields that the command line overrides (``--steps``, ``--val-every 0``, ``--ckpt-every``)
+OVERRIDDEN_TRAIN_KEYS = ("steps", "val_every", "ckpt_every")
+
+
+def same_training(stored: dict, today: dict) -> bool:
+    """Whether a stored run config trains the same model as today's, ignoring the train fields
+    this script overrides on the command line (a config whose ``train.steps`` default changed
+    trains the same run at ``--steps N``)."""
+    def strip(c: dict) -> dict:
+        c = dict(c)
+        c["train"] = {k: v for k, v in (c.get("train") or {}).items() if k not in OVERRIDDEN_TRAIN_KEYS}
+        return c
+    return strip(stored) == strip(today)
+
+
 def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
                     changes: dict[str, object] | None = None) -> dict:
     """Train config ``name`` (its run name: ``name`` or ``config+variant``) for one seed and score it."""
@@ -173,7 +189,7 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
     cfg.setdefault("train", {})["seed"] = seed  # data order and augmentation
     cfg_path = work / "config.yaml"
     if metrics.exists() and not args.fresh:
-        if cfg_path.exists() and yaml.safe_load(cfg_path.read_text()) == cfg:
+        if cfg_path.exists() and same_training(yaml.safe_load(cfg_path.read_text()), cfg):
             print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
             return json.loads(metrics.read_text())
         print(f"== {name} seed {seed}: {CONFIG_DIR / (config + '.yaml')} changed since {metrics}; retraining", flush=True)

@@ -71,6 +71,10 @@ def test_learning_benchmark_reuses_a_run_only_while_its_config_is_unchanged(tmp_
     monkeypatch.setattr(mod, "run", fake_run)
     assert mod.train_and_score("tiny", 0, args, tmp_path, tmp_path) == {"mIoU": 12.5}
     assert trained == []
+    # a new default step count does not change a run made with --steps
+    (configs / "tiny.yaml").write_text("name: camera\nchannels: 8\ntrain: {lr: 0.002, steps: 3000, ckpt_every: 500}\n")
+    assert mod.train_and_score("tiny", 0, args, tmp_path, tmp_path) == {"mIoU": 12.5}
+    assert trained == []
     (configs / "tiny.yaml").write_text("name: camera\nchannels: 16\ntrain: {lr: 0.002}\n")
     with pytest.raises(RuntimeError, match="retrained"):
         mod.train_and_score("tiny", 0, args, tmp_path, tmp_path)
