@@ -472,3 +472,35 @@ def test_renderocc_style_training_uses_lidar_rays_and_the_depth_head_loss(tiny_w
         assert losses["lidar_depth"] == 0 and losses["lss_depth"] == 0 and losses["photometric"] > 0
     grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_label_free_threshold_separates_the_rendered_surface_from_the_space_before_it():
+    """A field with occupancy 0.3 in a slab at base_link x in [10, 20] m and 0.002 elsewhere: rays
+    of the front camera stop in the slab, so the label-free threshold lies between the two values
+    and separates them perfectly; with the slab at 0.6 it moves up with it."""
+    from types import SimpleNamespace
+
+    from occ_core.models.occnet import OccOutput
+    from occ_core.training.render_eval import label_free_threshold
+    from test_models import make_frame
+
+    cfg = _tiny_cfg(samples=200)  # 0.4 m steps: a ray stops within a metre of the slab's face
+
+    class SlabModel(torch.nn.Module):
+        def __init__(self, p_slab: float):
+            super().__init__()
+            self.p_slab = p_slab
+
+        def forward(self, inputs, with_logits=True):
+            n = (400, 8, 8)
+            ax = [-1 + (2 * torch.arange(k, dtype=torch.float32) + 1) / k for k in n]
+            x = uncontract(torch.stack(torch.meshgrid(*ax, indexing="ij"), -1), LO, HI)[..., 0]
+            p = torch.where((x >= 10.0) & (x <= 20.0), self.p_slab, 0.002)
+            geo = torch.log(p / (1 - p))[None, None]
+            return OccOutput(logits=None, field=VoxelField(geo, None, LO, HI, contracted=True))
+
+    ds = SimpleNamespace(samples=[("scene", "token")], load_frame=lambda token: make_frame())
+    low, st = label_free_threshold(SlabModel(0.3), cfg, ds, [0], rays_per_camera=64)
+    assert 0.002 <= low < 0.3 and st["balanced_accuracy"] > 0.99 and st["rays"] > 10, (low, st)
+    high, _ = label_free_threshold(SlabModel(0.6), cfg, ds, [0], rays_per_camera=64)
+    assert 0.002 <= high < 0.6 and high >= low

@@ -162,6 +162,18 @@ def render_camera_rays(field: VoxelField, intrinsics: torch.Tensor, T_base_from_
                      torch.cat(weights, 1).reshape(M * R, S), edges)
 
 
+def occupancy_logit(geo: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """The logit of a voxel's occupancy probability from field geometry values (any shape):
+    prob mode: the geometry is that logit; density mode: P(occupied) over one voxel's length,
+    ``1 - exp(-softplus(geo) * step)`` (step = the grid's smallest voxel side). Voxels are
+    occupied where it exceeds ``logit(occnerf.occ_threshold)``."""
+    if cfg.render.mode == "prob":
+        return geo
+    step = float(min(cfg.grid_spec.voxel_size))
+    sigma = F.softplus(geo) * step
+    return torch.log((-torch.expm1(-sigma)).clamp_min(1e-7)) + sigma
+
+
 class OccNeRFNet(nn.Module):
     """OccNeRF: image features lifted into a contracted voxel field, 3D CNN, rendering (see the
     module docstring). ``forward`` maps :class:`OccInputs` to :class:`OccOutput` with the Occ3D
@@ -231,12 +243,7 @@ class OccNeRFNet(nn.Module):
         B = field.geo.shape[0]
         pts = self.occ_points[None].expand(B, -1, 3)
         geo, sem = field.query(pts)
-        if self.cfg.render.mode == "prob":
-            occ_logit = geo
-        else:  # density: P(occupied) over one voxel's length, 1 - exp(-sigma * step)
-            step = float(min(self.cfg.grid_spec.voxel_size))
-            sigma = F.softplus(geo) * step
-            occ_logit = torch.log((-torch.expm1(-sigma)).clamp_min(1e-7)) + sigma
+        occ_logit = occupancy_logit(geo, self.cfg)
         tau = self.cfg.occnerf.occ_threshold
         ls = F.log_softmax(sem, -1)
         cls = occ_logit[..., None] - math.log(tau / (1.0 - tau)) + ls - ls.max(-1, keepdim=True).values

@@ -149,3 +149,71 @@ def validate_render(model, cfg: ModelConfig, ds, indices: list[int], device="cpu
     if vox.frames:
         res["per_class_IoU"] = {n: fin(v) for n, v in zip(vox.class_names, vox.per_class_iou())}
     return res
+
+
+
+#: a ray sample is free while the ray has gathered less than this opacity
+FREE_OPACITY = 0.1
+
+
+@torch.no_grad()
+def label_free_threshold(model, cfg: ModelConfig, ds, indices: list[int], rays_per_camera: int = 256,
+                         seed: int = 0, device="cpu") -> tuple[float, dict]:
+    """OccNeRF's occupancy threshold chosen without 3D labels, from the model's own renderings.
+
+    On keyframes ``indices`` of ``ds`` (the training world), ``rays_per_camera`` random pixels
+    per camera are rendered (the sampler without jitter). Of each ray that gathers opacity > 0.5
+    inside the ROI (``render.sample_roi`` metres), the samples it crosses while its gathered
+    opacity is below :data:`FREE_OPACITY` are **free**, and the sample where the gathered opacity
+    reaches 0.5 (the median depth) and the next one are **occupied**. The threshold is the
+    occupancy probability (:func:`occ_core.models.occnerf.occupancy_logit` at the samples) that
+    best separates the two sets (the highest balanced accuracy, on a log grid from 1e-3 to 0.9),
+    so that the voxels the model outputs as occupied agree with where its rays stop.
+
+    Returns:
+        (tau, stats): the rays and samples used and the balanced accuracy at tau.
+    """
+    from occ_core.models.occnerf import occupancy_logit, pixel_rays
+    from occ_core.ops.render import sample_depths
+
+    from occ_core.models.predictor import frame_to_inputs
+
+    if cfg.occnerf is None:
+        raise ValueError("label_free_threshold: only occnerf models have an occupancy threshold")
+    was_training = model.training
+    model.eval()
+    rc = cfg.render
+    g = torch.Generator().manual_seed(seed)
+    p_free, p_surf, rays = [], [], 0
+    for i in indices:
+        frame = ds.load_frame(ds.samples[i][1])
+        inputs = frame_to_inputs(frame, cfg).to(device)
+        _, field = model_field(model, inputs, cfg, with_logits=False)
+        B, N = inputs.intrinsics.shape[:2]
+        H, W = inputs.images.shape[-2:]
+        R, S = rays_per_camera, rc.samples
+        uv = torch.stack([torch.rand(B, N, R, generator=g) * (W - 1),
+                          torch.rand(B, N, R, generator=g) * (H - 1)], -1).to(device)
+        rr = render_camera_rays(field, inputs.intrinsics, inputs.T_base_from_cam, uv, rc, jitter=False, with_sem=False)
+        t = sample_depths(B * N * R, S, rc.near, rc.far, rc.sample_roi, device=device)  # as the renderer's
+        cum = rr.weights.cumsum(-1)  # (B*N*R, S) opacity gathered up to each sample
+        median = (cum < 0.5).sum(-1).clamp_max(S - 2)  # first sample with cum >= 0.5
+        hit = (cum[:, -1] > 0.5) & (t.gather(1, median[:, None])[:, 0] < rc.sample_roi)
+        rays += int(hit.sum())
+        o, d = pixel_rays(inputs.intrinsics.flatten(0, 1), inputs.T_base_from_cam.flatten(0, 1), uv.flatten(0, 1))
+        pts = o[:, None, None, :] + d[:, :, None, :] * t.view(B * N, R, S, 1)  # (B*N, R, S, 3)
+        geo, _ = field.query(pts.reshape(B, -1, 3), with_sem=False)
+        prob = torch.sigmoid(occupancy_logit(geo, cfg)).reshape(B * N * R, S)
+        free = (cum < FREE_OPACITY) & hit[:, None]
+        p_free.append(prob[free].float().cpu())
+        for k in (median, median + 1):
+            p_surf.append(prob.gather(1, k[:, None])[:, 0][hit].float().cpu())
+    model.train(was_training)
+    free, surf = torch.cat(p_free).numpy(), torch.cat(p_surf).numpy()
+    if free.size == 0 or surf.size == 0:
+        raise ValueError("label_free_threshold: no rendered ray stopped inside the field's ROI")
+    grid = np.exp(np.linspace(math.log(1e-3), math.log(0.9), 121))
+    acc = np.array([0.5 * ((surf > t).mean() + (free <= t).mean()) for t in grid])
+    k = int(acc.argmax())
+    return float(grid[k]), {"rays": rays, "free_samples": int(free.size), "surface_samples": int(surf.size),
+                            "balanced_accuracy": float(acc[k])}
