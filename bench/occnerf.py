@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_heldout_args(p)
     p.add_argument("--label-free-threshold", action="store_true",
-                   help="also score each occnerf model at the occupancy threshold chosen without 3D labels on "
-                        "--train-root (occ_core.training.render_eval.label_free_threshold)")
+                   help="also score each model trained by rendering alone at the occupancy threshold chosen "
+                        "without 3D labels on --train-root (occ_core.training.render_eval.label_free_threshold)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     print(f"# {datetime.date.today()} {cpu_model()}, {a.threads} threads, load {load_average()}")
@@ -63,15 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         ds_m = NuScenesOccDataset(a.eval_root, val_scenes, OCC3D, nusc=ds.nusc, image_hw=pred.cfg.image_hw)
         if pred.cfg.render is not None:
             rows[name] = validate_render(pred.model, pred.cfg, ds_m, keep)
-            if a.label_free_threshold and pred.cfg.occnerf is not None:
+            if a.label_free_threshold and pred.cfg.rendering_only:
                 train = NuScenesOccDataset(a.train_root, scene_splits(a.train_root)["train"], OCC3D,
                                            image_hw=pred.cfg.image_hw)
                 tau, stats = label_free_threshold(pred.model, pred.cfg, train, list(range(0, len(train), 10)))
-                cfg = dataclasses.replace(pred.cfg, occnerf=dataclasses.replace(pred.cfg.occnerf, occ_threshold=tau))
-                pred.model.cfg = cfg
+                cfg = dataclasses.replace(pred.cfg, render=dataclasses.replace(pred.cfg.render, occ_threshold=tau))
+                pred.model.occ_threshold = tau
                 print(f"{name}: label-free occ_threshold {tau:.4f} ({stats})", flush=True)
-                rows[f"{name}, label-free threshold {tau:.3f}"] = dict(validate_render(pred.model, cfg, ds_m, keep),
-                                                                        occ_threshold=tau, **stats)
+                occ = validate_render(pred.model, cfg, ds_m, keep, with_depth=False)  # depth: as above
+                rows[f"{name}, label-free threshold {tau:.3f}"] = dict(
+                    rows[name], **{k: occ[k] for k in ("mIoU", "IoU_geometric", "per_class_IoU") if k in occ},
+                    occ_threshold=tau, **stats)
         else:
             mm = occ3d_miou("camera")
             for s, t in (ds_m.samples[i] for i in keep):

@@ -156,9 +156,8 @@ class OccNeRFConfig:
         channels: lifted feature channels (the FPN output projected to this width).
         cnn_channels: width of the 3D CNN.
         cnn_blocks: residual 3D blocks of the CNN.
-        occ_threshold: a voxel of the Occ3D output is occupied where the field's occupancy
-            probability at its centre exceeds this (prob mode: sigmoid of the geometry logit,
-            a per-sample stopping probability; density mode: 1 - exp(-sigma * voxel size)).
+
+    Its Occ3D output's occupancy threshold is ``render.occ_threshold``.
     """
 
     field_dims: tuple[int, int, int] = (60, 60, 12)
@@ -166,7 +165,6 @@ class OccNeRFConfig:
     channels: int = 16
     cnn_channels: int = 24
     cnn_blocks: int = 2
-    occ_threshold: float = 0.5
 
 
 @dataclass
@@ -193,6 +191,14 @@ class RenderConfig:
             semantic cross entropy. 0 (the default): no LiDAR rays.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
+        occ_threshold: for a model trained by rendering alone (``occ3d: 0``, and OccNeRF), a
+            voxel of the Occ3D output is occupied where the field's occupancy probability at its
+            centre exceeds this (prob mode: the per-sample stopping probability, sigmoid of the
+            geometry logit; density mode: 1 - exp(-sigma * voxel size)). Rendering spreads a
+            surface over samples whose probabilities each stay well below 0.5, so the argmax
+            against "free" would call it free (RenderOcc thresholds its density the same way).
+            :func:`occ_core.training.render_eval.label_free_threshold` chooses it without 3D
+            labels. Models that also learn from 3D labels (``occ3d > 0``) take the argmax.
         depth_stride: at validation and ``occ-predict --format depth``, one ray per
             ``depth_stride`` x ``depth_stride`` source pixels (upsampled to the source size).
     """
@@ -215,6 +221,7 @@ class RenderConfig:
     lidar_rays: int = 256
     lidar_max_depth: float = 52.0
     occ3d: float = 0.0
+    occ_threshold: float = 0.5
     depth_stride: int = 4
 
 
@@ -472,6 +479,12 @@ class ModelConfig:
         return GRIDS[self.grid]
 
     @property
+    def rendering_only(self) -> bool:
+        """Whether the model learns by rendering alone (OccNeRF, or a ``render`` section with
+        ``occ3d: 0``): its Occ3D output thresholds occupancy at ``render.occ_threshold``."""
+        return self.render is not None and (self.occnerf is not None or self.render.occ3d <= 0)
+
+    @property
     def uses_camera(self) -> bool:
         """Whether the model reads camera images (an LSS or a BEVFormer branch)."""
         return self.lss is not None or self.bevformer is not None or self.occnerf is not None
@@ -574,8 +587,6 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
             raise OccDataError(f"{where}.render: name: occnerf trains by rendering and needs a 'render' section")
         if not 0.0 < cfg.occnerf.ratio < 1.0:
             raise OccDataError(f"{where}.occnerf.ratio: expected 0 < ratio < 1, got {cfg.occnerf.ratio}")
-        if not 0.0 < cfg.occnerf.occ_threshold < 1.0:
-            raise OccDataError(f"{where}.occnerf.occ_threshold: expected 0 < threshold < 1, got {cfg.occnerf.occ_threshold}")
         if min(cfg.occnerf.field_dims) < 2:
             raise OccDataError(f"{where}.occnerf.field_dims: expected >= 2 voxels per axis, got {cfg.occnerf.field_dims}")
     if cfg.render is not None:
@@ -684,6 +695,8 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
     for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "occ3d"):
         if getattr(r, key) < 0:
             raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
+    if not 0.0 < r.occ_threshold < 1.0:
+        raise OccDataError(f"{where}.occ_threshold: expected 0 < threshold < 1, got {r.occ_threshold}")
     if r.lidar_max_depth <= r.near:
         raise OccDataError(f"{where}.lidar_max_depth: expected > near ({r.near} m), got {r.lidar_max_depth}")
     if cfg.occnerf is not None and r.occ3d:

@@ -11,11 +11,7 @@ Data flow (B samples, N cameras; the field lives in contracted ``base_link`` coo
            (prob mode: occupancy logit; density mode: pre-softplus density), channels 1.. the
            class logits of the K' = K - 1 non-free classes
     occupancy output: the field sampled at the Occ3D voxel centres ->
-           logits (B, K, X, Y, Z): class k = logit(p) - logit(tau) + log_softmax_k(sem) -
-           max_j log_softmax_j(sem), free = 0 (p = the occupancy probability, tau =
-           ``occnerf.occ_threshold``), so the argmax is free exactly where p <= tau and the best
-           class elsewhere, and the same predictor, eval and node code as every other model
-           applies (their softmax "scores" are not calibrated probabilities).
+           logits (B, K, X, Y, Z) by :func:`thresholded_logits` (tau = ``render.occ_threshold``)
 
 Rays are rendered from the field by :func:`render_camera_rays` (also used on other models'
 Occ3D logits through :func:`field_from_logits`, RenderOcc-style).
@@ -23,6 +19,7 @@ Occ3D logits through :func:`field_from_logits`, RenderOcc-style).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -162,16 +159,55 @@ def render_camera_rays(field: VoxelField, intrinsics: torch.Tensor, T_base_from_
                      torch.cat(weights, 1).reshape(M * R, S), edges)
 
 
+def thresholded_logits(occ_logit: torch.Tensor, sem: torch.Tensor, tau: float) -> torch.Tensor:
+    """Occ3D logits whose argmax thresholds occupancy at ``tau`` (models trained by rendering).
+
+    Args:
+        occ_logit: (...,) logit of each voxel's occupancy probability p.
+        sem: (..., K') logits of the K' = K - 1 non-free classes.
+
+    Returns:
+        (..., K): class k = logit(p) - logit(tau) + log_softmax_k(sem) - max_j log_softmax_j(sem),
+        free (last) = 0. The argmax is free exactly where p <= tau and the best class elsewhere,
+        so the same predictor, eval and node code as every other model applies (the softmax
+        "scores" of these logits are not calibrated probabilities).
+    """
+    ls = F.log_softmax(sem, -1)
+    cls = occ_logit[..., None] - math.log(tau / (1.0 - tau)) + ls - ls.max(-1, keepdim=True).values
+    return torch.cat([cls, torch.zeros_like(occ_logit)[..., None]], -1)
+
+
 def occupancy_logit(geo: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """The logit of a voxel's occupancy probability from field geometry values (any shape):
     prob mode: the geometry is that logit; density mode: P(occupied) over one voxel's length,
     ``1 - exp(-softplus(geo) * step)`` (step = the grid's smallest voxel side). Voxels are
-    occupied where it exceeds ``logit(occnerf.occ_threshold)``."""
+    occupied where it exceeds ``logit(render.occ_threshold)``."""
     if cfg.render.mode == "prob":
         return geo
     step = float(min(cfg.grid_spec.voxel_size))
     sigma = F.softplus(geo) * step
     return torch.log((-torch.expm1(-sigma)).clamp_min(1e-7)) + sigma
+
+
+def rendered_head_output(logits: torch.Tensor, cfg: ModelConfig, tau: float) -> tuple[torch.Tensor, VoxelField]:
+    """The Occ3D output of a non-OccNeRF model trained by rendering alone (``cfg.rendering_only``,
+    RenderOcc-style): its head's logits (B, K, X, Y, Z) are the renderable field
+    (:func:`field_from_logits`), and its output is that field thresholded at ``tau``
+    (:func:`thresholded_logits`, (B, K, X, Y, Z)), as OccNeRF's is. Returns (logits, field)."""
+    g = cfg.grid_spec
+    field = field_from_logits(logits, g.range_min, g.range_max)
+    occ = occupancy_logit(field.geo[:, 0], cfg)  # (B, X, Y, Z)
+    out = thresholded_logits(occ, field.sem.movedim(1, -1), tau).movedim(-1, 1)
+    return out, field
+
+
+def threshold_rendered_output(module: nn.Module, args, out: OccOutput) -> OccOutput:
+    """Forward hook that :func:`occ_core.models.occnet.build_model` puts on a non-OccNeRF model
+    trained by rendering alone: ``logits`` become :func:`rendered_head_output`'s thresholded
+    logits (at ``module.occ_threshold``) and ``field`` the field of the head's own logits (what
+    training renders)."""
+    logits, field = rendered_head_output(out.logits, module.cfg, module.occ_threshold)
+    return dataclasses.replace(out, logits=logits, field=field)
 
 
 class OccNeRFNet(nn.Module):
@@ -187,6 +223,7 @@ class OccNeRFNet(nn.Module):
         if cfg.occnerf is None or cfg.render is None:
             raise ValueError("model 'occnerf' needs 'occnerf' and 'render' sections")
         self.cfg = cfg
+        self.occ_threshold = cfg.render.occ_threshold  # of the Occ3D output (bench/occnerf.py may set it)
         oc = cfg.occnerf
         grid = cfg.grid_spec
         self.lo, self.hi = tuple(grid.range_min), tuple(grid.range_max)
@@ -243,11 +280,7 @@ class OccNeRFNet(nn.Module):
         B = field.geo.shape[0]
         pts = self.occ_points[None].expand(B, -1, 3)
         geo, sem = field.query(pts)
-        occ_logit = occupancy_logit(geo, self.cfg)
-        tau = self.cfg.occnerf.occ_threshold
-        ls = F.log_softmax(sem, -1)
-        cls = occ_logit[..., None] - math.log(tau / (1.0 - tau)) + ls - ls.max(-1, keepdim=True).values
-        logits = torch.cat([cls, torch.zeros_like(occ_logit)[..., None]], -1)  # (B, P, K)
+        logits = thresholded_logits(occupancy_logit(geo, self.cfg), sem, self.occ_threshold)  # (B, P, K)
         X, Y, Z = self.cfg.grid_spec.dims
         return logits.transpose(1, 2).reshape(B, -1, X, Y, Z)
 

@@ -187,7 +187,9 @@ def _register_other_models() -> None:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model named by ``cfg.name``, initialised from ``cfg.seed`` (global RNG untouched).
-    With a ``render`` section the head starts mostly free (:func:`heads.start_mostly_free`).
+    With a ``render`` section the head starts mostly free (:func:`heads.start_mostly_free`);
+    trained by rendering alone (``cfg.rendering_only``), its output is thresholded at
+    ``render.occ_threshold`` (:func:`occnerf.threshold_rendered_output`, a forward hook).
 
     Every model maps :class:`OccInputs` to :class:`OccOutput`."""
     _register_other_models()
@@ -198,8 +200,12 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         model = MODELS[cfg.name](cfg)
     if cfg.render is not None and cfg.name != "occnerf":  # RenderOcc-style: render the head's logits
         from occ_core.models.heads import start_mostly_free
-        from occ_core.models.occnerf import RENDER_START_GEO
+        from occ_core.models.occnerf import RENDER_START_GEO, threshold_rendered_output
 
         start_mostly_free(model.head.cls, cfg.num_classes, RENDER_START_GEO[cfg.render.mode])
+        if cfg.rendering_only:  # no 3D labels: occupancy is thresholded, as OccNeRF's and RenderOcc's
+            model.cfg = cfg
+            model.occ_threshold = cfg.render.occ_threshold
+            model.register_forward_hook(threshold_rendered_output)
     return model
 

@@ -26,6 +26,8 @@ def model_field(model, inputs: OccInputs, cfg: ModelConfig, with_logits: bool = 
         out = model(inputs, with_logits=with_logits)
         return out, out.field
     out = model(inputs)
+    if out.field is not None:  # trained by rendering alone: the field of the head's own logits
+        return out, out.field
     g = cfg.grid_spec
     return out, field_from_logits(out.logits, g.range_min, g.range_max)
 
@@ -90,7 +92,8 @@ def predict_depth(model, cfg: ModelConfig, frame, nusc, sample_token: str, devic
 
 
 @torch.no_grad()
-def validate_render(model, cfg: ModelConfig, ds, indices: list[int], device="cpu", progress: bool = False) -> dict:
+def validate_render(model, cfg: ModelConfig, ds, indices: list[int], device="cpu", progress: bool = False,
+                    with_depth: bool = True) -> dict:
     """Validation of a rendering-supervised model on keyframes ``indices`` of ``ds`` (a
     :class:`~occ_core.data.nuscenes_dataset.NuScenesOccDataset`).
 
@@ -121,7 +124,7 @@ def validate_render(model, cfg: ModelConfig, ds, indices: list[int], device="cpu
         inputs = frame_to_inputs(frame, cfg).to(device)
         out, field = model_field(model, inputs, cfg, with_logits=with_gt)
         srcs = source_cameras(ds.nusc, token, frame.camera_names)
-        todo = [(k, c) for k, c in enumerate(srcs) if map_path(ds.dataroot / "depth", c[0], c[1]).is_file()]
+        todo = [(k, c) for k, c in enumerate(srcs) if with_depth and map_path(ds.dataroot / "depth", c[0], c[1]).is_file()]
         if todo:
             depths = render_depth_images(field, np.stack([c[2] for _, c in todo]),
                                          np.asarray(frame.T_base_from_cam)[[k for k, _ in todo]],
@@ -166,20 +169,24 @@ def label_free_threshold(model, cfg: ModelConfig, ds, indices: list[int], rays_p
     inside the ROI (``render.sample_roi`` metres), the samples it crosses while its gathered
     opacity is below :data:`FREE_OPACITY` are **free**, and the sample where the gathered opacity
     reaches 0.5 (the median depth) and the next one are **occupied**. The threshold is the
-    occupancy probability (:func:`occ_core.models.occnerf.occupancy_logit` at the samples) that
-    best separates the two sets (the highest balanced accuracy, on a log grid from 1e-3 to 0.9),
-    so that the voxels the model outputs as occupied agree with where its rays stop.
+    occupancy probability (:func:`occ_core.models.occnerf.occupancy_logit` at the samples) where
+    the two sets' error rates are equal (the share of free samples above it = the share of
+    occupied ones at or below it; on a log grid from 1e-3 to 0.9): the voxels the model outputs
+    as occupied then agree with where its rays stop, with neither set favoured. (The two sets
+    are often separable over a wide range; the equal-error point lies between their tails,
+    where a plain accuracy maximum would take the range's lower end; where the errors are equal
+    over a range, its log-midpoint.)
 
     Returns:
-        (tau, stats): the rays and samples used and the balanced accuracy at tau.
+        (tau, stats): the rays and samples used, and the balanced accuracy at tau.
     """
     from occ_core.models.occnerf import occupancy_logit, pixel_rays
     from occ_core.ops.render import sample_depths
 
     from occ_core.models.predictor import frame_to_inputs
 
-    if cfg.occnerf is None:
-        raise ValueError("label_free_threshold: only occnerf models have an occupancy threshold")
+    if not cfg.rendering_only:
+        raise ValueError("label_free_threshold: only models trained by rendering alone have an occupancy threshold")
     was_training = model.training
     model.eval()
     rc = cfg.render
@@ -213,7 +220,11 @@ def label_free_threshold(model, cfg: ModelConfig, ds, indices: list[int], rays_p
     if free.size == 0 or surf.size == 0:
         raise ValueError("label_free_threshold: no rendered ray stopped inside the field's ROI")
     grid = np.exp(np.linspace(math.log(1e-3), math.log(0.9), 121))
-    acc = np.array([0.5 * ((surf > t).mean() + (free <= t).mean()) for t in grid])
-    k = int(acc.argmax())
-    return float(grid[k]), {"rays": rays, "free_samples": int(free.size), "surface_samples": int(surf.size),
-                            "balanced_accuracy": float(acc[k])}
+    free_err = np.array([(free > t).mean() for t in grid])
+    surf_err = np.array([(surf <= t).mean() for t in grid])
+    gap = np.abs(free_err - surf_err)
+    ties = np.flatnonzero(gap <= gap.min() + 1e-12)  # several where the sets separate: their log-midpoint
+    tau = float(np.exp(np.log(grid[ties]).mean()))
+    acc = 1 - 0.5 * ((free > tau).mean() + (surf <= tau).mean())
+    return tau, {"rays": rays, "free_samples": int(free.size), "surface_samples": int(surf.size),
+                 "balanced_accuracy": float(acc)}
