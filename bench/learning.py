@@ -206,10 +206,11 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
                     args.threads)
     wall_train = time.perf_counter() - t0
     model = work / "run" / "model.pt"
+    run_cfg = work / "run" / "config.yaml"  # as trained (a rendering-only model's threshold is set there)
     pred = work / "pred"
     print(f"== {name} seed {seed}: predicting the held-out world", flush=True)
     t0 = time.perf_counter()
-    cpu_pred = run([py, "-m", "occ_core.training.predict", "--config", str(cfg_path), "--checkpoint", str(model),
+    cpu_pred = run([py, "-m", "occ_core.training.predict", "--config", str(run_cfg), "--checkpoint", str(model),
                     "--dataroot", str(heldout), "--split", "val", "--out", str(pred), "--overwrite"], args.threads)
     frames = len(list(pred.glob("*.npz")))
     wall_pred = time.perf_counter() - t0
@@ -222,7 +223,7 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
     shutil.rmtree(pred)  # 80 grids per run; the scores are kept
     if cfg.get("flow"):
         pred_oo = work / "pred_openocc"
-        run([py, "-m", "occ_core.training.predict", "--config", str(cfg_path), "--checkpoint", str(model),
+        run([py, "-m", "occ_core.training.predict", "--config", str(run_cfg), "--checkpoint", str(model),
              "--dataroot", str(heldout), "--split", "val", "--out", str(pred_oo), "--overwrite", "--format", "openocc"],
             args.threads)
         res.update(score_flow(pred_oo, heldout, work / "eval_openocc.json"))

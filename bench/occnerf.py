@@ -35,6 +35,7 @@ from occ_core.formats import occ3d  # noqa: E402
 from occ_core.grid import OCC3D  # noqa: E402
 from occ_core.models.predictor import load_predictor  # noqa: E402
 from occ_core.training.render_eval import label_free_threshold, validate_render  # noqa: E402
+from occ_core.training.train import LABEL_FREE_EVERY  # noqa: E402
 from _heldout import add_heldout_args, fit_prior, parse_models  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.label_free_threshold and pred.cfg.rendering_only:
                 train = NuScenesOccDataset(a.train_root, scene_splits(a.train_root)["train"], OCC3D,
                                            image_hw=pred.cfg.image_hw)
-                tau, stats = label_free_threshold(pred.model, pred.cfg, train, list(range(0, len(train), 10)))
+                tau, stats = label_free_threshold(pred.model, pred.cfg, train, list(range(0, len(train), LABEL_FREE_EVERY)))
                 cfg = dataclasses.replace(pred.cfg, render=dataclasses.replace(pred.cfg.render, occ_threshold=tau))
                 pred.model.occ_threshold = tau
                 print(f"{name}: label-free occ_threshold {tau:.4f} ({stats})", flush=True)

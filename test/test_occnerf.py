@@ -370,6 +370,12 @@ def test_occnerf_training_never_opens_gts(tiny_world, tmp_path, monkeypatch):
     assert val["depth_images"] == 12 and val["abs_rel"] is not None  # 2 val keyframes x 6 cameras
     assert val["occ_frames"] == 2 and val["mIoU"] is not None
     assert opened and all("scene-0002" in p for p in opened)  # the val labels, read to score
+    # the output's occupancy threshold was chosen without labels, and saved with the run
+    from occ_core.models.predictor import load_checkpoint_state
+
+    tau = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["render"]["occ_threshold"]
+    assert 1e-3 <= tau <= 0.9 and tau != _tiny_cfg().render.occ_threshold
+    assert load_checkpoint_state(tmp_path / "run" / "model.pt")["config"]["render"]["occ_threshold"] == tau
 
 
 def test_predict_depth_and_eval(tiny_world, tmp_path):

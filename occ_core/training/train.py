@@ -441,6 +441,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: every k-th training keyframe chooses a rendering-only model's occupancy threshold
+LABEL_FREE_EVERY = 10
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``occ-train``; returns the exit status (0 ok, 2 bad input: one line)."""
     try:
@@ -606,6 +610,16 @@ def _run(args) -> int:
     bar.close()
     if main_rank:
         save_checkpoint(trainer, ckpt_dir, args.keep_checkpoints, unreadable)
+        if cfg.rendering_only:  # occupancy threshold of the output, chosen without 3D labels
+            from occ_core.training.render_eval import label_free_threshold
+
+            tau, stats = label_free_threshold(trainer.eval_model, cfg, train_ds,
+                                              list(range(0, len(train_ds), LABEL_FREE_EVERY)), device=device)
+            cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, occ_threshold=tau))
+            trainer.eval_model.occ_threshold = tau
+            atomic_write_text(work / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            print(f"occ-train: label-free occupancy threshold {tau:.4f} (render.occ_threshold in "
+                  f"{work / 'config.yaml'}; {stats})", file=sys.stderr, flush=True)
         with atomic_path(work / "model.pt") as tmp:
             torch.save({"model": trainer.eval_model.state_dict(), "config": config_to_dict(cfg), "step": trainer.step}, tmp)
     validate()
