@@ -187,8 +187,9 @@ class RenderConfig:
         lidar_depth: weight of RenderOcc's depth loss: rays through the pixels where LiDAR
             points project (up to ``lidar_rays`` random ones per camera, z-depth between ``near``
             and ``lidar_max_depth``; RenderOcc: 52 m) are rendered, and their depth is held to
-            the LiDAR's with the scale-invariant log loss (SILog). The same rays join the
-            semantic cross entropy. 0 (the default): no LiDAR rays.
+            the LiDAR's with the RMS of the log depth error (SILog at variance focus 0: the
+            LiDAR's scale is kept). The same rays join the semantic cross entropy. 0 (the
+            default): no LiDAR rays.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
         occ_threshold: for a model trained by rendering alone (``occ3d: 0``, and OccNeRF), a

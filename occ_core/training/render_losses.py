@@ -17,8 +17,11 @@ network-input image are rendered (depth, semantics) through the model's field
   patch pixels (ignore index -1), weight ``render.semantic`` (OccNeRF: 0.05).
 - **LiDAR depth** (RenderOcc, ``render.lidar_depth``): rays through up to ``render.lidar_rays``
   random pixels per camera where a LiDAR point projects (:func:`lidar_pixels`) are rendered
-  too; their depth is held to the point's z-depth with the scale-invariant log loss
-  (:func:`silog_loss`), and they join the semantic cross entropy.
+  too; their depth is held to the point's z-depth with the log depth loss of
+  :func:`silog_loss` at ``variance_focus`` 0 (the RMS of the log error: LiDAR depth is metric,
+  so its scale is kept; at the usual 0.85 a global scale error costs almost nothing, and a
+  first run's rendered depth came out scaled: delta < 1.25 of 0.17 against 0.54 after
+  median scaling), and they join the semantic cross entropy.
 - **distortion** (Mip-NeRF 360) on the sample weights over normalised contracted distance;
   **entropy**: binary entropy of each ray's opacity (hit or no hit, nothing in between);
   **smoothness**: Monodepth2's edge-aware smoothness of the mean-normalised disparity
@@ -260,7 +263,7 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
                                 with_sem=rr.semantics is not None)
         hit = z_l > 0
         if hit.any():
-            terms["lidar_depth"] = rc.lidar_depth * silog_loss(rl.depth[hit], z_l[hit])
+            terms["lidar_depth"] = rc.lidar_depth * silog_loss(rl.depth[hit], z_l[hit], variance_focus=0.0)
         if rl.semantics is not None:  # rays without a point keep label -1 below (ignored)
             sem_logits.append(rl.semantics)
             sem_uv.append(torch.where(hit.view(M, -1, 1), uv_l.view(M, -1, 2), torch.full_like(uv_l.view(M, -1, 2), -1)))
