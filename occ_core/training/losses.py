@@ -278,7 +278,8 @@ def lss_depth_loss(out: OccOutput, inputs: OccInputs, cfg: ModelConfig) -> torch
     (RenderOcc-style, ``render.occ3d: 0``) keep it too.
     """
     if out.depth_probs is None or cfg.lss is None or not cfg.lss.depth_loss_weight or inputs.points is None:
-        return torch.zeros((), device=inputs.images.device)
+        ref = out.logits if out.logits is not None else getattr(out.field, "geo", None)
+        return torch.zeros((), device=None if ref is None else ref.device)
     zero = out.depth_probs.sum() * 0.0
     B, N = inputs.intrinsics.shape[:2]
     h, w_ = out.depth_probs.shape[-2:]
