@@ -513,6 +513,7 @@ def test_label_free_threshold_separates_the_rendered_surface_from_the_space_befo
     assert 0.002 <= low < 0.3 and st["balanced_accuracy"] > 0.99 and st["rays"] > 10, (low, st)
     high, _ = label_free_threshold(SlabModel(0.6), cfg, ds, [0], rays_per_camera=64)
     assert 0.002 <= high < 0.6 and high > low
-    # separable sets: the threshold sits inside the gap between them, away from both ends (the
-    # free samples next to the slab's face take interpolated values up to a few per cent)
-    assert 0.01 < low < 0.2
+    # separable sets: the threshold sits inside the gap between them, away from both ends. Here the
+    # free samples next to the slab's face take interpolated values up to 0.04 and the occupied
+    # ones start at 0.16: the gap's log-midpoint is 0.08 (an accuracy maximum would take 0.04)
+    assert 0.05 < low < 0.13
