@@ -188,7 +188,7 @@ def _register_other_models() -> None:
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model named by ``cfg.name``, initialised from ``cfg.seed`` (global RNG untouched).
     With a ``render`` section the head starts mostly free (:func:`heads.start_mostly_free`);
-    trained by rendering alone (``cfg.rendering_only``), its output is thresholded at
+    trained by rendering alone (``cfg.rendering_only``), its eval-mode output is thresholded at
     ``render.occ_threshold`` (:func:`occnerf.threshold_rendered_output`, a forward hook).
 
     Every model maps :class:`OccInputs` to :class:`OccOutput`."""

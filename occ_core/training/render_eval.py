@@ -154,7 +154,6 @@ def validate_render(model, cfg: ModelConfig, ds, indices: list[int], device="cpu
     return res
 
 
-
 #: a ray sample is free while the ray has gathered less than this opacity
 FREE_OPACITY = 0.1
 
@@ -181,9 +180,8 @@ def label_free_threshold(model, cfg: ModelConfig, ds, indices: list[int], rays_p
         (tau, stats): the rays and samples used, and the balanced accuracy at tau.
     """
     from occ_core.models.occnerf import occupancy_logit, pixel_rays
-    from occ_core.ops.render import sample_depths
-
     from occ_core.models.predictor import frame_to_inputs
+    from occ_core.ops.render import sample_depths
 
     if not cfg.rendering_only:
         raise ValueError("label_free_threshold: only models trained by rendering alone have an occupancy threshold")
