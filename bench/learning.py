@@ -162,24 +162,36 @@ def apply_changes(cfg: dict, changes: dict[str, object], where: str) -> None:
         node[leaf] = value
 
 
-#: train fields that the command line overrides (``--steps``, ``--val-every 0``, ``--ckpt-every``)
-OVERRIDDEN_TRAIN_KEYS = ("steps", "val_every", "ckpt_every")
+#: train fields that the command line overrides (``--steps``, ``--val-every 0``, ``--ckpt-every``),
+#: and ``calibrate_threshold``, which chooses the output threshold after training
+OVERRIDDEN_TRAIN_KEYS = ("steps", "val_every", "ckpt_every", "calibrate_threshold")
+#: top-level fields that set the output, not the training (``occ_threshold``: the run's own is used)
+OUTPUT_KEYS = ("occ_threshold",)
 
 
 def same_training(stored: dict, today: dict) -> bool:
     """Whether a stored run config trains the same model as today's, ignoring the train fields
     this script overrides on the command line (a config whose ``train.steps`` default changed
-    trains the same run at ``--steps N``)."""
+    trains the same run at ``--steps N``) and the output threshold (``occ_threshold``, chosen per
+    run; ``train.calibrate_threshold`` asks for it after training)."""
     def strip(c: dict) -> dict:
-        c = dict(c)
+        c = {k: v for k, v in c.items() if k not in OUTPUT_KEYS}
         c["train"] = {k: v for k, v in (c.get("train") or {}).items() if k not in OVERRIDDEN_TRAIN_KEYS}
         return c
     return strip(stored) == strip(today)
 
 
+def needs_calibration(cfg: dict, res: dict) -> bool:
+    """Whether a cached run's scores predate the calibrated threshold its config now asks for."""
+    return bool((cfg.get("train") or {}).get("calibrate_threshold")) and res.get("occ_threshold") is None
+
+
 def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
                     changes: dict[str, object] | None = None) -> dict:
-    """Train config ``name`` (its run name: ``name`` or ``config+variant``) for one seed and score it."""
+    """Train config ``name`` (its run name: ``name`` or ``config+variant``) for one seed and score it.
+
+    A cached run whose config now asks for ``train.calibrate_threshold`` is calibrated on the
+    training world (``python -m occ_core.training.calibrate``) and scored again, not retrained."""
     config = name.split("+")[0]
     work = args.out / name / f"steps{args.steps}" / f"seed{seed}"
     metrics = work / "metrics.json"
@@ -188,16 +200,27 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
     cfg["seed"] = seed  # the initial weights (build_model)
     cfg.setdefault("train", {})["seed"] = seed  # data order and augmentation
     cfg_path = work / "config.yaml"
+    py = sys.executable
+    model = work / "run" / "model.pt"
+    run_cfg = work / "run" / "config.yaml"  # as trained (and with the run's occ_threshold, when chosen)
     if metrics.exists() and not args.fresh:
         if cfg_path.exists() and same_training(yaml.safe_load(cfg_path.read_text()), cfg):
-            print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
-            return json.loads(metrics.read_text())
+            res = json.loads(metrics.read_text())
+            if not needs_calibration(cfg, res):
+                print(f"== {name} seed {seed}: reusing {metrics}", flush=True)
+                return res
+            print(f"== {name} seed {seed}: calibrating the occupancy threshold of {model} on {train_root}", flush=True)
+            run([py, "-m", "occ_core.training.calibrate", "--config", str(run_cfg), "--checkpoint", str(model),
+                 "--dataroot", str(train_root), "--out", str(run_cfg), "--threads", str(args.threads)], args.threads)
+            res.update(predict_and_score(name, seed, cfg, work, heldout, args))
+            atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
+            atomic_write_text(metrics, json.dumps(res, indent=1))
+            return res
         print(f"== {name} seed {seed}: {CONFIG_DIR / (config + '.yaml')} changed since {metrics}; retraining", flush=True)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
-    py = sys.executable
     print(f"== {name} seed {seed}: training {args.steps} steps on {train_root}", flush=True)
     t0 = time.perf_counter()
     cpu_train = run([py, "-m", "occ_core.training.train", "--config", str(cfg_path), "--dataroot", str(train_root),
@@ -205,9 +228,21 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
                      "--ckpt-every", str(max(50, args.steps // 4)), "--threads", str(args.threads), "--no-progress"],
                     args.threads)
     wall_train = time.perf_counter() - t0
-    model = work / "run" / "model.pt"
-    run_cfg = work / "run" / "config.yaml"  # as trained (a rendering-only model's threshold is set there)
-    pred = work / "pred"
+    sd = torch.load(model, map_location="cpu")["model"]
+    res = dict(config=name, seed=seed, steps=args.steps, threads=args.threads,
+               params=sum(v.numel() for k, v in sd.items() if v.dtype.is_floating_point and "running_" not in k),
+               cpu_min_train=cpu_train / 60, wall_min_train=wall_train / 60)
+    res.update(predict_and_score(name, seed, cfg, work, heldout, args))
+    atomic_write_text(metrics, json.dumps(res, indent=1))
+    return res
+
+
+def predict_and_score(name: str, seed: int, cfg: dict, work: Path, heldout: Path, args) -> dict:
+    """The trained run in ``work/run`` predicts every held-out keyframe with its own config
+    (``occ-predict``) and is scored (:func:`score`, and :func:`score_flow` for flow models);
+    also its ``occ_threshold`` (None: the argmax) and the prediction's CPU / wall ms per frame."""
+    py = sys.executable
+    model, run_cfg, pred = work / "run" / "model.pt", work / "run" / "config.yaml", work / "pred"
     print(f"== {name} seed {seed}: predicting the held-out world", flush=True)
     t0 = time.perf_counter()
     cpu_pred = run([py, "-m", "occ_core.training.predict", "--config", str(run_cfg), "--checkpoint", str(model),
@@ -215,10 +250,7 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
     frames = len(list(pred.glob("*.npz")))
     wall_pred = time.perf_counter() - t0
     res = score(pred, heldout, work / "eval.json")
-    sd = torch.load(model, map_location="cpu")["model"]
-    res.update(config=name, seed=seed, steps=args.steps, threads=args.threads,
-               params=sum(v.numel() for k, v in sd.items() if v.dtype.is_floating_point and "running_" not in k),
-               cpu_min_train=cpu_train / 60, wall_min_train=wall_train / 60,
+    res.update(occ_threshold=yaml.safe_load(run_cfg.read_text()).get("occ_threshold"),
                cpu_ms_per_frame=1000 * cpu_pred / max(frames, 1), wall_ms_per_frame=1000 * wall_pred / max(frames, 1))
     shutil.rmtree(pred)  # 80 grids per run; the scores are kept
     if cfg.get("flow"):
@@ -228,7 +260,6 @@ def train_and_score(name: str, seed: int, args, train_root: Path, heldout: Path,
             args.threads)
         res.update(score_flow(pred_oo, heldout, work / "eval_openocc.json"))
         shutil.rmtree(pred_oo)
-    atomic_write_text(metrics, json.dumps(res, indent=1))
     return res
 
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 train = NuScenesOccDataset(a.train_root, scene_splits(a.train_root)["train"], OCC3D,
                                            image_hw=pred.cfg.image_hw)
                 tau, stats = label_free_threshold(pred.model, pred.cfg, train, list(range(0, len(train), LABEL_FREE_EVERY)))
-                cfg = dataclasses.replace(pred.cfg, render=dataclasses.replace(pred.cfg.render, occ_threshold=tau))
+                cfg = dataclasses.replace(pred.cfg, occ_threshold=tau)
                 pred.model.occ_threshold = tau
                 print(f"{name}: label-free occ_threshold {tau:.4f} ({stats})", flush=True)
                 occ = validate_render(pred.model, cfg, ds_m, keep, with_depth=False)  # depth: as above

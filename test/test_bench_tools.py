@@ -64,9 +64,9 @@ def test_learning_benchmark_reuses_a_run_only_while_its_config_is_unchanged(tmp_
     (work / "metrics.json").write_text(json.dumps({"mIoU": 12.5}))
     trained = []
 
-    def fake_run(cmd, threads):
+    def fake_run(cmd, threads):  # every subprocess is "python -m <module> ..."
         trained.append(cmd)
-        raise RuntimeError("retrained")
+        raise RuntimeError(cmd[2])
 
     monkeypatch.setattr(mod, "run", fake_run)
     assert mod.train_and_score("tiny", 0, args, tmp_path, tmp_path) == {"mIoU": 12.5}
@@ -75,10 +75,20 @@ def test_learning_benchmark_reuses_a_run_only_while_its_config_is_unchanged(tmp_
     (configs / "tiny.yaml").write_text("name: camera\nchannels: 8\ntrain: {lr: 0.002, steps: 3000, ckpt_every: 500}\n")
     assert mod.train_and_score("tiny", 0, args, tmp_path, tmp_path) == {"mIoU": 12.5}
     assert trained == []
-    (configs / "tiny.yaml").write_text("name: camera\nchannels: 16\ntrain: {lr: 0.002}\n")
-    with pytest.raises(RuntimeError, match="retrained"):
+    # asking for a calibrated threshold calibrates the trained run and scores it again; no retraining
+    (configs / "tiny.yaml").write_text("name: camera\nchannels: 8\nocc_threshold: 0.9\n"
+                                       "train: {lr: 0.002, calibrate_threshold: true}\n")
+    with pytest.raises(RuntimeError, match="occ_core.training.calibrate"):
         mod.train_and_score("tiny", 0, args, tmp_path, tmp_path)
-    assert len(trained) == 1 and yaml.safe_load((work / "config.yaml").read_text())["channels"] == 16
+    assert len(trained) == 1 and (work / "metrics.json").exists()
+    # a scored calibrated run is reused
+    (work / "metrics.json").write_text(json.dumps({"mIoU": 13.0, "occ_threshold": 0.9}))
+    assert mod.train_and_score("tiny", 0, args, tmp_path, tmp_path) == {"mIoU": 13.0, "occ_threshold": 0.9}
+    assert len(trained) == 1
+    (configs / "tiny.yaml").write_text("name: camera\nchannels: 16\ntrain: {lr: 0.002}\n")
+    with pytest.raises(RuntimeError, match="occ_core.training.train"):
+        mod.train_and_score("tiny", 0, args, tmp_path, tmp_path)
+    assert len(trained) == 2 and yaml.safe_load((work / "config.yaml").read_text())["channels"] == 16
 
 
 def test_camera_depth_scores_of_exact_uniform_and_shifted_heads():

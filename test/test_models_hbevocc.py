@@ -334,7 +334,9 @@ def test_multi_frame_model_carries_its_stack():
 def test_multi_frame_config_checks_name_the_field():
     doc = config_to_dict(load_config(MF_CFG))
     twin = load_config(MF_CFG)
-    assert dataclasses.replace(twin, temporal=None, hbevocc=dataclasses.replace(twin.hbevocc, frames=1)) == load_config(CFG)
+    single = load_config(CFG)  # the same but for the stack, and each checkpoint's own calibrated threshold
+    assert dataclasses.replace(twin, temporal=None, hbevocc=dataclasses.replace(twin.hbevocc, frames=1),
+                               occ_threshold=single.occ_threshold) == single
     assert twin.temporal.train_frames == twin.hbevocc.frames - 1
     with pytest.raises(OccDataError, match=r"x\.hbevocc\.frames: 3 stacks past frames' BEVs, which needs a 'temporal'"):
         config_from_dict(dict(doc, temporal=None), "x")
@@ -342,3 +344,28 @@ def test_multi_frame_config_checks_name_the_field():
         config_from_dict(dict(doc, hbevocc=dict(doc["hbevocc"], frames=1)), "x")
     with pytest.raises(OccDataError, match=r"x\.hbevocc\.frames: expected an integer >= 1, got 0"):
         config_from_dict(dict(doc, hbevocc=dict(doc["hbevocc"], frames=0), temporal=None), "x")
+
+
+def test_motion_blocks_reach_a_moved_object_that_the_reduction_alone_does_not():
+    """hbevocc.motion_dilations: the reduced stack at a cell depends on the previous frame 10
+    forward cells (8 m) away only through the dilated blocks; their reach is 1 + 2 * sum(d) cells
+    (the 3x3 reduction's 1, then two convs per block)."""
+    cfg = load_config(MF_CFG)
+    moving = dataclasses.replace(cfg, hbevocc=dataclasses.replace(cfg.hbevocc, motion_dilations=(2, 4)))
+    influence = {}
+    for name, c in (("reduction", cfg), ("motion", moving)):
+        model = build_model(c).eval()
+        C, K = c.hbevocc.channels, c.hbevocc.frames
+        stack = torch.randn(1, K * C, 40, 40, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        bev = model.temporal_reduce(stack)
+        if model.temporal_motion is not None:
+            bev = model.temporal_motion(bev)
+        bev[0, :, 20, 20].sum().backward()
+        influence[name] = stack.grad[0, C:].abs().sum(0)[20]  # (40,) along x through the centre cell
+    assert influence["reduction"][21] > 0 and influence["reduction"][22:].sum() == 0
+    assert influence["motion"][30] > 0 and influence["motion"][10] > 0  # 10 cells ahead and behind
+    assert influence["motion"][20 + 13] > 0 and influence["motion"][20 + 14:].sum() == 0
+    assert build_model(cfg).temporal_motion is None  # the shipped config: no blocks, same weights
+    single = config_to_dict(load_config(CFG))
+    with pytest.raises(OccDataError, match=r"motion_dilations: \[2\]; expected dilations >= 1, on a multi-frame"):
+        config_from_dict(dict(single, hbevocc=dict(single["hbevocc"], motion_dilations=[2])))

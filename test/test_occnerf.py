@@ -373,9 +373,9 @@ def test_occnerf_training_never_opens_gts(tiny_world, tmp_path, monkeypatch):
     # the output's occupancy threshold was chosen without labels, and saved with the run
     from occ_core.models.predictor import load_checkpoint_state
 
-    tau = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["render"]["occ_threshold"]
-    assert 1e-3 <= tau <= 0.9 and tau != _tiny_cfg().render.occ_threshold
-    assert load_checkpoint_state(tmp_path / "run" / "model.pt")["config"]["render"]["occ_threshold"] == tau
+    tau = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["occ_threshold"]
+    assert 1e-3 <= tau <= 0.9 and tau != _tiny_cfg().occupancy_threshold
+    assert load_checkpoint_state(tmp_path / "run" / "model.pt")["config"]["occ_threshold"] == tau
 
 
 def test_predict_depth_and_eval(tiny_world, tmp_path):
@@ -450,9 +450,9 @@ def test_rendering_supervised_heads_start_mostly_free(name):
     if cfg.render is not None:  # trained by rendering alone: the field of the head's own logits
         occupied = torch.sigmoid(out.field.geo)
         assert 0.02 < float(occupied.median()) < 0.1
-        # its output is that field thresholded at render.occ_threshold
+        # its output is that field thresholded at its occupancy threshold (0.5 unset)
         labels = out.logits.argmax(1)
-        assert torch.equal(labels == cfg.num_classes - 1, occupied[:, 0] <= cfg.render.occ_threshold)
+        assert torch.equal(labels == cfg.num_classes - 1, occupied[:, 0] <= cfg.occupancy_threshold)
     else:
         assert out.field is None
         assert float((1 - out.logits.softmax(1)[:, -1]).median()) > 0.8

@@ -37,7 +37,9 @@ TC = TemporalConfig()
 
 
 def small(cfg, train_frames=2):
-    return dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=SMALL_HW),
+    """Small images; the argmax output (an untrained model's occupancy sits under a trained one's
+    calibrated occ_threshold everywhere, so every label would be free)."""
+    return dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=SMALL_HW), occ_threshold=None,
                                temporal=dataclasses.replace(cfg.temporal, train_frames=train_frames))
 
 
@@ -257,6 +259,7 @@ def test_predictor_state_equals_the_training_forward_and_resets(synthetic_dataro
 def _temporal_config(tmp_path, cfg_path=CFG) -> Path:
     doc = yaml.safe_load(cfg_path.read_text())
     doc["image"]["size"] = list(SMALL_HW)
+    doc["occ_threshold"] = None  # as small(): the untrained model's argmax
     path = tmp_path / f"{cfg_path.stem}_small.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -42,6 +42,7 @@ from occ_core.grid import GridSpec
 from occ_core.models.config import ModelConfig
 from occ_core.models.lss import LSSViewTransformer, feature_pixel_centres
 from occ_core.models.occnerf import rendered_head_output
+from occ_core.models.output import thresholded_class_logits
 from occ_core.ops.deform_attn import _reference as deform_attn_reference
 
 #: What cannot go into an ONNX file, and why (the exporter's and the backends' errors quote it).
@@ -201,6 +202,8 @@ class DeployGraph(nn.Module):
         logits, flow = out if isinstance(out, tuple) else (out, None)
         if self.cfg.rendering_only:  # as the model's forward hook does
             logits, _ = rendered_head_output(logits, self.cfg, self.model.occ_threshold)
+        elif self.model.occ_threshold is not None:
+            logits = thresholded_class_logits(logits, self.model.occ_threshold)
         labels, scores = labels_and_scores(logits)
         return (logits, labels, scores) + ((flow,) if flow is not None else ())
 

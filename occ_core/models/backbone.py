@@ -32,15 +32,16 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, dims: int = 2) -> nn.Sequ
 
 
 class BasicBlock(nn.Module):
-    """ResNet BasicBlock (2D or 3D): two 3x3 convs + identity (or 1x1 projection) shortcut."""
+    """ResNet BasicBlock (2D or 3D): two 3x3 convs (dilated by ``dilation``, padded to keep the
+    size) + identity (or 1x1 projection) shortcut."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, dims: int = 2):
+    def __init__(self, cin: int, cout: int, stride: int = 1, dims: int = 2, dilation: int = 1):
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
-        self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.conv1 = conv(cin, cout, 3, stride, dilation, dilation=dilation, bias=False)
         self.bn1 = bn(cout)
-        self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.conv2 = conv(cout, cout, 3, 1, dilation, dilation=dilation, bias=False)
         self.bn2 = bn(cout)
         self.short = None
         if stride != 1 or cin != cout:

@@ -157,7 +157,7 @@ class OccNeRFConfig:
         cnn_channels: width of the 3D CNN.
         cnn_blocks: residual 3D blocks of the CNN.
 
-    Its Occ3D output's occupancy threshold is ``render.occ_threshold``.
+    Its Occ3D output thresholds occupancy at ``occ_threshold`` (0.5 when unset).
     """
 
     field_dims: tuple[int, int, int] = (60, 60, 12)
@@ -192,14 +192,6 @@ class RenderConfig:
             default): no LiDAR rays.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
-        occ_threshold: for a model trained by rendering alone (``occ3d: 0``, and OccNeRF), a
-            voxel of the Occ3D output is occupied where the field's occupancy probability at its
-            centre exceeds this (prob mode: the per-sample stopping probability, sigmoid of the
-            geometry logit; density mode: 1 - exp(-sigma * voxel size)). Rendering spreads a
-            surface over samples whose probabilities each stay well below 0.5, so the argmax
-            against "free" would call it free (RenderOcc thresholds its density the same way).
-            :func:`occ_core.training.render_eval.label_free_threshold` chooses it without 3D
-            labels. Models that also learn from 3D labels (``occ3d > 0``) take the argmax.
         depth_stride: at validation and ``occ-predict --format depth``, one ray per
             ``depth_stride`` x ``depth_stride`` source pixels (upsampled to the source size).
     """
@@ -222,7 +214,6 @@ class RenderConfig:
     lidar_rays: int = 256
     lidar_max_depth: float = 52.0
     occ3d: float = 0.0
-    occ_threshold: float = 0.5
     depth_stride: int = 4
 
 
@@ -280,6 +271,10 @@ class HBEVOccConfig:
             reduction conv, the same weights). K > 1 needs a ``temporal`` section (the stack is
             the model's recurrent state, :func:`occ_core.models.temporal.push_bev_stack`) and
             a ``temporal`` section needs K > 1.
+        motion_dilations: K > 1 only: residual blocks of two dilated 3x3 convs, one per entry,
+            on the reduced stack. An object moving at 10 m/s shifts 5 m (6 forward cells at
+            0.8 m) between keyframes, beyond what the 3x3 reduction can relate; blocks with
+            dilations d_i reach ``2 * sum(d_i)`` cells each way. ``[]`` (the default): none.
     """
 
     channels: int = 32
@@ -292,6 +287,7 @@ class HBEVOccConfig:
     hada_layers: int = 1
     dropout: float = 0.0
     frames: int = 1
+    motion_dilations: tuple[int, ...] = ()
 
 
 @dataclass
@@ -403,6 +399,11 @@ class TrainConfig:
             validation and ``model.pt`` use the averaged weights (the checkpoint keeps both).
         seed: data order and augmentation seed.
         num_workers: DataLoader workers.
+        calibrate_threshold: at the end of training, ``occ-train`` sets the classifier's
+            ``occ_threshold`` to the one that maximises geometric IoU (camera mask) on labelled
+            frames it trained on (:func:`occ_core.training.calibrate.iou_threshold`), in the
+            work dir's ``config.yaml`` and ``model.pt``. Not for models trained by rendering
+            alone (they get a label-free threshold).
     """
 
     batch_size: int = 1
@@ -422,6 +423,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     seed: int = 0
     num_workers: int = 0
+    calibrate_threshold: bool = False
 
 
 @dataclass
@@ -449,6 +451,16 @@ class ModelConfig:
             models whose forward takes a previous BEV (``name: bevformer``) support it.
         loss, train: see :class:`LossConfig`, :class:`TrainConfig`.
         seed: parameter initialisation seed.
+        occ_threshold: the Occ3D output's occupancy threshold (:mod:`occ_core.models.output`):
+            a voxel is occupied where its occupancy probability exceeds it, and takes its best
+            non-free class there. The probability is ``1 - softmax(logits)[free]`` for a
+            classifier, the field's at the voxel centre for a model trained by rendering alone
+            (prob mode: sigmoid of the geometry logit; density mode: ``1 - exp(-sigma * voxel
+            size)``). ``null``: the argmax of the logits (a classifier) or 0.5 (rendering
+            alone). ``occ-train`` chooses it for rendering-only models without 3D labels
+            (:func:`occ_core.training.render_eval.label_free_threshold`) and, with
+            ``train.calibrate_threshold``, for classifiers from labelled training frames
+            (:func:`occ_core.training.calibrate.iou_threshold`).
     """
 
     name: str = "camera"
@@ -473,6 +485,7 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    occ_threshold: float | None = None
 
     @property
     def grid_spec(self) -> GridSpec:
@@ -482,8 +495,16 @@ class ModelConfig:
     @property
     def rendering_only(self) -> bool:
         """Whether the model learns by rendering alone (OccNeRF, or a ``render`` section with
-        ``occ3d: 0``): its Occ3D output thresholds occupancy at ``render.occ_threshold``."""
+        ``occ3d: 0``): its Occ3D output thresholds occupancy (:attr:`occupancy_threshold`)."""
         return self.render is not None and (self.occnerf is not None or self.render.occ3d <= 0)
+
+    @property
+    def occupancy_threshold(self) -> float | None:
+        """The threshold the Occ3D output applies: ``occ_threshold``, or 0.5 for a model trained
+        by rendering alone without one; None = the argmax of the logits."""
+        if self.occ_threshold is None and self.rendering_only:
+            return 0.5
+        return self.occ_threshold
 
     @property
     def uses_camera(self) -> bool:
@@ -560,7 +581,13 @@ def config_from_dict(doc: dict, where: str = "config") -> ModelConfig:
     """Build a :class:`ModelConfig` from a parsed YAML mapping (``where`` names it in errors)."""
     if not isinstance(doc, dict):
         raise OccDataError(f"{where}: expected a mapping at the top level")
+    if isinstance(doc.get("render"), dict) and "occ_threshold" in doc["render"]:
+        raise OccDataError(f"{where}.render.occ_threshold: the occupancy threshold is the top-level key "
+                           f"occ_threshold now (it applies to every model); move it there")
     cfg = _from_dict(ModelConfig, doc, where)
+    if cfg.occ_threshold is not None and not 0.0 < cfg.occ_threshold < 1.0:
+        raise OccDataError(f"{where}.occ_threshold: expected 0 < threshold < 1 (or null: the argmax), "
+                           f"got {cfg.occ_threshold}")
     if cfg.grid not in GRIDS:
         raise OccDataError(f"{where}.grid: {cfg.grid!r} is not one of {sorted(GRIDS)}")
     if cfg.head not in ("voxel", "c2h"):
@@ -696,8 +723,6 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
     for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "occ3d"):
         if getattr(r, key) < 0:
             raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
-    if not 0.0 < r.occ_threshold < 1.0:
-        raise OccDataError(f"{where}.occ_threshold: expected 0 < threshold < 1, got {r.occ_threshold}")
     if r.lidar_max_depth <= r.near:
         raise OccDataError(f"{where}.lidar_max_depth: expected > near ({r.near} m), got {r.lidar_max_depth}")
     if cfg.occnerf is not None and r.occ3d:
@@ -748,6 +773,9 @@ def _check_hbevocc(cfg: ModelConfig, where: str) -> None:
     if hb.frames > 1 and cfg.temporal is None:
         raise OccDataError(f"{where}.frames: {hb.frames} stacks past frames' BEVs, which needs a 'temporal' section "
                            f"(the reset rule and train_frames; train_frames = frames - 1 = {hb.frames - 1} fills the stack)")
+    if hb.motion_dilations and (hb.frames < 2 or min(hb.motion_dilations) < 1):
+        raise OccDataError(f"{where}.motion_dilations: {list(hb.motion_dilations)}; expected dilations >= 1, "
+                           f"on a multi-frame stack (frames >= 2, got {hb.frames})")
     if hb.hada_height_keys < 0:
         raise OccDataError(f"{where}.hada_height_keys: expected an integer >= 0, got {hb.hada_height_keys}")
     if hb.hada_offset_range <= 0:

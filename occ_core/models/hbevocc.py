@@ -250,6 +250,8 @@ class HBEVOccNet(nn.Module):
         # multi-frame: built last, so the other modules draw the same initial weights as with K = 1
         self.frames = hb.frames
         self.temporal_reduce = conv_bn_relu(hb.frames * C, C) if hb.frames > 1 else None
+        self.temporal_motion = (nn.Sequential(*[BasicBlock(C, C, dilation=d) for d in hb.motion_dilations])
+                                if hb.motion_dilations else None)
 
     def forward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int],
                     prev_bev: torch.Tensor | None = None, T_cur_from_prev: torch.Tensor | None = None,
@@ -259,7 +261,8 @@ class HBEVOccNet(nn.Module):
 
         With K = ``hbevocc.frames`` > 1, ``stack`` is this frame's BEV followed by ``prev_bev``
         (the previous stack) warped by ``T_cur_from_prev`` without its oldest slot
-        (:func:`~occ_core.models.temporal.push_bev_stack`) and F is its reduction; with K = 1,
+        (:func:`~occ_core.models.temporal.push_bev_stack`) and F is its reduction (then the
+        ``motion_dilations`` blocks); with K = 1,
         F is this frame's BEV and ``stack`` is F.
         """
         out = self.lss(feats, inputs.intrinsics, inputs.T_base_from_cam, image_hw)
@@ -268,6 +271,8 @@ class HBEVOccNet(nn.Module):
         stack = push_bev_stack(prev_bev, bev, T_cur_from_prev, prev_valid, self.fwd_grid, self.frames)
         if self.temporal_reduce is not None:
             bev = self.temporal_reduce(stack)
+        if self.temporal_motion is not None:
+            bev = self.temporal_motion(bev)
         return bev, self.bev_encoder_down(bev), out.depth_probs, stack
 
     def backward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int]) -> torch.Tensor:

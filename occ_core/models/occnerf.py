@@ -11,7 +11,7 @@ Data flow (B samples, N cameras; the field lives in contracted ``base_link`` coo
            (prob mode: occupancy logit; density mode: pre-softplus density), channels 1.. the
            class logits of the K' = K - 1 non-free classes
     occupancy output: the field sampled at the Occ3D voxel centres ->
-           logits (B, K, X, Y, Z) by :func:`thresholded_logits` (tau = ``render.occ_threshold``)
+           logits (B, K, X, Y, Z) by :func:`thresholded_logits` (tau = ``occ_threshold``)
 
 Rays are rendered from the field by :func:`render_camera_rays` (also used on other models'
 Occ3D logits through :func:`field_from_logits`, RenderOcc-style).
@@ -20,7 +20,6 @@ Occ3D logits through :func:`field_from_logits`, RenderOcc-style).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ from torch import nn
 from occ_core.models.backbone import BasicBlock, ImageEncoder, conv_bn_relu
 from occ_core.models.config import ModelConfig, RenderConfig
 from occ_core.models.occnet import MODELS, OccInputs, OccOutput
+from occ_core.models.output import occupancy_logit_of_classes, thresholded_logits
 from occ_core.ops.render import RenderResult, contract, render_rays, sample_depths, sample_field, uncontract
 
 
@@ -82,9 +82,7 @@ class VoxelField:
 def field_from_logits(logits: torch.Tensor, lo, hi) -> VoxelField:
     """A box :class:`VoxelField` from Occ3D-style logits (B, K, X, Y, Z) (free = K - 1):
     occupancy logit ``logsumexp(l[:K-1]) - l[K-1]`` (so sigmoid of it = 1 - softmax free)."""
-    sem = logits[:, :-1]
-    geo = torch.logsumexp(sem, 1, keepdim=True) - logits[:, -1:]
-    return VoxelField(geo, sem, tuple(lo), tuple(hi), contracted=False)
+    return VoxelField(occupancy_logit_of_classes(logits), logits[:, :-1], tuple(lo), tuple(hi), contracted=False)
 
 
 def pixel_rays(intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,29 +157,11 @@ def render_camera_rays(field: VoxelField, intrinsics: torch.Tensor, T_base_from_
                      torch.cat(weights, 1).reshape(M * R, S), edges)
 
 
-def thresholded_logits(occ_logit: torch.Tensor, sem: torch.Tensor, tau: float) -> torch.Tensor:
-    """Occ3D logits whose argmax thresholds occupancy at ``tau`` (models trained by rendering).
-
-    Args:
-        occ_logit: (...,) logit of each voxel's occupancy probability p.
-        sem: (..., K') logits of the K' = K - 1 non-free classes.
-
-    Returns:
-        (..., K): class k = logit(p) - logit(tau) + log_softmax_k(sem) - max_j log_softmax_j(sem),
-        free (last) = 0. The argmax is free exactly where p <= tau and the best class elsewhere,
-        so the same predictor, eval and node code as every other model applies (the softmax
-        "scores" of these logits are not calibrated probabilities).
-    """
-    ls = F.log_softmax(sem, -1)
-    cls = occ_logit[..., None] - math.log(tau / (1.0 - tau)) + ls - ls.max(-1, keepdim=True).values
-    return torch.cat([cls, torch.zeros_like(occ_logit)[..., None]], -1)
-
-
 def occupancy_logit(geo: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """The logit of a voxel's occupancy probability from field geometry values (any shape):
     prob mode: the geometry is that logit; density mode: P(occupied) over one voxel's length,
     ``1 - exp(-softplus(geo) * step)`` (step = the grid's smallest voxel side). Voxels are
-    occupied where it exceeds ``logit(render.occ_threshold)``."""
+    occupied where it exceeds ``logit(occ_threshold)``."""
     if cfg.render.mode == "prob":
         return geo
     step = float(min(cfg.grid_spec.voxel_size))
@@ -228,7 +208,7 @@ class OccNeRFNet(nn.Module):
         if cfg.occnerf is None or cfg.render is None:
             raise ValueError("model 'occnerf' needs 'occnerf' and 'render' sections")
         self.cfg = cfg
-        self.occ_threshold = cfg.render.occ_threshold  # of the Occ3D output (bench/occnerf.py may set it)
+        self.occ_threshold = cfg.occupancy_threshold  # of the Occ3D output (bench/occnerf.py may set it)
         oc = cfg.occnerf
         grid = cfg.grid_spec
         self.lo, self.hi = tuple(grid.range_min), tuple(grid.range_max)

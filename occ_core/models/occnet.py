@@ -187,9 +187,12 @@ def _register_other_models() -> None:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model named by ``cfg.name``, initialised from ``cfg.seed`` (global RNG untouched).
-    With a ``render`` section the head starts mostly free (:func:`heads.start_mostly_free`);
-    trained by rendering alone (``cfg.rendering_only``), its eval-mode output is thresholded at
-    ``render.occ_threshold`` (:func:`occnerf.threshold_rendered_output`, a forward hook).
+    With a ``render`` section the head starts mostly free (:func:`heads.start_mostly_free`).
+    A forward hook makes the eval-mode output (:mod:`occ_core.models.output`): trained by
+    rendering alone (``cfg.rendering_only``), the rendered field thresholded at
+    ``cfg.occupancy_threshold`` (:func:`occnerf.threshold_rendered_output`); a classifier, its
+    logits thresholded at ``occ_threshold`` where one is set (:func:`output.threshold_class_output`).
+    ``model.occ_threshold`` holds the threshold (the calibration sets it).
 
     Every model maps :class:`OccInputs` to :class:`OccOutput`."""
     _register_other_models()
@@ -198,14 +201,19 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = MODELS[cfg.name](cfg)
+    from occ_core.models.occnerf import RENDER_START_GEO, threshold_rendered_output
+    from occ_core.models.output import threshold_class_output
+
     if cfg.render is not None and cfg.name != "occnerf":  # RenderOcc-style: render the head's logits
         from occ_core.models.heads import start_mostly_free
-        from occ_core.models.occnerf import RENDER_START_GEO, threshold_rendered_output
 
         start_mostly_free(model.head.cls, cfg.num_classes, RENDER_START_GEO[cfg.render.mode])
+    if cfg.name != "occnerf":  # OccNeRF thresholds its own field
+        model.cfg = cfg
+        model.occ_threshold = cfg.occupancy_threshold
         if cfg.rendering_only:  # no 3D labels: occupancy is thresholded, as OccNeRF's and RenderOcc's
-            model.cfg = cfg
-            model.occ_threshold = cfg.render.occ_threshold
             model.register_forward_hook(threshold_rendered_output)
+        else:  # a classifier: the argmax, or occupancy thresholded at occ_threshold
+            model.register_forward_hook(threshold_class_output)
     return model
 

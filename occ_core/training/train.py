@@ -190,19 +190,9 @@ class Trainer:
         return self.model if self.ema is None else self.ema.module
 
     def forward(self, batch, net=None):
-        """The model's output for the batch's current frames; a temporal batch (``batch.history``)
-        first builds the state from the previous frames without gradient
-        (:func:`occ_core.models.temporal.forward_with_history`)."""
-        inputs = batch.inputs.to(self.device)
+        """The model's output for the batch's current frames (:func:`forward_batch`)."""
         net = self.net if net is None else net
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            if not batch.history:
-                return net(inputs)
-            from occ_core.models.temporal import forward_with_history
-
-            model = self.model if net is self.net else net
-            return forward_with_history(model, inputs, [h.to(self.device) for h in batch.history],
-                                        batch.T_cur_from_prev.to(self.device), batch.link_valid.to(self.device), net)
+        return forward_batch(self.model if net is self.net else net, batch, self.device, self.amp, net)
 
     def compute_loss(self, batch) -> LossTerms:
         if self.cfg.render is not None:
@@ -302,6 +292,23 @@ class Trainer:
         rng = st["rng"]
         rng["torch"] = rng["torch"].cpu()
         _set_rng_state(rng)
+
+
+def forward_batch(model: torch.nn.Module, batch, device: torch.device, amp: bool = False, net=None):
+    """The model's output for an :class:`~occ_core.data.nuscenes_dataset.OccBatch`'s current
+    frames; a temporal batch (``batch.history``) first builds the state from the previous frames
+    without gradient (:func:`occ_core.models.temporal.forward_with_history`). ``net`` runs the
+    current frame (e.g. the DDP wrapper of ``model``; default ``model``); ``amp``: float16
+    autocast on CUDA."""
+    inputs = batch.inputs.to(device)
+    net = model if net is None else net
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        if not batch.history:
+            return net(inputs)
+        from occ_core.models.temporal import forward_with_history
+
+        return forward_with_history(model, inputs, [h.to(device) for h in batch.history],
+                                    batch.T_cur_from_prev.to(device), batch.link_valid.to(device), net)
 
 
 def schedule_warmup(t) -> int:
@@ -610,16 +617,24 @@ def _run(args) -> int:
     bar.close()
     if main_rank:
         save_checkpoint(trainer, ckpt_dir, args.keep_checkpoints, unreadable)
+        tau = None
         if cfg.rendering_only:  # occupancy threshold of the output, chosen without 3D labels
             from occ_core.training.render_eval import label_free_threshold
 
             tau, stats = label_free_threshold(trainer.eval_model, cfg, train_ds,
                                               list(range(0, len(train_ds), LABEL_FREE_EVERY)), device=device)
-            cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, occ_threshold=tau))
+            how = "label-free"
+        elif t.calibrate_threshold:  # the geometric-IoU threshold on labelled frames of --dataroot
+            from occ_core.training.calibrate import calibrate_on
+
+            tau, stats = calibrate_on(trainer.eval_model, cfg, root, device=device, nusc=train_ds.nusc)
+            how = "calibrated"
+        if tau is not None:
+            cfg = dataclasses.replace(cfg, occ_threshold=tau)
             trainer.eval_model.occ_threshold = tau
             atomic_write_text(work / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            print(f"occ-train: label-free occupancy threshold {tau:.4f} (render.occ_threshold in "
-                  f"{work / 'config.yaml'}; {stats})", file=sys.stderr, flush=True)
+            print(f"occ-train: {how} occupancy threshold {tau:.4f} (occ_threshold in {work / 'config.yaml'}; "
+                  f"{stats})", file=sys.stderr, flush=True)
         with atomic_path(work / "model.pt") as tmp:
             torch.save({"model": trainer.eval_model.state_dict(), "config": config_to_dict(cfg), "step": trainer.step}, tmp)
     validate()
