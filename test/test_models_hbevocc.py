@@ -235,6 +235,7 @@ def test_predictor_runs_hbevocc_yaml_from_its_checkpoint(tmp_path):
 
 # ------------------------------------------------------------------ multi-frame (hbevocc.frames > 1)
 MF_CFG = REPO / "config" / "models" / "hbevocc_temporal.yaml"
+FLOW_CFG = REPO / "config" / "models" / "hbevocc_flow.yaml"  # its single-frame twin
 
 
 def _slots(stack, k):
@@ -290,14 +291,16 @@ def test_bev_stack_warps_drops_the_oldest_and_zeros_resets():
 
 def test_single_frame_state_dict_is_unchanged_and_multi_frame_only_adds_the_reduction():
     """frames 1 (hbevocc.yaml) builds exactly the shipped hbevocc_demo.pt's keys and shapes; the
-    multi-frame config adds only the stack's reduction conv, and its other weights start equal."""
+    multi-frame config adds only the stack's reduction conv to its single-frame twin
+    (hbevocc_flow.yaml), and its other weights start equal."""
     from occ_core.models.predictor import load_checkpoint_state
 
-    single, multi = build_model(load_config(CFG)), build_model(load_config(MF_CFG))
+    single = build_model(load_config(CFG))
     assert load_config(CFG).hbevocc.frames == 1 and single.temporal_reduce is None
     shipped = load_checkpoint_state(REPO / "config" / "models" / "hbevocc_demo.pt")["model"]
+    assert {k: tuple(v.shape) for k, v in single.state_dict().items()} == {k: tuple(v.shape) for k, v in shipped.items()}
+    single, multi = build_model(load_config(FLOW_CFG)), build_model(load_config(MF_CFG))
     sd1, sdk = single.state_dict(), multi.state_dict()
-    assert {k: tuple(v.shape) for k, v in sd1.items()} == {k: tuple(v.shape) for k, v in shipped.items()}
     extra = sorted(set(sdk) - set(sd1))
     assert set(sd1) <= set(sdk) and extra and all(k.startswith("temporal_reduce.") for k in extra)
     assert sdk["temporal_reduce.0.weight"].shape == (32, 3 * 32, 3, 3)
@@ -334,9 +337,10 @@ def test_multi_frame_model_carries_its_stack():
 def test_multi_frame_config_checks_name_the_field():
     doc = config_to_dict(load_config(MF_CFG))
     twin = load_config(MF_CFG)
-    single = load_config(CFG)  # the same but for the stack, and each checkpoint's own calibrated threshold
+    single = load_config(FLOW_CFG)  # the same but for the stack and its checkpoint's calibrated threshold
     assert dataclasses.replace(twin, temporal=None, hbevocc=dataclasses.replace(twin.hbevocc, frames=1),
                                occ_threshold=single.occ_threshold) == single
+    assert dataclasses.replace(single, flow=False, occ_threshold=None) == dataclasses.replace(load_config(CFG), occ_threshold=None)
     assert twin.temporal.train_frames == twin.hbevocc.frames - 1
     with pytest.raises(OccDataError, match=r"x\.hbevocc\.frames: 3 stacks past frames' BEVs, which needs a 'temporal'"):
         config_from_dict(dict(doc, temporal=None), "x")

@@ -344,3 +344,25 @@ def test_shipped_checkpoint_fits_its_config():
     assert pred.needs_ego_pose and pred.cfg.flow
     with pytest.raises(OccDataError, match="weights do not fit"):
         load_predictor(REPO / "config" / "models" / "camera.yaml", ckpt)
+
+
+@pytest.mark.parametrize("batch_stats", [False, True])
+def test_history_frames_run_in_the_mode_the_config_names(synthetic_dataroot, batch_stats):
+    """temporal.history_batch_stats: a training item's previous frames run in training mode
+    (BatchNorm on batch statistics, as the current frame) or in eval mode; the model ends in the
+    mode it started in, and an eval-mode model runs every frame in eval mode."""
+    cfg = small(load_config(HBEV_CFG), train_frames=1)
+    cfg = dataclasses.replace(cfg, temporal=dataclasses.replace(cfg.temporal, history_batch_stats=batch_stats))
+    model = build_model(cfg)
+    modes = []
+    model.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+    ds = NuScenesOccDataset(synthetic_dataroot, ["scene-0001"], OCC3D, image_hw=SMALL_HW, history=1)
+    batch = collate([ds[1]], cfg)
+    with torch.no_grad():
+        model.train()
+        forward_with_history(model, batch.inputs, batch.history, batch.T_cur_from_prev, batch.link_valid)
+        assert modes == [batch_stats, True] and model.training
+        modes.clear()
+        model.eval()
+        forward_with_history(model, batch.inputs, batch.history, batch.T_cur_from_prev, batch.link_valid)
+        assert modes == [False, False] and not model.training

@@ -236,6 +236,11 @@ class TemporalConfig:
         train_frames: previous keyframes of the same scene per training item (history length,
             >= 1); they run without gradient to build the state, oldest first, each linked to
             the next by the same rule.
+        history_batch_stats: in training, the previous frames run in training mode too, so
+            their BatchNorm uses batch statistics as the current frame's does (BEVDet4D's
+            no-grad history); false: they run in eval mode (running statistics), so the state
+            and the current frame are normalised differently until the running statistics
+            settle. Inference is the same either way (every frame in eval mode).
     """
 
     period_s: float = 0.5
@@ -243,6 +248,7 @@ class TemporalConfig:
     max_translation_m: float = 10.0
     max_rotation_deg: float = 45.0
     train_frames: int = 2
+    history_batch_stats: bool = False
 
 
 @dataclass

@@ -228,6 +228,10 @@ def forward_with_history(model: torch.nn.Module, inputs, history: list, T_cur_fr
                          link_valid: torch.Tensor, net: torch.nn.Module | None = None):
     """Run an item's previous frames without gradient, then the current frame on their state.
 
+    The previous frames run in eval mode, or, when the model trains and its config says
+    ``temporal.history_batch_stats``, in training mode (BatchNorm on batch statistics, as the
+    current frame).
+
     Args:
         model: the temporal model (forward ``(inputs, prev_bev, T_cur_from_prev, prev_valid)``,
             returning an output with ``bev`` (B, C, X', Y')).
@@ -249,7 +253,8 @@ def forward_with_history(model: torch.nn.Module, inputs, history: list, T_cur_fr
     prev = None
     if history:
         was_training = model.training
-        model.eval()
+        temporal = model.cfg.temporal
+        model.train(was_training and temporal is not None and temporal.history_batch_stats)
         with torch.no_grad():
             for s, past in enumerate(history):
                 valid = link_valid[s]
