@@ -125,9 +125,9 @@ def test_config_checks_name_the_field(tmp_path):
     lss = yaml.safe_load((REPO / "config/models/camera.yaml").read_text())
     with pytest.raises(OccDataError, match="temporal: model 'camera' has no temporal state"):
         config_from_dict(dict(lss, temporal={}), "cfg")
-    # the twin is the same model without the state
+    # the twin is the same model without the state (and without its checkpoint's calibrated threshold)
     twin, temporal = load_config(TWIN), load_config(CFG)
-    assert twin.temporal is None and dataclasses.replace(temporal, temporal=None) == twin
+    assert twin.temporal is None and dataclasses.replace(temporal, temporal=None, occ_threshold=twin.occ_threshold) == twin
 
 
 # ------------------------------------------------------------------ training items
