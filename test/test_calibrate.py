@@ -13,7 +13,9 @@ from occ_core.errors import OccDataError
 from occ_core.models.config import config_from_dict, load_config
 from occ_core.models.occnet import build_model
 from occ_core.models.output import occupancy_logit_of_classes, thresholded_class_logits
+from occ_core.models.predictor import frame_to_inputs
 from occ_core.training.calibrate import LOGIT_EDGES, iou_threshold, occupancy_histograms
+from test_models import make_frame
 
 REPO = Path(__file__).resolve().parent.parent
 LIDAR_CFG = REPO / "config" / "models" / "lidar.yaml"
@@ -61,13 +63,7 @@ def test_iou_threshold_of_separable_scores_lies_between_them():
 def test_model_output_is_thresholded_in_eval_mode_only():
     cfg = load_config(REPO / "config" / "models" / "camera.yaml")
     cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)), occ_threshold=None)
-    from occ_core.models.occnet import OccInputs
-
-    g = torch.Generator().manual_seed(0)
-    eye = torch.eye(4).repeat(1, 6, 1, 1)
-    eye[..., :3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical z = base x
-    K = torch.tensor([[30.0, 0, 32], [0, 30.0, 16], [0, 0, 1]]).repeat(1, 6, 1, 1)
-    inputs = OccInputs(torch.randn(1, 6, 3, 32, 64, generator=g), K, eye, None)
+    inputs = frame_to_inputs(make_frame(), cfg)
     model = build_model(cfg).eval()
     with torch.no_grad():
         raw = model(inputs).logits
