@@ -211,6 +211,50 @@ def test_automask_masks_a_static_camera():
     assert float(kept2.float().mean()) > 0.9
 
 
+def test_photometric_ignore_drops_labelled_pixels_from_the_loss():
+    # half of the patches see a "car" whose depth is wrong (as a car moving with the ego would be
+    # explained): with the car class ignored the loss is the other half's, ~ 0
+    from occ_core.classes import OCC3D_INDEX
+    from occ_core.training.render_losses import labels_at
+
+    tgt, src, K, T = _plane_views()
+    uv = _patch_uv()
+    d = torch.full(uv.shape[:2], 8.0)
+    car = torch.zeros_like(d, dtype=torch.bool)
+    car[:, : car.shape[1] // 2] = True
+    d[car] = 16.0
+    labels = torch.full((1, 48, 64), OCC3D_INDEX["driveable_surface"], dtype=torch.long)
+    iu, iv = uv[0, car[0], 0].round().long(), uv[0, car[0], 1].round().long()
+    labels[0, iv, iu] = OCC3D_INDEX["car"]
+    at = labels_at(labels, uv)
+    assert bool((at[car] == OCC3D_INDEX["car"]).all())
+    counted = ~torch.isin(at, torch.tensor([OCC3D_INDEX["car"]]))
+    assert 0 < int(counted.sum()) < counted.numel()
+    everything, _ = reprojection_loss(tgt, src, uv, d, K, T, 6, automask=False)
+    kept, _ = reprojection_loss(tgt, src, uv, d, K, T, 6, automask=False, counted=counted)
+    assert float(everything) > 0.02 and float(kept) < 0.25 * float(everything)
+    # outside the image: -1
+    assert int(labels_at(labels, torch.tensor([[[-3.0, 5.0], [70.0, 5.0]]]))[0].max()) == -1
+
+
+def test_photometric_ignore_config_names_occ3d_classes():
+    import yaml
+
+    from occ_core.errors import OccDataError
+
+    doc = yaml.safe_load((ROOT / "config" / "models" / "occnerf.yaml").read_text())
+
+    def with_render(**kw):
+        return config_from_dict({**doc, "render": {**doc["render"], **kw}})
+
+    assert with_render(photometric_ignore=["car", "pedestrian"]).render.photometric_ignore == ("car", "pedestrian")
+    assert with_render().render.photometric_ignore == ()  # OccNeRF's default: every pixel counts
+    with pytest.raises(OccDataError, match=r"photometric_ignore: \['cars'\]"):
+        with_render(photometric_ignore=["cars"])
+    with pytest.raises(OccDataError, match="photometric_ignore needs the 2D label folder"):
+        with_render(photometric_ignore=["car"], semantic=0.0, labels="")
+
+
 # ----------------------------------------------------------------------------- depth files
 def test_depth_png_round_trip(tmp_path):
     rng = np.random.default_rng(0)

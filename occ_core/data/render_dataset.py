@@ -93,7 +93,8 @@ class RenderDataset(NuScenesOccDataset):
     """Keyframes of ``scenes`` with source frames and 2D labels (see the module docstring).
 
     Args:
-        cfg: the model config (image size, ``render.labels``, ``render.semantic``, ``render.occ3d``).
+        cfg: the model config (image size, ``render.labels``, ``render.semantic``,
+            ``render.photometric_ignore``, ``render.occ3d``).
         Other arguments as :class:`NuScenesOccDataset`; no BEV augmentation (it would break
         the photometric geometry).
     """
@@ -102,7 +103,7 @@ class RenderDataset(NuScenesOccDataset):
         super().__init__(dataroot, scenes, cfg.grid_spec, 1, nusc=nusc, image_hw=cfg.image_hw)
         self.cfg = cfg
         rc = cfg.render
-        self.with_labels = bool(rc.semantic and rc.labels)
+        self.with_labels = bool((rc.semantic or rc.photometric_ignore) and rc.labels)
         self.with_gts = rc.occ3d > 0
         if self.with_labels and not (self.dataroot / rc.labels).is_dir():
             raise OccDataError(f"{self.dataroot / rc.labels}: no 2D label folder (render.labels: {rc.labels!r}); "

@@ -179,6 +179,10 @@ class RenderConfig:
             patches of ``patch_size`` pixels of the network-input image (SSIM needs patches).
         photometric: weight of the photometric loss (0.85 SSIM + 0.15 L1, per-pixel minimum
             over the source frames, Monodepth2 auto-masking when ``automask``).
+        photometric_ignore: Occ3D class names whose pixels (by the 2D labels) leave the
+            photometric loss: things that may move (vehicles, pedestrians) break its static-world
+            assumption, which explains an object moving with the ego by infinite depth. Empty
+            (OccNeRF, the default): every pixel counts. Needs ``labels``.
         semantic: weight of the cross entropy of the rendered semantics against the 2D labels
             (OccNeRF: 0.05); 0 reads no 2D labels.
         labels: dataroot folder of the 2D labels (``semantic2d``, or ``semantic2d_corrupt``).
@@ -205,6 +209,7 @@ class RenderConfig:
     patch_size: int = 6
     photometric: float = 1.0
     automask: bool = True
+    photometric_ignore: tuple[str, ...] = ()
     semantic: float = 0.05
     labels: str = "semantic2d"
     distortion: float = 0.01
@@ -735,6 +740,15 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.occ3d: the occnerf model trains without 3D labels (occ3d: 0)")
     if r.semantic and not r.labels:
         raise OccDataError(f"{where}.labels: a 2D label folder is needed when semantic > 0")
+    if r.photometric_ignore:
+        from occ_core.classes import OCC3D_CLASSES
+
+        bad = [n for n in r.photometric_ignore if n not in OCC3D_CLASSES[:-1]]
+        if bad:
+            raise OccDataError(f"{where}.photometric_ignore: {bad} not Occ3D object or stuff classes "
+                               f"(expected names from {list(OCC3D_CLASSES[:-1])})")
+        if not r.labels:
+            raise OccDataError(f"{where}.labels: photometric_ignore needs the 2D label folder")
     if r.labels:
         from occ_core.paths import safe_component
 

@@ -11,7 +11,9 @@ network-input image are rendered (depth, semantics) through the model's field
   reflection padded, C1 = 0.01^2, C2 = 0.03^2, RGB in 0..1, averaged over channels); the
   per-pixel **minimum over the source frames**; with **auto-masking** the unwarped source
   frames' losses (plus 1e-5 noise) join the minimum, so pixels that do not change between
-  frames (a static camera, objects moving with the ego, sky) drop out; the mean over pixels.
+  frames (a static camera, objects moving with the ego, sky) drop out; the mean over pixels,
+  without the pixels whose 2D label is one of ``render.photometric_ignore`` (things that may
+  move; off by default, as in OccNeRF).
   Points that land behind a source camera get a loss of 1 (the other source wins).
 - **semantic**: cross entropy of the rendered class logits against the 2D labels at the
   patch pixels (ignore index -1), weight ``render.semantic`` (OccNeRF: 0.05).
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from occ_core.classes import OCC3D_INDEX
 from occ_core.models.config import RenderConfig
 from occ_core.models.occnerf import RayRender, VoxelField, render_camera_rays
 from occ_core.ops.render import distortion_loss
@@ -91,7 +94,8 @@ def warp_pixels(uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T_src_fr
 
 
 def reprojection_loss(rgb_tgt: torch.Tensor, src: torch.Tensor, uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
-                      T_src_from_tgt: torch.Tensor, patch: int, automask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                      T_src_from_tgt: torch.Tensor, patch: int, automask: bool = True,
+                      counted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Monodepth2's minimum reprojection loss with auto-masking on patches.
 
     Args:
@@ -99,9 +103,12 @@ def reprojection_loss(rgb_tgt: torch.Tensor, src: torch.Tensor, uv: torch.Tensor
         uv: (M, P * p * p, 2) patch pixels (patch-major, row-major inside a patch).
         depth: (M, P * p * p) rendered z-depth; K: (M, 3, 3); T_src_from_tgt: (M, J, 4, 4).
         patch: p.
+        counted: (M, P * p * p) bool, the pixels the loss averages over (None: all); SSIM
+            windows still read their neighbours.
 
     Returns:
-        (scalar mean loss, (M, P*p*p) bool: pixels the auto-mask kept).
+        (scalar mean loss over the counted pixels (0 if none), (M, P*p*p) bool: pixels the
+        auto-mask kept).
     """
     M, R = depth.shape
     J = src.shape[1]
@@ -120,11 +127,15 @@ def reprojection_loss(rgb_tgt: torch.Tensor, src: torch.Tensor, uv: torch.Tensor
         if automask:
             idents.append(photometric_error(patches(sample_image(src[:, j], uv)), tgt).view(M, R))
     reproj = torch.stack(errs, -1).min(-1).values
+
+    def mean(e: torch.Tensor) -> torch.Tensor:
+        return e.mean() if counted is None else (e * counted).sum() / counted.sum().clamp_min(1)
+
     if not automask:
-        return reproj.mean(), torch.ones_like(reproj, dtype=torch.bool)
+        return mean(reproj), torch.ones_like(reproj, dtype=torch.bool)
     ident = torch.stack(idents, -1).min(-1).values + 1e-5 * torch.randn_like(reproj)
     combined = torch.minimum(reproj, ident.detach())
-    return combined.mean(), reproj < ident
+    return mean(combined), reproj < ident
 
 
 def smoothness_loss(depth: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
@@ -221,6 +232,17 @@ def random_patches(B: int, N: int, hw: tuple[int, int], rc: RenderConfig, device
     return torch.stack([u, v], -1).reshape(B, N, P * p * p, 2).float()
 
 
+def labels_at(labels: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """(M, R) int64 labels of (M, H, W) 2D label maps at pixels uv (M, R, 2) (nearest pixel; -1
+    where uv lies outside the image)."""
+    M, H, W = labels.shape
+    iu, iv = uv[..., 0].round().long(), uv[..., 1].round().long()
+    inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H)
+    m = torch.arange(M, device=labels.device)[:, None]
+    target = labels[m, iv.clamp(0, H - 1), iu.clamp(0, W - 1)]
+    return torch.where(inside, target, torch.full_like(target, -1))
+
+
 def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor, rgb: torch.Tensor,
                 src_rgb: torch.Tensor, T_src_from_tgt: torch.Tensor, labels: torch.Tensor | None,
                 rc: RenderConfig, points: list[torch.Tensor] | None = None) -> RenderTerms:
@@ -247,8 +269,12 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
     depth = rr.depth.view(M, -1)
     kept = 1.0
     if rc.photometric:
+        counted = None
+        if rc.photometric_ignore and labels is not None:
+            ignore = torch.tensor([OCC3D_INDEX[n] for n in rc.photometric_ignore], device=labels.device)
+            counted = ~torch.isin(labels_at(labels.flatten(0, 1), uvm), ignore)
         pe, keep = reprojection_loss(rgb.flatten(0, 1), src_rgb.flatten(0, 1), uvm, depth, intrinsics.flatten(0, 1),
-                                     T_src_from_tgt.flatten(0, 1), p, rc.automask)
+                                     T_src_from_tgt.flatten(0, 1), p, rc.automask, counted)
         terms["photometric"] = rc.photometric * pe
         kept = float(keep.float().mean())
     if rc.smoothness:
@@ -268,13 +294,8 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
             sem_logits.append(rl.semantics)
             sem_uv.append(torch.where(hit.view(M, -1, 1), uv_l.view(M, -1, 2), torch.full_like(uv_l.view(M, -1, 2), -1)))
     if rr.semantics is not None and labels is not None:
-        lab = labels.flatten(0, 1)
         logits = torch.cat([x.reshape(M, -1, x.shape[-1]) for x in sem_logits], 1)  # (M, R', K')
-        uvs = torch.cat(sem_uv, 1)
-        iu, iv = uvs[..., 0].round().long(), uvs[..., 1].round().long()
-        inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H)
-        target = torch.stack([lab[m, iv[m].clamp(0, H - 1), iu[m].clamp(0, W - 1)] for m in range(M)])  # (M, R')
-        target = torch.where(inside, target, torch.full_like(target, -1))
+        target = labels_at(labels.flatten(0, 1), torch.cat(sem_uv, 1))  # (M, R')
         if (target >= 0).any():
             terms["semantic"] = rc.semantic * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                               target.reshape(-1), ignore_index=-1)
