@@ -157,3 +157,31 @@ def test_learning_benchmark_flow_scores_the_gt_flow_exact_and_zero_flow_worse(sy
     assert res["mAVE_zero_flow"] > 0.5
     assert res["RayIoU_openocc"] == pytest.approx(100.0)
     assert not (tmp_path / "pred_openocc_zeroflow").exists()
+
+
+def test_depth_breakdown_kinds_follow_height_and_voxel_flow():
+    """bench/depth_breakdown.py: a pixel is ground below the height cut, else static or moving by
+    the OpenOcc flow of the voxel its GT point falls in."""
+    mod = bench_module("depth_breakdown")
+    from occ_core.grid import OCC3D
+
+    # a camera 1.5 m above base_link looking along +x (optical z = base x, x = -y, y = -z)
+    T = np.eye(4)
+    T[:3, :3] = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    T[2, 3] = 1.5
+    K = np.array([[10.0, 0.0, 2.0], [0.0, 10.0, 2.0], [0.0, 0.0, 1.0]])
+    gt = np.full((4, 4), 8.0)  # every pixel's point 8 m ahead; rows 0-1 above the horizon, 2-3 below
+    # pixel row v (centre v + 0.5): z = 1.5 - (v + 0.5 - 2) / 10 * 8 -> 2.7, 1.9, 1.1, 0.3
+    gt[3] = 1.5 / ((3.5 - 2) / 10)  # the bottom row sees the ground plane: z = 0
+    speed = np.zeros(OCC3D.dims, np.float32)
+    p_top = np.array([[8.0, 0.0, 2.7]])
+    idx, inside = OCC3D.points_to_voxels(p_top)
+    assert inside.all()
+    speed[tuple(idx[0])] = 3.0  # the top-row points' voxel moves (columns differ only in y)
+    kinds = mod.pixel_kinds(gt, K, T, speed, ground_height=0.3, moving_speed=0.5)
+    assert (kinds[3] == 0).all()  # ground
+    assert (kinds[1:3] == 1).all()  # static, above the ground
+    ys = (np.arange(4) + 0.5 - 2.0) / 10.0 * -8.0  # the top row's base_link y per column
+    moving = OCC3D.points_to_voxels(np.stack([np.full(4, 8.0), ys, np.full(4, 2.7)], 1))[0][:, 1] == idx[0, 1]
+    assert (kinds[0][moving] == 2).all() and (kinds[0][~moving] == 1).all() and moving.any()
+    assert (mod.pixel_kinds(gt, K, T, None, 0.3, 0.5)[0] == 1).all()  # no flow label: static
