@@ -124,12 +124,12 @@ MODEL_POSE_WAIT_S = 1.0
 #: The ego pose stream counts as alive (worth waiting for) while its latest pose is at most this
 #: many seconds (stamp time) before the frame's stamp ...
 POSE_STREAM_ALIVE_S = 0.5
-#: ... or this many for temporal models: a keyframe-only bag carries /odom at 2 Hz, so the pose
-#: before a keyframe's is about 0.5 s older than it.
-MODEL_POSE_STREAM_ALIVE_S = 1.5
 #: Two ego poses further apart than this (s) are never interpolated between: the gap is missing
 #: data (or two recordings back to back), and the pose of the stamp inside it may still be on its way.
 POSE_MAX_GAP_S = 1.0
+#: ... or this many for temporal models: a keyframe-only bag carries /odom at 2 Hz, so the pose
+#: before a keyframe's is about 0.5 s older than it.
+MODEL_POSE_STREAM_ALIVE_S = 1.5
 
 
 def stamp_to_ns(stamp: Any) -> int:
