@@ -123,9 +123,6 @@ MODEL_POSE_WAIT_S = 1.0
 #: The ego pose stream counts as alive (worth waiting for) while its latest pose is at most this
 #: many seconds (stamp time) before the frame's stamp ...
 POSE_STREAM_ALIVE_S = 0.5
-#: Two ego poses further apart than this (s) are never interpolated between: the gap is missing
-#: data (or two recordings back to back), and the pose of the stamp inside it may still be on its way.
-POSE_MAX_GAP_S = 1.0
 #: ... or this many for temporal models: a keyframe-only bag carries /odom at 2 Hz, so the pose
 #: before a keyframe's is about 0.5 s older than it.
 MODEL_POSE_STREAM_ALIVE_S = 1.5
@@ -657,17 +654,15 @@ class OccupancyNode(Node):
         return bool(self.config.odom_topic) or isinstance(self.extrinsics, (TfMessageExtrinsics, TfExtrinsics))
 
     def _pose_at(self, stamp_ns: int, deadline: float, alive_s: float = POSE_STREAM_ALIVE_S) -> np.ndarray | None:
-        """``T_odom_base`` at ``stamp_ns``: the pose at the stamp, interpolated between poses at
-        most POSE_MAX_GAP_S apart, or the nearest within POSE_TOLERANCE_S. While there is none and
-        the ego pose stream is alive (its latest pose at most ``alive_s`` before the stamp, or
-        after it: poses from /odom and /tf arrive on their own callbacks, so a later pose may come
-        before the one at this stamp), wait for it until ``deadline`` (monotonic s); then None."""
+        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive (its latest pose at
+        most ``alive_s`` before the stamp) but has not reached the stamp yet (the pose at a sensor
+        stamp travels beside its message), wait for it until ``deadline`` (monotonic s); then take
+        the nearest pose within POSE_TOLERANCE_S, or None."""
         while True:
-            pose = self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S, POSE_MAX_GAP_S)
             latest = self.motion.latest_stamp()
-            if (pose is not None or latest is None or stamp_ns - latest > alive_s * 1e9
+            if (latest is None or latest >= stamp_ns or stamp_ns - latest > alive_s * 1e9
                     or time.monotonic() >= deadline):
-                return pose
+                return self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
             time.sleep(0.002)
 
     def camera_extrinsics(self, synced: SyncedSet, cam: str, T_static: np.ndarray,

@@ -58,12 +58,9 @@ class EgoMotion:
         with self._lock:
             return self._stamps[-1] if self._stamps else None
 
-    def pose_at(self, stamp_ns: int, tolerance_s: float | None = None,
-                max_gap_s: float | None = None) -> np.ndarray | None:
+    def pose_at(self, stamp_ns: int, tolerance_s: float | None = None) -> np.ndarray | None:
         """``T_odom_base`` (4, 4) at ``stamp_ns``, or None when no pose brackets it; outside the
-        kept poses the nearest one is used within ``tolerance_s`` (default: the constructor's).
-        With ``max_gap_s``, two poses more than that many seconds apart are not interpolated
-        between (None: a pose stream's gap, e.g. between two recordings, is not motion)."""
+        kept poses the nearest one is used within ``tolerance_s`` (default: the constructor's)."""
         tol_ns = self._tol_ns if tolerance_s is None else int(tolerance_s * 1e9)
         with self._lock:
             if not self._stamps:
@@ -76,8 +73,6 @@ class EgoMotion:
                 return self._poses[j].copy() if abs(self._stamps[j] - stamp_ns) <= tol_ns else None
             t0, t1 = self._stamps[i - 1], self._stamps[i]
             P0, P1 = self._poses[i - 1], self._poses[i]
-            if max_gap_s is not None and t1 - t0 > max_gap_s * 1e9:
-                return None
         a = (stamp_ns - t0) / (t1 - t0)
         T = np.eye(4)
         T[:3, 3] = (1 - a) * P0[:3, 3] + a * P1[:3, 3]

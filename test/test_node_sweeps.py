@@ -75,35 +75,6 @@ def test_ego_motion_interpolates_and_refuses_to_extrapolate():
     np.testing.assert_allclose(np.degrees(np.arctan2(mid[1, 0], mid[0, 0])), 45.0)
     assert m.pose_at(2_040_000_000) is not None and m.pose_at(2_060_000_000) is None
     assert m.pose_at(900_000_000) is None
-    # a gap in the stream (two recordings back to back) is not motion: no interpolation across it
-    assert m.pose_at(1_500_000_000, max_gap_s=0.9) is None
-    np.testing.assert_allclose(m.pose_at(1_500_000_000, max_gap_s=1.0), mid)
-    assert m.pose_at(1_000_000_000, max_gap_s=0.1) is not None  # a pose at the stamp itself needs no bracket
-
-
-def test_node_waits_for_the_pose_of_a_stamp_inside_a_gap():
-    """Poses from /odom and /tf arrive on their own callbacks, so one from after the stamp may come
-    before the stamp's own: the node waits for that one instead of interpolating across the gap."""
-    import threading
-    import time
-    from types import SimpleNamespace
-
-    from occ_ros.occupancy_node import OccupancyNode
-
-    m = EgoMotion()
-    m.add(1_000_000_000, make_transform([0.0, 0.0, 0.0], [1.0, 0, 0, 0]))
-    m.add(9_000_000_000, make_transform([80.0, 0.0, 0.0], [1.0, 0, 0, 0]))  # the next recording, 8 s on
-    node = SimpleNamespace(motion=m)
-    own = make_transform([0.3, 0.0, 0.0], [1.0, 0, 0, 0])
-    late = threading.Timer(0.05, lambda: m.add(1_030_000_000, own))
-    late.start()
-    got = OccupancyNode._pose_at(node, 1_030_000_000, time.monotonic() + 2.0)
-    late.join()
-    np.testing.assert_allclose(got, own)  # not the 0.3 % of the way to the next recording (0.24 m)
-    # nothing comes: None at the deadline, never the interpolation
-    t0 = time.monotonic()
-    assert OccupancyNode._pose_at(node, 5_000_000_000, t0 + 0.1) is None
-    assert time.monotonic() - t0 >= 0.1
 
 
 def test_node_aggregates_sweeps_with_odometry(synthetic_dataroot, tmp_path):
