@@ -30,7 +30,10 @@ from occ_core.deploy.graph import ExportError  # noqa: E402
 from occ_core.deploy.runtime import BackendUnavailableError, cached_export, load_backend_predictor  # noqa: E402
 from occ_core.models.predictor import frame_to_inputs, load_predictor  # noqa: E402
 
-ATOL = RTOL = 1e-4
+# fp32 ONNX Runtime against torch: the camera model's logits differ by up to 1.74e-4 on some runs and
+# not on others (near-zero logits; CI runs of 2026-12-01, an idle 2-core machine), so the absolute
+# tolerance sits above that; a wrong graph is off by far more, and the argmax must agree too
+ATOL, RTOL = 5e-4, 1e-4
 MIN_ARGMAX_AGREEMENT = 0.999
 MODELS = Path(__file__).resolve().parent.parent / "config" / "models"
 CAMERA = MODELS / "camera.yaml"
