@@ -42,7 +42,7 @@ from occ_core.formats import openocc  # noqa: E402
 from occ_core.formats.image_maps import map_path, read_depth_png  # noqa: E402
 from occ_core.grid import OCC3D  # noqa: E402
 from occ_core.models.predictor import load_predictor  # noqa: E402
-from occ_core.training.render_eval import predict_depth  # noqa: E402
+from occ_core.training.render_eval import predict_depth, source_cameras  # noqa: E402
 from _heldout import parse_models  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402
 
@@ -82,10 +82,9 @@ def breakdown(pred, ds: NuScenesOccDataset, indices: list[int], ground_height: f
         if flow_path.is_file():
             speed = np.linalg.norm(openocc.read(flow_path, True, OCC3D.dims).flow, axis=-1)
         rendered = predict_depth(pred.model, pred.cfg, frame, ds.nusc, token)
-        for k, (cam, filename, d) in enumerate(rendered):
+        cams = source_cameras(ds.nusc, token, frame.camera_names)  # K as recorded, in the same camera order
+        for k, ((cam, filename, d), (_, _, K, _)) in enumerate(zip(rendered, cams)):
             gt = read_depth_png(map_path(ds.dataroot / "depth", cam, filename), d.shape)
-            sd = ds.nusc.get("sample_data", ds.nusc.get("sample", token)["data"][cam])
-            K = np.asarray(ds.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])["camera_intrinsic"], float)
             kind = pixel_kinds(gt, K, np.asarray(frame.T_base_from_cam[k], float), speed, ground_height, moving_speed)
             valid = (gt > BANDS[0]) & (gt < BANDS[-1])
             g, p, kd = gt[valid], np.clip(d[valid], BANDS[0], BANDS[-1]), kind[valid]
