@@ -13,8 +13,8 @@ Geometry on a moving car (``camera_motion_compensation``, on by default): each c
 own time, up to ~45 ms off the LiDAR on nuScenes, so the node places it by the ego poses at both
 stamps, camera -> base_link(t_image) -> odom -> base_link(t_lidar):
 ``T = inv(P(t_lidar)) @ P(t_image) @ T_base_from_cam``, with ``P`` = ``T_odom_base`` from
-``odom_topic`` (and from ``/tf``'s ``* -> base_frame`` transforms when the node reads TF, through
-tf2_ros or tf2_msgs), interpolated (:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame
+``odom_topic``, or, when that is empty and the node reads TF (through tf2_ros or tf2_msgs), from
+``/tf``'s ``* -> base_frame`` transforms (one source, never both), interpolated (:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame
 extrinsics unchanged. When a pose is missing the camera keeps its static extrinsics and
 ``camera_static_fallbacks`` on /diagnostics counts it (``cameras_motion_compensated`` counts the
 others). Ego body (``ego_filter``, ``ego_footprint``): LiDAR points inside the footprint box in
@@ -120,6 +120,8 @@ POSE_WAIT_S = 0.1
 #: ... or this long (s) when the model itself needs the pose (temporal models: a frame without it
 #: resets their state, so a pose late by a loaded machine's scheduling would cut the sequence).
 MODEL_POSE_WAIT_S = 1.0
+#: Queue depth of the odom_topic subscription (same as /tf's): poses are small and must not be dropped.
+ODOM_QUEUE_DEPTH = 100
 #: The ego pose stream counts as alive (worth waiting for) while its latest pose is at most this
 #: many seconds (stamp time) before the frame's stamp ...
 POSE_STREAM_ALIVE_S = 0.5
@@ -286,9 +288,12 @@ class OccupancyNode(Node):
         if self.extrinsics is None:  # once: a TF listener cannot be taken back (and the parameters are read-only)
             use_tf = cfg.extrinsics_source == "tf" or (cfg.extrinsics_source == "auto" and tf2_available())
             if use_tf:
-                # ego poses on /tf (odom -> base_link) also place the cameras at their stamps
+                # without odom_topic the ego poses on /tf (odom -> base_link) place the cameras at their
+                # stamps. One pose source only: /odom and /tf arrive on separate callbacks, and a pose
+                # waited for on one stream could be passed by the other's later pose (see _pose_at)
                 source = TfExtrinsics if tf2_available() else TfMessageExtrinsics
-                self.extrinsics = source(self, cfg.base_frame, on_ego_pose=lambda t, T: self.motion.add(t, T))
+                on_pose = None if cfg.odom_topic else (lambda t, T: self.motion.add(t, T))
+                self.extrinsics = source(self, cfg.base_frame, on_ego_pose=on_pose)
             else:
                 extrinsics = RigExtrinsics(resolve_share_path(cfg.rig_file))
                 unknown = [c for c in cfg.camera_names if c not in extrinsics.rig.camera_names]
@@ -363,7 +368,10 @@ class OccupancyNode(Node):
         if cfg.odom_topic:
             from nav_msgs.msg import Odometry
 
-            self._subs.append(self._subscribe(Odometry, cfg.odom_topic, self._on_odom, input_qos, None,
+            # deeper than the sensors' queue: a bag carries a pose per sensor message, ~7 within 50 ms
+            # per keyframe, and a pose lost while the executor decodes images would be interpolated over
+            odom_qos = QoSProfile(depth=ODOM_QUEUE_DEPTH, reliability=input_qos.reliability)
+            self._subs.append(self._subscribe(Odometry, cfg.odom_topic, self._on_odom, odom_qos, None,
                                               "malformed_odom"))
         self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
         if self.map is not None:
@@ -657,7 +665,9 @@ class OccupancyNode(Node):
         """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive (its latest pose at
         most ``alive_s`` before the stamp) but has not reached the stamp yet (the pose at a sensor
         stamp travels beside its message), wait for it until ``deadline`` (monotonic s); then take
-        the nearest pose within POSE_TOLERANCE_S, or None."""
+        the nearest pose within POSE_TOLERANCE_S, or None. "Reached" is sound because the poses come
+        from one in-order stream (odom_topic, else /tf): a pose at the stamp cannot arrive after a
+        later one of the same stream."""
         while True:
             latest = self.motion.latest_stamp()
             if (latest is None or latest >= stamp_ns or stamp_ns - latest > alive_s * 1e9

@@ -122,7 +122,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data",
               "QoS of the camera, CameraInfo, LiDAR and odometry subscriptions: 'sensor_data' (best effort, "
               "keep last 5: matches any publisher) or 'reliable' (keep last 10: only reliable publishers, e.g. "
-              "ros2 bag play; no message lost to a dropped fragment between processes).",
+              "ros2 bag play; no message lost to a dropped fragment between processes). The odometry "
+              "subscription keeps the last 100 either way (a pose per sensor message must not be dropped).",
               choices=("sensor_data", "reliable")),
     ParamSpec("odom_topic", "",
               "nav_msgs/Odometry (odom -> base_link): ego poses for multi-sweep aggregation and for placing each "
@@ -133,8 +134,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("sweep_max_age", 0.6, "Oldest earlier sweep used, seconds before the current one.", lo=0.05, hi=5.0),
     ParamSpec("camera_motion_compensation", True,
               "Place each camera at its own image stamp: camera -> base_link(t_image) -> odom -> "
-              "base_link(t_lidar), with ego poses from odom_topic (and /tf's odom -> base_frame when TF is read, "
-              "through tf2_ros or tf2_msgs). A camera whose pose at its stamp is missing keeps its static "
+              "base_link(t_lidar), with ego poses from odom_topic, or from /tf's odom -> base_frame when odom_topic "
+              "is empty and TF is read (through tf2_ros or tf2_msgs); never both. A camera whose pose at its stamp is missing keeps its static "
               "extrinsics and is counted on /diagnostics (camera_static_fallbacks)."),
     ParamSpec("ego_filter", True,
               "Drop LiDAR points inside ego_footprint (the vehicle's own body); the count is on /diagnostics "

@@ -6,7 +6,8 @@ images are stamped up to 45 ms before the LiDAR (within the sync slop; one camer
 first pose). The node (``extrinsics_source: tf``, read through
 tf2_msgs) must place each camera at its image stamp, ``inv(P(t_lidar)) @ P(t_image) @
 T_base_from_cam``, fall back to the static extrinsics for the one without a pose, and count both
-on /diagnostics (``cameras_motion_compensated``, ``camera_static_fallbacks``). With tf2_ros
+on /diagnostics (``cameras_motion_compensated``, ``camera_static_fallbacks``). With ``odom_topic`` set the poses
+come from it alone, even while /tf carries others. With tf2_ros
 installed the node reads TF through it and the same test covers that path (not tried here: the
 venv has the PyPI wheels only).
 """
@@ -53,7 +54,29 @@ def odom_tf_message(stamp_ns: int, T: np.ndarray):
     return TFMessage(transforms=[ts])
 
 
-def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot, tmp_path):
+def odometry_message(stamp_ns: int, T: np.ndarray):
+    """A nav_msgs/Odometry with pose ``T`` (``odom -> base_link``) at ``stamp_ns``."""
+    from nav_msgs.msg import Odometry
+
+    msg = Odometry(child_frame_id="base_link")
+    msg.header.stamp, msg.header.frame_id = ros_time(stamp_ns), "odom"
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in T[:3, 3])
+    q.w, q.x, q.y, q.z = (float(v) for v in matrix_to_quat_wxyz(T[:3, :3]))
+    return msg
+
+
+def _wrong_pose(dt_s: float) -> np.ndarray:
+    """A different car: 5 m to the side of :func:`ego_pose`, reversing at 4 m/s."""
+    return make_transform([-4.0 * dt_s, 5.0, 0.0], _yaw(0.0))
+
+
+def _run(synthetic_dataroot, tmp_path, with_odom: bool):
+    """The node with ``extrinsics_source: tf`` places each camera at its image stamp. Poses every
+    10 ms from t - 30 ms to t + 10 ms: on /tf alone, or (``with_odom``) the true ones on
+    ``odom_topic`` and :func:`_wrong_pose` on /tf 5 ms apart, sent before them. Returns the frame
+    the model got and /diagnostics."""
+    from nav_msgs.msg import Odometry
     from rclpy.parameter import Parameter
     from tf2_msgs.msg import TFMessage
 
@@ -66,7 +89,9 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
     t = kf.stamp_ns
     predictor = Recording(PointHeightTestPredictor())
     overrides = [p for p in topic_overrides(PREFIX, kf.rig_file) if p.name != "extrinsics_source"]
-    overrides.append(Parameter("extrinsics_source", value="tf"))  # no odom_topic: /tf is the only pose source
+    overrides.append(Parameter("extrinsics_source", value="tf"))
+    if with_odom:
+        overrides.append(Parameter("odom_topic", value=PREFIX + "/odom"))
     pubs = {}
 
     def make(ctx):
@@ -76,6 +101,7 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
         peer.calibrated = lambda: set(node._intrinsics) >= set(CAMERAS)
         pubs["static"] = peer.node.create_publisher(TFMessage, "/tf_static", tf_static_qos())
         pubs["tf"] = peer.node.create_publisher(TFMessage, "/tf", 100)
+        pubs["odom"] = peer.node.create_publisher(Odometry, PREFIX + "/odom", 100)
 
     with graph(make, PREFIX, kf, setup) as (node, peer):
         # tf2_ros where installed (a ROS 2 install), else the tf2_msgs buffer: both feed the ego poses
@@ -83,13 +109,21 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
         assert node.has_pose_source()
         pubs["static"].publish(rig_tf_message(load_rig(kf.rig_file), t))
         wait_for(lambda: peer.connected() and pubs["tf"].get_subscription_count() > 0
+                 and (not with_odom or pubs["odom"].get_subscription_count() > 0)
                  and node.voxels_pub.get_subscription_count() > 0
                  and all(node.extrinsics.lookup(f, t) is not None for f in ("LIDAR_TOP", *CAMERAS)),
                  what="discovery and /tf_static")
         stamps = [t + k * 10 * S // 1000 for k in range(-3, 2)]  # poses every 10 ms, t - 30 ms .. t + 10 ms
         for s in stamps:
-            pubs["tf"].publish(odom_tf_message(s, ego_pose((s - t) * 1e-9)))
-        wait_for(lambda: node.motion.latest_stamp() == stamps[-1], what="the ego poses on /tf")
+            if with_odom:
+                pubs["tf"].publish(odom_tf_message(s + 5 * S // 1000, _wrong_pose((s - t) * 1e-9)))
+                pubs["odom"].publish(odometry_message(s, ego_pose((s - t) * 1e-9)))
+            else:
+                pubs["tf"].publish(odom_tf_message(s, ego_pose((s - t) * 1e-9)))
+        wait_for(lambda: node.motion.latest_stamp() == stamps[-1], what="the ego poses")
+        if with_odom:  # the /tf poses went out first; none may have reached the ego motion
+            time.sleep(0.1)
+            assert node.motion.latest_stamp() == stamps[-1]
         for c in CAMERAS:
             peer.info[c].publish(camera_info_msg(kf, c, t))
         wait_for(peer.calibrated, what="CameraInfo of every camera at the node")
@@ -103,9 +137,17 @@ def test_ego_poses_on_tf_place_each_camera_at_its_image_stamp(synthetic_dataroot
             raise AssertionError(f"no output; node diagnostics: {peer.diag_values() if peer.diags else None}") from None
         wait_for(lambda: peer.diags and peer.diag_values().get("cameras_motion_compensated") == "5",
                  what="cameras_motion_compensated on /diagnostics")
-        values = peer.diag_values()
+        return kf, predictor.frames[-1], peer.diag_values()
+
+
+@pytest.mark.parametrize("with_odom", [False, True], ids=["tf_only", "odom_topic_wins_over_tf"])
+def test_ego_poses_place_each_camera_at_its_image_stamp(synthetic_dataroot, tmp_path, with_odom):
+    """From /tf when no odom_topic is set; from odom_topic only when it is (one in-order stream:
+    the node waits for the pose at an image stamp until a later pose arrives, which holds only
+    within one stream). Mixing the two would give CAM_FRONT /tf's pose at -25 ms, another car's."""
+    kf, frame, values = _run(synthetic_dataroot, tmp_path, with_odom)
+    t = kf.stamp_ns
     assert values["camera_static_fallbacks"] == "1"
-    frame = predictor.frames[-1]
     assert frame.stamp_ns == t
     for i, cam in enumerate(frame.camera_names):
         dt = OFFSETS_MS[cam] * 1e-3

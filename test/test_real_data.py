@@ -231,6 +231,7 @@ def test_real_bag_through_the_node(real_camera_dataroot, tmp_path):
     from occ_core.models.predictor import load_predictor
     from occ_ros.bag.evaluate import EvalConfig, evaluate
     from occ_ros.bag.nusc2bag import ConvertConfig, convert
+    from rosbags.highlevel import AnyReader
 
     gts = tmp_path / "gts"
     assert label_main(["--dataroot", str(real_camera_dataroot), "--out", str(gts), "--quiet"]) == 0
@@ -241,9 +242,11 @@ def test_real_bag_through_the_node(real_camera_dataroot, tmp_path):
     res = evaluate(EvalConfig(bag, rate=0.5, json_out=tmp_path / "bag.json"), predictor=rec, progress=False)
     assert (res.frames, res.predicted, res.dropped) == (2, 2, 0)
     c = res.counters
-    print("real bag:", res.summary(), {k: c[k] for k in ("ego_points_removed", "cameras_motion_compensated",
+    print("real bag:", res.summary(), {k: c[k] for k in ("odom_msgs", "ego_points_removed", "cameras_motion_compensated",
                                                            "camera_static_fallbacks")})
     assert c["cameras_motion_compensated"] == 12 and c["camera_static_fallbacks"] == 0
+    with AnyReader([bag]) as reader:  # every pose reached the node (a dropped one would be interpolated over)
+        assert c["odom_msgs"] == sum(x.msgcount for x in reader.connections if x.topic == "/odom") > 0
     ds = _dataset(real_camera_dataroot, [SCENE_A, SCENE_B], image_hw=rec.image_hw)
     by_stamp = {ds.nusc.get("sample", tok)["timestamp"] * 1000: tok for _, tok in ds.samples}
     assert sorted(f.stamp_ns for f in rec.frames) == sorted(by_stamp)
