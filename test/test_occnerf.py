@@ -154,6 +154,104 @@ def test_lidar_depth_term_is_small_for_the_true_surface_and_large_for_a_wrong_on
     assert float(render_loss(*args, off, points=[face]).lidar_depth) == 0.0
 
 
+def _camera_at(x: float):
+    """:func:`_forward_camera`'s camera moved to base_link x = ``x``: (3, 3) K, (4, 4) T."""
+    K, T = _forward_camera()
+    T = T[0, 0].clone()
+    T[0, 3] = x
+    return K[0, 0], T
+
+
+def test_aux_rays_see_the_field_from_the_adjacent_camera_and_skip_dynamic_classes():
+    """RenderOcc's auxiliary rays: an adjacent keyframe's camera 2 m behind (x = -2) sees the slab
+    at x >= 10 at z-depth 12 through the current field. Its LiDAR points on the face cost ~0; a
+    second view whose points lie twice as far costs log 2 unless their 2D label is a dynamic class."""
+    from occ_core.classes import OCC3D_INDEX
+    from occ_core.data.render_dataset import AuxBatch
+    from occ_core.training.render_losses import aux_ray_loss
+
+    field = _slab_field(contracted=False)
+    K, T = _camera_at(-2.0)
+    ys, zs = torch.meshgrid(torch.linspace(-4, 4, 9), torch.linspace(0.0, 3.0, 4), indexing="ij")
+    face = torch.stack([torch.full_like(ys, 10.0), ys, zs], -1).reshape(-1, 3)
+    far = face.clone()
+    far[:, 0] = 22.0  # from x = -2: z-depth 24 instead of 12
+    far[:, 1:] = (far[:, 1:] - torch.tensor([0.0, 1.5])) * 2.0 + torch.tensor([0.0, 1.5])  # same pixels
+    rc = RenderConfig(samples=400, lidar_depth=1.0, lidar_rays=64, semantic=0.0, aux_keyframes=1,
+                      aux_dynamic=("car",))
+    labels = torch.full((1, 2, 1, 96, 128), OCC3D_INDEX["driveable_surface"])
+
+    def loss(points, labels, rc=rc):
+        aux = AuxBatch(K.expand(1, len(points), 1, 3, 3), T.expand(1, len(points), 1, 4, 4), points,
+                       labels[:, :len(points)])
+        return float(aux_ray_loss(field, aux, (96, 128), rc, with_sem=False))
+
+    assert loss([face], labels) < 0.03
+    assert loss([far], labels) == pytest.approx(math.log(2.0), abs=0.03)
+    both = loss([face, far], labels)
+    assert both > 0.3  # the wrong view counts ...
+    cars = labels.clone()
+    cars[:, 1] = OCC3D_INDEX["car"]
+    assert loss([face, far], cars) < 0.03  # ... unless the 2D labels call it a car
+    assert loss([face, far], cars, dataclasses.replace(rc, aux_dynamic=())) == pytest.approx(both, abs=0.02)
+    assert loss([torch.zeros(0, 3)], labels) == 0.0  # no point: no ray (a padding view)
+
+
+def test_aux_views_place_the_adjacent_keyframes_where_their_own_frames_are(tiny_world):
+    """A point of the adjacent keyframe's LiDAR lands on the same pixel at the same depth through
+    its camera as the loader sees it in that keyframe's own frame (poses composed through the
+    current base_link; intrinsics without decoding equal the decoding path's)."""
+    from occ_core.data.render_dataset import RenderDataset, collate_aux
+    from occ_core.models.lss import project_to_cameras
+    from occ_core.models.predictor import frame_to_inputs
+
+    cfg = _tiny_cfg(lidar_depth=1.0, aux_keyframes=2)
+    ds = RenderDataset(tiny_world, ["scene-0001"], cfg)
+    (_, first), (_, second) = ds.samples
+    aux = ds[0].aux
+    assert aux.tokens == [second] and ds.load_aux(second, ds[0].frame.camera_names).tokens == [first]
+    own = ds.load_frame(second)
+    inp = frame_to_inputs(own, cfg)
+    p_own = torch.from_numpy(own.points[:, :3]).float()
+    uv_own, in_own = project_to_cameras(p_own, inp.intrinsics[0], inp.T_base_from_cam[0], cfg.image.size)
+    uv_aux, in_aux = project_to_cameras(torch.from_numpy(aux.points[0]), torch.from_numpy(aux.intrinsics[0]).float(),
+                                        torch.from_numpy(aux.T_base_from_cam[0]).float(), cfg.image.size)
+    assert in_own.sum() > 50 and torch.equal(in_own, in_aux)
+    assert torch.allclose(uv_own[in_own], uv_aux[in_aux], atol=1e-3)
+    E = np.linalg.solve(ds.ego_pose(first), ds.ego_pose(second))  # adjacent base_link -> current
+    assert np.allclose(aux.T_base_from_cam[0], E @ own.T_base_from_cam, atol=1e-6)
+    assert not np.allclose(E[:3, 3], 0.0, atol=0.5)  # the car moved between the keyframes
+    assert aux.labels.shape == (1, 6, 32, 64) and (aux.labels[0] >= 0).mean() > 0.3
+    # a batch pads the item with fewer adjacent keyframes with views that have no point
+    short = dataclasses.replace(aux, tokens=[], intrinsics=aux.intrinsics[:0], T_base_from_cam=aux.T_base_from_cam[:0],
+                                points=[], labels=aux.labels[:0])
+    two = dataclasses.replace(aux, tokens=aux.tokens * 2, intrinsics=np.concatenate([aux.intrinsics] * 2),
+                              T_base_from_cam=np.concatenate([aux.T_base_from_cam] * 2), points=aux.points * 2,
+                              labels=np.concatenate([aux.labels] * 2))
+    batch = collate_aux([two, short])
+    assert batch.intrinsics.shape == (2, 2, 6, 3, 3) and [len(p) for p in batch.points[2:]] == [0, 0]
+    assert (batch.labels[1] == -1).all() and collate_aux([short]) is None
+
+
+def test_aux_rays_config_checks():
+    import yaml
+
+    from occ_core.errors import OccDataError
+
+    doc = yaml.safe_load((ROOT / "config" / "models" / "camera_renderocc.yaml").read_text())
+
+    def with_render(**kw):
+        return config_from_dict({**doc, "render": {**doc["render"], **kw}})
+
+    assert with_render(aux_keyframes=1).render.aux_dynamic[:2] == ("bicycle", "bus")
+    with pytest.raises(OccDataError, match="auxiliary rays are LiDAR rays; set lidar_depth > 0"):
+        with_render(aux_keyframes=1, lidar_depth=0.0)
+    with pytest.raises(OccDataError, match=r"aux_dynamic: \['lorry'\]"):
+        with_render(aux_keyframes=1, aux_dynamic=["lorry"])
+    with pytest.raises(OccDataError, match="aux_keyframes: expected >= 0"):
+        with_render(aux_keyframes=-1)
+
+
 # ----------------------------------------------------------------------------- photometric loss
 def _plane_views(b: float = 0.5, Z: float = 8.0, H: int = 48, W: int = 64):
     """A fronto-parallel textured plane at z-depth Z seen by a target camera and one moved by b
@@ -502,24 +600,27 @@ def test_rendering_supervised_heads_start_mostly_free(name):
         assert float((1 - out.logits.softmax(1)[:, -1]).median()) > 0.8
 
 
-@pytest.mark.parametrize("name", ["camera_renderocc", "camera_render"])
+@pytest.mark.parametrize("name", ["camera_renderocc", "camera_renderocc+aux", "camera_render"])
 def test_renderocc_style_training_uses_lidar_rays_and_the_depth_head_loss(tiny_world, name):
     """camera_renderocc trains on LiDAR depth rays (SILog) and the LSS depth head's LiDAR loss,
-    with no 3D labels; camera_render (photometric) uses neither. One step, finite gradients."""
+    with no 3D labels (+aux: and the adjacent keyframes' rays); camera_render (photometric) uses
+    neither. One step, finite gradients."""
     from occ_core.data.render_dataset import RenderDataset, collate_render
     from occ_core.models.config import load_config
     from occ_core.training.train import Trainer
 
-    cfg = load_config(ROOT / "config" / "models" / f"{name}.yaml")
+    cfg = load_config(ROOT / "config" / "models" / f"{name.split('+')[0]}.yaml")
     cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)),
-                              render=dataclasses.replace(cfg.render, samples=16, patches=2, patch_size=4, lidar_rays=32))
+                              render=dataclasses.replace(cfg.render, samples=16, patches=2, patch_size=4, lidar_rays=32,
+                                                         aux_keyframes=int(name.endswith("+aux"))))
     ds = RenderDataset(tiny_world, ["scene-0001"], cfg)
     assert not ds.with_gts
     batch = collate_render([ds[0]], cfg)
     tr = Trainer(cfg, "cpu", torch.ones(18))
     losses = tr.train_step(batch).losses
     assert all(math.isfinite(v) for v in losses.values()), losses
-    if name == "camera_renderocc":
+    assert (losses["aux_rays"] > 0) == name.endswith("+aux")
+    if name.startswith("camera_renderocc"):
         assert losses["lidar_depth"] > 0 and losses["lss_depth"] > 0 and losses["photometric"] == 0
     else:
         assert losses["lidar_depth"] == 0 and losses["lss_depth"] == 0 and losses["photometric"] > 0

@@ -325,8 +325,6 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
 
     def load_frame(self, sample_token: str) -> SensorFrame:
         """The un-augmented :class:`SensorFrame` of a keyframe (base_link of its LiDAR ego pose)."""
-        from nuscenes.utils.data_classes import LidarPointCloud
-
         sample = self.nusc.get("sample", sample_token)
         lidar_sd = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
         E_lidar, C_lidar = self._pose(lidar_sd)
@@ -347,6 +345,19 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             images.append(decoded.image)
             Ks.append(decoded.pixel_transform @ np.asarray(cs["camera_intrinsic"], dtype=np.float64))
             Ts.append(E_inv @ E_cam @ C_cam)
+        pts = self.lidar_points(sample_token)
+        return SensorFrame(int(lidar_sd["timestamp"]) * 1000, tuple(names), images,
+                           np.stack(Ks) if Ks else np.zeros((0, 3, 3)), np.stack(Ts) if Ts else np.zeros((0, 4, 4)),
+                           pts, C_lidar, ego_pose=E_lidar)
+
+    def lidar_points(self, sample_token: str) -> np.ndarray:
+        """(P, 5) float32 ``[x, y, z, intensity, time_lag_s]`` of a keyframe's ``max_sweeps`` LiDAR
+        sweeps in its base_link (at the keyframe sweep's ego pose), without the ego body's points."""
+        from nuscenes.utils.data_classes import LidarPointCloud
+
+        sample = self.nusc.get("sample", sample_token)
+        lidar_sd = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        C_lidar = self._pose(lidar_sd)[1]
         sd = lidar_sd  # the sweeps nuscenes-devkit will read: the keyframe and its predecessors
         for _ in range(self.max_sweeps):
             data_path(self.dataroot, sd)
@@ -358,9 +369,7 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
         xyz = pc.points[:3].T @ C_lidar[:3, :3].T + C_lidar[:3, 3]  # keyframe LiDAR -> base_link
         pts = np.concatenate([xyz, pc.points[3:4].T, times.T], 1).astype(np.float32)
         pts, self.removed_ego_points[sample_token] = remove_ego_points(pts, self.ego_footprint)
-        return SensorFrame(int(lidar_sd["timestamp"]) * 1000, tuple(names), images,
-                           np.stack(Ks) if Ks else np.zeros((0, 3, 3)), np.stack(Ts) if Ts else np.zeros((0, 4, 4)),
-                           pts, C_lidar, ego_pose=E_lidar)
+        return pts
 
     def load_targets(self, scene: str, token: str) -> OccTargets:
         gt = occ3d.read_gt(label_path(self.dataroot, scene, token), self.grid.dims)

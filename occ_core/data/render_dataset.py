@@ -13,6 +13,12 @@ loads them, and per camera
   stem>.png``, :func:`occ_core.formats.image_maps.read_semantic2d`) resized and cropped like
   the image (nearest), -1 = ignore.
 
+With ``render.aux_keyframes`` = k > 0 (RenderOcc's auxiliary rays) also, per keyframe, the up to
+k keyframes before and after it in its scene (:class:`AuxViews`): their LiDAR points and cameras
+moved into the current keyframe's base_link by the ego poses (``inv(E_cur) @ E_adj``), the
+cameras' network-input intrinsics (the resize + crop of :func:`prepare_image`, without decoding
+the images: no pixel of them is used) and their 2D labels.
+
 Nothing under ``gts/`` is opened unless the config asks for 3D labels next to the rendering
 losses (``render.occ3d > 0``).
 """
@@ -41,6 +47,25 @@ MAX_SOURCE_GAP_S = 0.25
 
 
 @dataclass
+class AuxViews:
+    """The J adjacent keyframes of one keyframe (RenderOcc's auxiliary rays), in its base_link.
+
+    Attributes:
+        tokens: the J adjacent keyframes' sample tokens (earlier ones first).
+        intrinsics: (J, N, 3, 3) network-input K of their cameras (the keyframe's N cameras).
+        T_base_from_cam: (J, N, 4, 4) their cameras -> the current keyframe's base_link.
+        points: J arrays (P_j, 3) float32, their LiDAR points in the current base_link.
+        labels: (J, N, h, w) int64 2D labels (-1 ignore) or None.
+    """
+
+    tokens: list[str]
+    intrinsics: np.ndarray
+    T_base_from_cam: np.ndarray
+    points: list[np.ndarray]
+    labels: np.ndarray | None
+
+
+@dataclass
 class RenderSample:
     """One keyframe for rendering supervision.
 
@@ -50,6 +75,7 @@ class RenderSample:
         T_src_from_tgt: (N, J, 4, 4) float64 target camera -> source camera.
         labels: (N, h, w) int64 2D labels (-1 ignore) or None.
         targets: Occ3D targets when 3D labels are used too, else None.
+        aux: the adjacent keyframes' views when ``render.aux_keyframes`` > 0, else None.
     """
 
     scene: str
@@ -59,13 +85,15 @@ class RenderSample:
     T_src_from_tgt: np.ndarray
     labels: np.ndarray | None
     targets: OccTargets | None = None
+    aux: AuxViews | None = None
 
 
 @dataclass
 class RenderBatch:
     """A collated batch: ``inputs`` as for every model, ``rgb`` (B, N, 3, h, w) the targets in
     0..1, ``src_rgb`` (B, N, J, 3, h, w), ``T_src_from_tgt`` (B, N, J, 4, 4), ``labels``
-    (B, N, h, w) or None; ``semantics``/``mask_camera``/``mask_lidar`` only with 3D labels."""
+    (B, N, h, w) or None; ``semantics``/``mask_camera``/``mask_lidar`` only with 3D labels;
+    ``aux`` the adjacent keyframes' views (:class:`AuxBatch`) or None."""
 
     inputs: OccInputs
     rgb: torch.Tensor
@@ -78,6 +106,28 @@ class RenderBatch:
     tokens: list[str]
     scenes: list[str]
     flow: None = None
+    aux: AuxBatch | None = None
+
+
+@dataclass
+class AuxBatch:
+    """:class:`AuxViews` of a batch, J = the most adjacent keyframes of any item (an item with
+    fewer is padded with views that have no LiDAR point, so no ray).
+
+    Attributes:
+        intrinsics: (B, J, N, 3, 3); T_base_from_cam: (B, J, N, 4, 4) in each item's base_link.
+        points: B * J tensors (P, 3), item-major (item b's view j at ``b * J + j``).
+        labels: (B, J, N, h, w) int64 or None.
+    """
+
+    intrinsics: torch.Tensor
+    T_base_from_cam: torch.Tensor
+    points: list[torch.Tensor]
+    labels: torch.Tensor | None
+
+    def to(self, device) -> AuxBatch:
+        return AuxBatch(self.intrinsics.to(device), self.T_base_from_cam.to(device),
+                        [p.to(device) for p in self.points], None if self.labels is None else self.labels.to(device))
 
 
 def prepare_labels(labels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -103,7 +153,8 @@ class RenderDataset(NuScenesOccDataset):
         super().__init__(dataroot, scenes, cfg.grid_spec, 1, nusc=nusc, image_hw=cfg.image_hw)
         self.cfg = cfg
         rc = cfg.render
-        self.with_labels = bool((rc.semantic or rc.photometric_ignore) and rc.labels)
+        self.with_labels = bool((rc.semantic or rc.photometric_ignore or (rc.aux_keyframes and rc.aux_dynamic))
+                                and rc.labels)
         self.with_gts = rc.occ3d > 0
         if self.with_labels and not (self.dataroot / rc.labels).is_dir():
             raise OccDataError(f"{self.dataroot / rc.labels}: no 2D label folder (render.labels: {rc.labels!r}); "
@@ -153,9 +204,57 @@ class RenderDataset(NuScenesOccDataset):
             srcs.append(np.stack(cam_src))
             Ts.append(np.stack(cam_T))
             if self.with_labels:
-                lab = read_semantic2d(map_path(self.dataroot / self.cfg.render.labels, cam, sd["filename"]))
-                labs.append(prepare_labels(lab, self.cfg.image.size))
+                labs.append(self._labels(cam, sd))
         return np.stack(srcs), np.stack(Ts), (np.stack(labs) if self.with_labels else None)
+
+    def _labels(self, cam: str, sd: dict) -> np.ndarray:
+        """(h, w) int64 2D labels of one camera sample_data, prepared like its image."""
+        return prepare_labels(read_semantic2d(map_path(self.dataroot / self.cfg.render.labels, cam, sd["filename"])),
+                              self.cfg.image.size)
+
+    def adjacent_tokens(self, token: str, k: int) -> list[str]:
+        """Up to ``k`` keyframes before and ``k`` after ``token`` in its scene, in time order."""
+        out: dict[str, list[str]] = {"prev": [], "next": []}
+        for key in out:
+            tok = self.nusc.get("sample", token)[key]
+            while tok and len(out[key]) < k:
+                out[key].append(tok)
+                tok = self.nusc.get("sample", tok)[key]
+        return out["prev"][::-1] + out["next"]
+
+    def load_aux(self, token: str, cameras: tuple[str, ...]) -> AuxViews:
+        """The ``render.aux_keyframes`` adjacent keyframes of ``token`` (:class:`AuxViews`);
+        ``cameras``: the keyframe's cameras, which every adjacent keyframe must have."""
+        E_inv = invert_transform(self.ego_pose(token))
+        toks, Ks, Ts, pts, labs = [], [], [], [], []
+        for adj in self.adjacent_tokens(token, self.cfg.render.aux_keyframes):
+            sample = self.nusc.get("sample", adj)
+            missing = [c for c in cameras if c not in sample["data"]]
+            if missing:
+                raise OccDataError(f"{self.dataroot}: keyframe {adj} (next to {token}) has no {missing} for the "
+                                   f"auxiliary rays (render.aux_keyframes)")
+            T_cur_from_adj = E_inv @ self.ego_pose(adj)
+            p = self.lidar_points(adj)[:, :3].astype(np.float64)
+            pts.append((p @ T_cur_from_adj[:3, :3].T + T_cur_from_adj[:3, 3]).astype(np.float32))
+            cam_K, cam_T, cam_lab = [], [], []
+            for cam in cameras:
+                sd = self.nusc.get("sample_data", sample["data"][cam])
+                cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+                A, _ = resize_crop_matrix((int(sd["height"]), int(sd["width"])), self.cfg.image.size)
+                cam_K.append(A @ np.asarray(cs["camera_intrinsic"], np.float64))
+                E_c, C_c = self._pose(sd)
+                cam_T.append(E_inv @ E_c @ C_c)
+                if self.with_labels:
+                    cam_lab.append(self._labels(cam, sd))
+            toks.append(adj)
+            Ks.append(np.stack(cam_K))
+            Ts.append(np.stack(cam_T))
+            if self.with_labels:
+                labs.append(np.stack(cam_lab))
+        N, (h, w) = len(cameras), self.cfg.image.size
+        return AuxViews(toks, np.stack(Ks) if Ks else np.zeros((0, N, 3, 3)),
+                        np.stack(Ts) if Ts else np.zeros((0, N, 4, 4)), pts,
+                        (np.stack(labs) if labs else np.zeros((0, N, h, w), np.int64)) if self.with_labels else None)
 
     def __getitem__(self, key: int | tuple[int, int]) -> RenderSample:
         i = key[0] if isinstance(key, tuple) else key
@@ -163,7 +262,8 @@ class RenderDataset(NuScenesOccDataset):
         frame = self.load_frame(token)
         src, T, labels = self.load_views(token)
         targets = self.load_targets(scene, token) if self.with_gts else None
-        return RenderSample(scene, token, frame, src.astype(np.float32), T, labels, targets)
+        aux = self.load_aux(token, frame.camera_names) if self.cfg.render.aux_keyframes else None
+        return RenderSample(scene, token, frame, src.astype(np.float32), T, labels, targets, aux)
 
 
 def collate_render(samples: list[RenderSample], cfg: ModelConfig) -> RenderBatch:
@@ -186,7 +286,27 @@ def collate_render(samples: list[RenderSample], cfg: ModelConfig) -> RenderBatch
         ml = torch.from_numpy(np.stack([s.targets.mask_lidar for s in samples]))
     return RenderBatch(inputs, rgb, torch.from_numpy(np.stack([s.src_rgb for s in samples])),
                        torch.from_numpy(np.stack([s.T_src_from_tgt for s in samples]).astype(np.float32)),
-                       labels, sem, mc, ml, [s.token for s in samples], [s.scene for s in samples])
+                       labels, sem, mc, ml, [s.token for s in samples], [s.scene for s in samples],
+                       aux=collate_aux([s.aux for s in samples]))
+
+
+def collate_aux(views: list[AuxViews | None]) -> AuxBatch | None:
+    """Stack the items' :class:`AuxViews` into an :class:`AuxBatch` (None when no item has one)."""
+    if any(v is None for v in views) or max(len(v.tokens) for v in views) == 0:
+        return None
+    J = max(len(v.tokens) for v in views)
+    Ks, Ts, pts, labs = [], [], [], []
+    for v in views:
+        pad = J - len(v.tokens)
+        ref = next(x for x in views if len(x.tokens))  # padding views borrow real cameras; they get no ray
+        Ks.append(np.concatenate([v.intrinsics] + [ref.intrinsics[:1]] * pad))
+        Ts.append(np.concatenate([v.T_base_from_cam] + [ref.T_base_from_cam[:1]] * pad))
+        pts += [torch.from_numpy(p) for p in v.points] + [torch.zeros(0, 3)] * pad
+        if v.labels is not None:
+            labs.append(np.concatenate([v.labels] + [np.full_like(ref.labels[:1], -1)] * pad))
+    labels = torch.from_numpy(np.stack(labs)) if len(labs) == len(views) else None
+    return AuxBatch(torch.from_numpy(np.stack(Ks).astype(np.float32)), torch.from_numpy(np.stack(Ts).astype(np.float32)),
+                    pts, labels)
 
 
 class CollateRender:

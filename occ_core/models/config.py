@@ -194,6 +194,17 @@ class RenderConfig:
             the LiDAR's with the RMS of the log depth error (SILog at variance focus 0: the
             LiDAR's scale is kept). The same rays join the semantic cross entropy. 0 (the
             default): no LiDAR rays.
+        aux_keyframes: RenderOcc's auxiliary rays: the LiDAR rays of the ``aux_keyframes``
+            keyframes before and after (same scene; fewer at its ends) are rendered too, from their
+            own cameras placed in the current base_link by the ego poses, through the current
+            frame's field, with their depth held to their LiDAR's and their semantics to their 2D
+            labels (RenderOcc: 1, or 3 in its 7-frame config). Needs ``lidar_depth`` > 0. 0 (the
+            default): the current keyframe's rays only.
+        aux_weight: weight of the auxiliary rays' depth and semantic losses against the current
+            frame's (RenderOcc: 0.3, as a sampling weight over the pooled rays).
+        aux_dynamic: Occ3D class names that may move: auxiliary rays whose 2D label is one of
+            them are left out (RenderOcc's dynamic-class filter: the adjacent frame saw the thing
+            elsewhere). Empty: no filter.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
         depth_stride: at validation and ``occ-predict --format depth``, one ray per
@@ -218,6 +229,10 @@ class RenderConfig:
     lidar_depth: float = 0.0
     lidar_rays: int = 256
     lidar_max_depth: float = 52.0
+    aux_keyframes: int = 0
+    aux_weight: float = 0.3
+    aux_dynamic: tuple[str, ...] = ("bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
+                                    "trailer", "truck")
     occ3d: float = 0.0
     depth_stride: int = 4
 
@@ -731,7 +746,7 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.patch_size: SSIM needs patches of >= 3 pixels, got {r.patch_size}")
     if r.sample_roi <= 0:
         raise OccDataError(f"{where}.sample_roi: expected > 0 metres, got {r.sample_roi}")
-    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "occ3d"):
+    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "aux_weight", "occ3d"):
         if getattr(r, key) < 0:
             raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
     if r.lidar_max_depth <= r.near:
@@ -740,15 +755,22 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.occ3d: the occnerf model trains without 3D labels (occ3d: 0)")
     if r.semantic and not r.labels:
         raise OccDataError(f"{where}.labels: a 2D label folder is needed when semantic > 0")
-    if r.photometric_ignore:
+    if r.aux_keyframes < 0:
+        raise OccDataError(f"{where}.aux_keyframes: expected >= 0 keyframes each side, got {r.aux_keyframes}")
+    if r.aux_keyframes and not r.lidar_depth:
+        raise OccDataError(f"{where}.aux_keyframes: auxiliary rays are LiDAR rays; set lidar_depth > 0")
+    for key, used in (("photometric_ignore", bool(r.photometric_ignore)),
+                      ("aux_dynamic", bool(r.aux_keyframes and r.aux_dynamic))):
+        if not used:
+            continue
         from occ_core.classes import OCC3D_CLASSES
 
-        bad = [n for n in r.photometric_ignore if n not in OCC3D_CLASSES[:-1]]
+        bad = [n for n in getattr(r, key) if n not in OCC3D_CLASSES[:-1]]
         if bad:
-            raise OccDataError(f"{where}.photometric_ignore: {bad} not Occ3D object or stuff classes "
+            raise OccDataError(f"{where}.{key}: {bad} not Occ3D object or stuff classes "
                                f"(expected names from {list(OCC3D_CLASSES[:-1])})")
         if not r.labels:
-            raise OccDataError(f"{where}.labels: photometric_ignore needs the 2D label folder")
+            raise OccDataError(f"{where}.labels: {key} needs the 2D label folder")
     if r.labels:
         from occ_core.paths import safe_component
 

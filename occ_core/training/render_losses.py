@@ -24,6 +24,11 @@ network-input image are rendered (depth, semantics) through the model's field
   so its scale is kept; at the usual 0.85 a global scale error costs almost nothing, and a
   first run's rendered depth came out scaled: delta < 1.25 of 0.17 against 0.54 after
   median scaling), and they join the semantic cross entropy.
+- **auxiliary rays** (RenderOcc, ``render.aux_keyframes``): the LiDAR rays of the adjacent
+  keyframes (:class:`occ_core.data.render_dataset.AuxBatch`), cast from their own cameras in the
+  current base_link through the current frame's field, with the same depth loss and semantic
+  cross entropy, weighted by ``render.aux_weight`` (RenderOcc samples them with weight 0.3);
+  rays whose 2D label is one of ``render.aux_dynamic`` are left out (the thing may have moved).
 - **distortion** (Mip-NeRF 360) on the sample weights over normalised contracted distance;
   **entropy**: binary entropy of each ray's opacity (hit or no hit, nothing in between);
   **smoothness**: Monodepth2's edge-aware smoothness of the mean-normalised disparity
@@ -33,6 +38,7 @@ network-input image are rendered (depth, semantics) through the model's field
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +47,9 @@ from occ_core.classes import OCC3D_INDEX
 from occ_core.models.config import RenderConfig
 from occ_core.models.occnerf import RayRender, VoxelField, render_camera_rays
 from occ_core.ops.render import distortion_loss
+
+if TYPE_CHECKING:
+    from occ_core.data.render_dataset import AuxBatch
 
 
 def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -212,6 +221,7 @@ class RenderTerms:
     smoothness: torch.Tensor
     lidar_depth: torch.Tensor
     occ3d: torch.Tensor
+    aux_rays: torch.Tensor | float = 0.0
     automask_kept: float = 1.0
     lss_depth: torch.Tensor | float = 0.0
 
@@ -243,9 +253,39 @@ def labels_at(labels: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, target, torch.full_like(target, -1))
 
 
+def aux_ray_loss(field: VoxelField, aux: AuxBatch, hw: tuple[int, int], rc: RenderConfig,
+                 with_sem: bool) -> torch.Tensor:
+    """RenderOcc's auxiliary rays (module docstring), unweighted by ``rc.aux_weight``:
+    ``lidar_depth * depth loss + semantic * cross entropy`` over the adjacent keyframes' LiDAR
+    rays in the current field (``with_sem``: the cross entropy too; needs ``aux.labels``).
+    Rays with a 2D label in ``rc.aux_dynamic`` are left out; 0 when no ray is left."""
+    B, J, N = aux.intrinsics.shape[:3]
+    uv, z = lidar_pixels(aux.points, aux.intrinsics.flatten(0, 1), aux.T_base_from_cam.flatten(0, 1), hw, rc)
+    keep = z > 0  # (B * J, N, R)
+    target = None
+    if aux.labels is not None:
+        target = labels_at(aux.labels.flatten(0, 2), uv.flatten(0, 1)).view_as(keep)
+        if rc.aux_dynamic:
+            keep &= ~torch.isin(target, torch.tensor([OCC3D_INDEX[n] for n in rc.aux_dynamic], device=target.device))
+    R = uv.shape[2]
+    rr = render_camera_rays(field, aux.intrinsics.reshape(B, J * N, 3, 3), aux.T_base_from_cam.reshape(B, J * N, 4, 4),
+                            uv.view(B, J * N, R, 2), rc, jitter=True, with_sem=with_sem)
+    loss = rr.depth.sum() * 0.0
+    keep = keep.view(B, J * N, R)
+    if not keep.any():
+        return loss
+    loss = loss + rc.lidar_depth * silog_loss(rr.depth[keep], z.view(B, J * N, R)[keep], variance_focus=0.0)
+    if with_sem and rr.semantics is not None:
+        t = target.view(B, J * N, R)[keep]
+        if (t >= 0).any():
+            loss = loss + rc.semantic * F.cross_entropy(rr.semantics[keep], t, ignore_index=-1)
+    return loss
+
+
 def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: torch.Tensor, rgb: torch.Tensor,
                 src_rgb: torch.Tensor, T_src_from_tgt: torch.Tensor, labels: torch.Tensor | None,
-                rc: RenderConfig, points: list[torch.Tensor] | None = None) -> RenderTerms:
+                rc: RenderConfig, points: list[torch.Tensor] | None = None,
+                aux: AuxBatch | None = None) -> RenderTerms:
     """All rendering losses of one batch (module docstring).
 
     Args:
@@ -255,6 +295,7 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         T_src_from_tgt: (B, N, J, 4, 4) target camera -> source camera.
         labels: (B, N, H, W) int64 2D labels (-1 = ignore) or None.
         points: B LiDAR point clouds (P_b, >= 3) in base_link, for ``rc.lidar_depth`` > 0.
+        aux: the adjacent keyframes' views for ``rc.aux_keyframes`` > 0 (None: no auxiliary rays).
     """
     B, N, _, H, W = rgb.shape
     p = rc.patch_size
@@ -264,7 +305,7 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
     M = B * N
     zero = rr.depth.sum() * 0.0
     terms = dict(photometric=zero, semantic=zero, distortion=zero, entropy=zero, smoothness=zero, lidar_depth=zero,
-                 occ3d=zero)
+                 occ3d=zero, aux_rays=zero)
     uvm = uv.view(M, -1, 2)
     depth = rr.depth.view(M, -1)
     kept = 1.0
@@ -299,6 +340,9 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         if (target >= 0).any():
             terms["semantic"] = rc.semantic * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                               target.reshape(-1), ignore_index=-1)
+    if aux is not None and rc.aux_keyframes and rc.aux_weight:
+        with_sem = rr.semantics is not None and aux.labels is not None
+        terms["aux_rays"] = rc.aux_weight * aux_ray_loss(field, aux, (H, W), rc, with_sem)
     if rc.distortion:
         terms["distortion"] = rc.distortion * distortion_loss(rr.weights, rr.edges)
     if rc.entropy:

@@ -216,7 +216,7 @@ class Trainer:
         dev = self.device
         terms = render_loss(field, inputs.intrinsics, inputs.T_base_from_cam, batch.rgb.to(dev), batch.src_rgb.to(dev),
                             batch.T_src_from_tgt.to(dev), None if batch.labels is None else batch.labels.to(dev), rc,
-                            inputs.points)
+                            inputs.points, None if batch.aux is None else batch.aux.to(dev))
         if rc.occ3d <= 0:  # the LSS depth head's LiDAR loss is a 2D label: kept without 3D labels
             terms.lss_depth = lss_depth_loss(out, inputs, self.cfg)
             terms.total = terms.total + terms.lss_depth
