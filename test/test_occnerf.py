@@ -616,6 +616,7 @@ def test_renderocc_style_training_uses_lidar_rays_and_the_depth_head_loss(tiny_w
     ds = RenderDataset(tiny_world, ["scene-0001"], cfg)
     assert not ds.with_gts
     batch = collate_render([ds[0]], cfg)
+    assert batch.src_rgb.shape[2] == (2 if cfg.render.photometric else 0)  # no source frame read for nothing
     tr = Trainer(cfg, "cpu", torch.ones(18))
     losses = tr.train_step(batch).losses
     assert all(math.isfinite(v) for v in losses.values()), losses

@@ -3,9 +3,9 @@
 Per keyframe: the six keyframe images as :class:`~occ_core.data.nuscenes_dataset.NuScenesOccDataset`
 loads them, and per camera
 
-- the **source frames** for the photometric loss: the camera's previous and next sample_data
-  (the 12 Hz camera frames next to the keyframe; the synthetic world writes them with
-  ``--camera-adjacent``), prepared exactly as the target image (same resize and crop, so the
+- the **source frames** for the photometric loss (none when ``render.photometric`` is 0): the
+  camera's previous and next sample_data (the 12 Hz camera frames next to the keyframe; the
+  synthetic world writes them with ``--camera-adjacent``), prepared exactly as the target image (same resize and crop, so the
   same network-input intrinsics), in RGB 0..1, with ``T_src_from_tgt``: target camera ->
   source camera through both ego poses (``inv(E_src C) @ E_tgt C``). A camera with only one
   neighbour (a recording's first or last frame) uses that one twice;
@@ -174,13 +174,21 @@ class RenderDataset(NuScenesOccDataset):
         return p.image, p.intrinsics
 
     def load_views(self, sample_token: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Source frames, their transforms and the 2D labels of one keyframe (:class:`RenderSample`)."""
+        """Source frames, their transforms and the 2D labels of one keyframe (:class:`RenderSample`);
+        no source frame (J = 0) when ``render.photometric`` is 0 (nothing would read them)."""
         sample = self.nusc.get("sample", sample_token)
         srcs, Ts, labs = [], [], []
+        h, w = self.cfg.image.size
         for cam in CAMERAS:
             if cam not in sample["data"]:
                 continue
             sd = self.nusc.get("sample_data", sample["data"][cam])
+            if self.with_labels:
+                labs.append(self._labels(cam, sd))
+            if not self.cfg.render.photometric:
+                srcs.append(np.zeros((0, 3, h, w), np.float32))
+                Ts.append(np.zeros((0, 4, 4)))
+                continue
             E_t, C_t = self._pose(sd)
             T_tgt = E_t @ C_t
             nbrs = []
@@ -203,8 +211,6 @@ class RenderDataset(NuScenesOccDataset):
                 cam_T.append(invert_transform(E_s @ C_s) @ T_tgt)
             srcs.append(np.stack(cam_src))
             Ts.append(np.stack(cam_T))
-            if self.with_labels:
-                labs.append(self._labels(cam, sd))
         return np.stack(srcs), np.stack(Ts), (np.stack(labs) if self.with_labels else None)
 
     def _labels(self, cam: str, sd: dict) -> np.ndarray:
