@@ -5,10 +5,11 @@ loads them, and per camera
 
 - the **source frames** for the photometric loss (none when ``render.photometric`` is 0): the
   camera's previous and next sample_data (the 12 Hz camera frames next to the keyframe; the
-  synthetic world writes them with ``--camera-adjacent``), prepared exactly as the target image (same resize and crop, so the
-  same network-input intrinsics), in RGB 0..1, with ``T_src_from_tgt``: target camera ->
-  source camera through both ego poses (``inv(E_src C) @ E_tgt C``). A camera with only one
-  neighbour (a recording's first or last frame) uses that one twice;
+  synthetic world writes them with ``--camera-adjacent``), prepared exactly as the target image
+  (same resize and crop, so the same network-input intrinsics), in RGB 0..1, with
+  ``T_src_from_tgt``: target camera -> source camera through both ego poses
+  (``inv(E_src C) @ E_tgt C``). A camera with only one neighbour (a recording's first or last
+  frame) uses that one twice;
 - the **2D semantic labels** of the keyframe image (``<dataroot>/<render.labels>/<CAM>/<image
   stem>.png``, :func:`occ_core.formats.image_maps.read_semantic2d`) resized and cropped like
   the image (nearest), -1 = ignore.
@@ -301,10 +302,10 @@ def collate_aux(views: list[AuxViews | None]) -> AuxBatch | None:
     if any(v is None for v in views) or max(len(v.tokens) for v in views) == 0:
         return None
     J = max(len(v.tokens) for v in views)
+    ref = next(x for x in views if len(x.tokens))  # padding views borrow real cameras; they get no ray
     Ks, Ts, pts, labs = [], [], [], []
     for v in views:
         pad = J - len(v.tokens)
-        ref = next(x for x in views if len(x.tokens))  # padding views borrow real cameras; they get no ray
         Ks.append(np.concatenate([v.intrinsics] + [ref.intrinsics[:1]] * pad))
         Ts.append(np.concatenate([v.T_base_from_cam] + [ref.T_base_from_cam[:1]] * pad))
         pts += [torch.from_numpy(p) for p in v.points] + [torch.zeros(0, 3)] * pad
