@@ -134,9 +134,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("sweep_max_age", 0.6, "Oldest earlier sweep used, seconds before the current one.", lo=0.05, hi=5.0),
     ParamSpec("camera_motion_compensation", True,
               "Place each camera at its own image stamp: camera -> base_link(t_image) -> odom -> "
-              "base_link(t_lidar), with ego poses from odom_topic, or from /tf's odom -> base_frame when odom_topic "
-              "is empty and TF is read (through tf2_ros or tf2_msgs); never both. A camera whose pose at its stamp is missing keeps its static "
-              "extrinsics and is counted on /diagnostics (camera_static_fallbacks)."),
+              "base_link(t_lidar), with ego poses from odom_topic, or from /tf's odom -> base_frame when "
+              "odom_topic is empty and TF is read (through tf2_ros or tf2_msgs); never both. A camera whose pose "
+              "at its stamp is missing keeps its static extrinsics and is counted on /diagnostics "
+              "(camera_static_fallbacks)."),
     ParamSpec("ego_filter", True,
               "Drop LiDAR points inside ego_footprint (the vehicle's own body); the count is on /diagnostics "
               "(ego_points_removed)."),

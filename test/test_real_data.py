@@ -242,8 +242,8 @@ def test_real_bag_through_the_node(real_camera_dataroot, tmp_path):
     res = evaluate(EvalConfig(bag, rate=0.5, json_out=tmp_path / "bag.json"), predictor=rec, progress=False)
     assert (res.frames, res.predicted, res.dropped) == (2, 2, 0)
     c = res.counters
-    print("real bag:", res.summary(), {k: c[k] for k in ("odom_msgs", "ego_points_removed", "cameras_motion_compensated",
-                                                           "camera_static_fallbacks")})
+    print("real bag:", res.summary(), {k: c[k] for k in ("odom_msgs", "ego_points_removed",
+                                                           "cameras_motion_compensated", "camera_static_fallbacks")})
     assert c["cameras_motion_compensated"] == 12 and c["camera_static_fallbacks"] == 0
     with AnyReader([bag]) as reader:  # every pose reached the node (a dropped one would be interpolated over)
         assert c["odom_msgs"] == sum(x.msgcount for x in reader.connections if x.topic == "/odom") > 0

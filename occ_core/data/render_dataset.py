@@ -312,8 +312,8 @@ def collate_aux(views: list[AuxViews | None]) -> AuxBatch | None:
         if v.labels is not None:
             labs.append(np.concatenate([v.labels] + [np.full_like(ref.labels[:1], -1)] * pad))
     labels = torch.from_numpy(np.stack(labs)) if len(labs) == len(views) else None
-    return AuxBatch(torch.from_numpy(np.stack(Ks).astype(np.float32)), torch.from_numpy(np.stack(Ts).astype(np.float32)),
-                    pts, labels)
+    return AuxBatch(torch.from_numpy(np.stack(Ks).astype(np.float32)),
+                    torch.from_numpy(np.stack(Ts).astype(np.float32)), pts, labels)
 
 
 class CollateRender:
