@@ -15,11 +15,12 @@ stamps, camera -> base_link(t_image) -> odom -> base_link(t_lidar):
 ``T = inv(P(t_lidar)) @ P(t_image) @ T_base_from_cam``, with ``P`` = ``T_odom_base`` from
 ``odom_topic``, or, when that is empty and the node reads TF (through tf2_ros or tf2_msgs), from
 ``/tf``'s ``* -> base_frame`` transforms (one source, never both), interpolated
-(:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame extrinsics unchanged. When a pose is missing the camera keeps its static extrinsics and
-``camera_static_fallbacks`` on /diagnostics counts it (``cameras_motion_compensated`` counts the
-others). Ego body (``ego_filter``, ``ego_footprint``): LiDAR points inside the footprint box in
-base_link, the car's own roof and bonnet (:mod:`occ_core.ego`), are dropped before the model;
-``ego_points_removed`` on /diagnostics counts them.
+(:class:`occ_ros.sweeps.EgoMotion`). The models take these per-frame extrinsics unchanged. When a
+pose is missing the camera keeps its static extrinsics and ``camera_static_fallbacks`` on
+/diagnostics counts it (``cameras_motion_compensated`` counts the others). Ego body (``ego_filter``,
+``ego_footprint``): LiDAR points inside the footprint box in base_link, the car's own roof and
+bonnet (:mod:`occ_core.ego`), are dropped before the model; ``ego_points_removed`` on /diagnostics
+counts them.
 
 Temporal models (``needs_ego_pose``, a model config with a ``temporal`` section): each frame
 carries ``ego_pose`` = ``T_odom_base`` at the LiDAR stamp (the same pose lookup as above, made
