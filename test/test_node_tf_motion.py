@@ -6,8 +6,8 @@ images are stamped up to 45 ms before the LiDAR (within the sync slop; one camer
 first pose). The node (``extrinsics_source: tf``, read through
 tf2_msgs) must place each camera at its image stamp, ``inv(P(t_lidar)) @ P(t_image) @
 T_base_from_cam``, fall back to the static extrinsics for the one without a pose, and count both
-on /diagnostics (``cameras_motion_compensated``, ``camera_static_fallbacks``). With ``odom_topic`` set the poses
-come from it alone, even while /tf carries others. With tf2_ros
+on /diagnostics (``cameras_motion_compensated``, ``camera_static_fallbacks``). With
+``odom_topic`` set the poses come from it alone, even while /tf carries others. With tf2_ros
 installed the node reads TF through it and the same test covers that path (not tried here: the
 venv has the PyPI wheels only).
 """

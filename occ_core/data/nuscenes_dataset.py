@@ -378,14 +378,20 @@ class NuScenesOccDataset(torch.utils.data.Dataset):
             flow = openocc.read(label_path(self.dataroot, scene, token, "openocc_v2"), True, self.grid.dims).flow
         return OccTargets(gt.semantics, gt.mask_camera, gt.mask_lidar, flow)
 
+    def adjacent_tokens(self, token: str, before: int, after: int) -> list[str]:
+        """Up to ``before`` keyframe tokens before ``token`` and ``after`` after it, of its scene,
+        in time order (fewer at the scene's ends)."""
+        out: dict[str, list[str]] = {"prev": [], "next": []}
+        for key, k in (("prev", before), ("next", after)):
+            tok = self.nusc.get("sample", token)[key]
+            while tok and len(out[key]) < k:
+                out[key].append(safe_component(tok, f"{self.dataroot}: sample.{key} (of {token})"))
+                tok = self.nusc.get("sample", tok)[key]
+        return out["prev"][::-1] + out["next"]
+
     def previous_tokens(self, token: str) -> list[str]:
         """Up to ``history`` previous keyframe tokens of ``token``'s scene, oldest first."""
-        out = []
-        tok = self.nusc.get("sample", token)["prev"]
-        while tok and len(out) < self.history:
-            out.append(safe_component(tok, f"{self.dataroot}: sample.prev (of {token})"))
-            tok = self.nusc.get("sample", tok)["prev"]
-        return out[::-1]
+        return self.adjacent_tokens(token, self.history, 0)
 
     def __getitem__(self, key: int | tuple[int, int]) -> OccSample:
         """``dataset[i]`` or ``dataset[(i, epoch)]`` (the epoch seeds the augmentation)."""

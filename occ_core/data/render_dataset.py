@@ -219,22 +219,13 @@ class RenderDataset(NuScenesOccDataset):
         return prepare_labels(read_semantic2d(map_path(self.dataroot / self.cfg.render.labels, cam, sd["filename"])),
                               self.cfg.image.size)
 
-    def adjacent_tokens(self, token: str, k: int) -> list[str]:
-        """Up to ``k`` keyframes before and ``k`` after ``token`` in its scene, in time order."""
-        out: dict[str, list[str]] = {"prev": [], "next": []}
-        for key in out:
-            tok = self.nusc.get("sample", token)[key]
-            while tok and len(out[key]) < k:
-                out[key].append(tok)
-                tok = self.nusc.get("sample", tok)[key]
-        return out["prev"][::-1] + out["next"]
-
     def load_aux(self, token: str, cameras: tuple[str, ...]) -> AuxViews:
         """The ``render.aux_keyframes`` adjacent keyframes of ``token`` (:class:`AuxViews`);
         ``cameras``: the keyframe's cameras, which every adjacent keyframe must have."""
         E_inv = invert_transform(self.ego_pose(token))
         toks, Ks, Ts, pts, labs = [], [], [], [], []
-        for adj in self.adjacent_tokens(token, self.cfg.render.aux_keyframes):
+        k = self.cfg.render.aux_keyframes
+        for adj in self.adjacent_tokens(token, k, k):
             sample = self.nusc.get("sample", adj)
             missing = [c for c in cameras if c not in sample["data"]]
             if missing:
