@@ -39,7 +39,7 @@ from occ_core.fileio import atomic_path
 from occ_core.models.config import ModelConfig, config_to_dict, load_config
 
 PROG = "occ-export"
-#: Default ONNX opset (GridSample needs >= 16; ScatterND with reduction "add" >= 16).
+#: Default ONNX opset (GridSample needs >= 16; ScatterElements with reduction "add" >= 16).
 DEFAULT_OPSET = 18
 MIN_OPSET = 16
 #: Bumped when the exported graph changes for the same model, so that cached files are rebuilt.
@@ -163,7 +163,7 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, out: str | Path, *, o
     require_module("onnx", "export")
     require_module("onnxscript", "export")
     if opset < MIN_OPSET:
-        raise ExportError(f"--opset: expected >= {MIN_OPSET} (GridSample, ScatterND with reduction='add'), got {opset}")
+        raise ExportError(f"--opset: expected >= {MIN_OPSET} (GridSample, ScatterElements with reduction='add'), got {opset}")
     if cfg.uses_camera and cameras < 1:
         raise ExportError(f"--cameras: a camera model needs >= 1 camera, got {cameras}")
     if not cfg.uses_camera:

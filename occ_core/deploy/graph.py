@@ -6,9 +6,9 @@ re-expresses the parts of its forward that ONNX cannot take as they are:
 - **LSS splat** (``camera`` / ``fusion`` models): the training path sorts the frustum points
   into voxel intervals (:func:`occ_core.ops.bev_pool.prepare_bev_pool`, BEVPoolv2). Here every
   frustum point's flat voxel index is computed in the graph and ``depth * context`` is
-  summed with one scatter-add (``index_add``, ONNX ``ScatterND`` with ``reduction="add"``) into
-  a (B*Z*Y*X + 1, C) buffer whose last row collects the points outside the grid. Same sums,
-  another summation order (float32 rounding only).
+  summed with one scatter-add (:func:`scatter_sum`, ONNX ``ScatterElements`` with
+  ``reduction="add"``) into a (B*Z*Y*X + 1, C) buffer whose last row collects the points
+  outside the grid. Same sums, another summation order (float32 rounding only).
 - **Camera geometry**: ``torch.linalg.inv`` has no ONNX operator; K is inverted in closed form
   (adjugate / determinant) and ``T_base_from_cam`` as the rigid transform it is (R^T, -R^T t).
 - **BEVFormer SCA**: the training path gathers ("rebatches") the queries each camera sees into
@@ -113,6 +113,16 @@ def voxel_index(points: torch.Tensor, grid: GridSpec, batch: int, exact: bool = 
     return torch.where(inside, flat, torch.full_like(flat, batch * X * Y * Z)).reshape(-1)
 
 
+def scatter_sum(values: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """(num_rows, C) sums of the (P, C) ``values`` rows into the rows named by ``rows`` (P,) int64
+    (repeats allowed), as ONNX ``ScatterElements`` with ``reduction="add"``: ONNX Runtime's CPU
+    provider sums it in one loop. ``index_add`` would export as ``ScatterND``, which that provider
+    splits over its threads without atomics, so updates of one row are lost now and then
+    (onnxruntime issues 18048 and 23396; ``test_export.py``'s scatter test fails with it)."""
+    index = rows.view(-1, 1).expand(-1, values.shape[1])  # one index per element
+    return torch.zeros(num_rows, values.shape[1], dtype=values.dtype).scatter_add(0, index, values)
+
+
 def lss_splat(lss: LSSViewTransformer, feats: torch.Tensor, batch: int, ranks: torch.Tensor) -> torch.Tensor:
     """LSS lift and splat by scatter-add.
 
@@ -131,7 +141,7 @@ def lss_splat(lss: LSSViewTransformer, feats: torch.Tensor, batch: int, ranks: t
     depth = x[:, :D].float().softmax(1).reshape(BN, D, h * w, 1)
     ctx = x[:, D:].float().reshape(BN, 1, C, h * w).transpose(2, 3)  # (BN, 1, h*w, C)
     vals = (depth * ctx).reshape(-1, C)  # (B*N*D*h*w, C)
-    buf = torch.zeros(batch * X * Y * Z + 1, C, dtype=vals.dtype).index_add(0, ranks, vals)
+    buf = scatter_sum(vals, ranks, batch * X * Y * Z + 1)
     return buf[:-1].view(batch, Z, Y, X, C).permute(0, 4, 3, 2, 1)
 
 
@@ -315,4 +325,4 @@ def _sca(sca, query: torch.Tensor, feat: torch.Tensor, intrinsics: torch.Tensor,
 
 
 __all__ = ["DeployGraph", "ExportError", "NOT_EXPORTABLE", "inv3x3", "frustum_points_closed_form", "voxel_index",
-           "lss_splat"]
+           "scatter_sum", "lss_splat"]
