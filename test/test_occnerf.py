@@ -250,6 +250,9 @@ def test_aux_rays_config_checks():
         with_render(aux_keyframes=1, aux_dynamic=["lorry"])
     with pytest.raises(OccDataError, match="aux_keyframes: expected >= 0"):
         with_render(aux_keyframes=-1)
+    assert with_render(start_geo=-6).render.start_geo == -6 and with_render().render.start_geo is None
+    with pytest.raises(OccDataError, match=r"render.start_geo: expected a logit in \[-20, 20\] or null, got 50"):
+        with_render(start_geo=50)
 
 
 # ----------------------------------------------------------------------------- photometric loss
@@ -575,26 +578,34 @@ def test_adjacent_frames_leave_keyframes_and_labels_unchanged(tmp_path):
     assert len(list((tmp_path / "adj" / "sweeps" / "CAM_BACK").iterdir())) == 4
 
 
-@pytest.mark.parametrize("name", ["camera_render", "camera_renderocc", "camera"])
-def test_rendering_supervised_heads_start_mostly_free(name):
+@pytest.mark.parametrize("name,start_geo", [("camera_render", None), ("camera_renderocc", None), ("camera", None),
+                                            ("camera_renderocc", -6.0), ("occnerf", -6.0)])
+def test_rendering_supervised_heads_start_mostly_free(name, start_geo):
     """A model with a render section starts with voxels at ~sigmoid(-3) occupancy (rays can travel
-    and every sample gets gradient); without one, the head's usual start (~17/18 occupied)."""
-    from occ_core.models.config import load_config
+    and every sample gets gradient), or at ~sigmoid(render.start_geo); without one, the head's
+    usual start (~17/18 occupied)."""
+    from occ_core.models.config import config_from_dict, config_to_dict, load_config
     from occ_core.models.occnet import build_model
     from occ_core.models.predictor import frame_to_inputs
     from test_models import make_frame
 
     cfg = load_config(ROOT / "config" / "models" / f"{name}.yaml")
     cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)))
+    if start_geo is not None:  # through the YAML dict, as a config file gives it
+        d = config_to_dict(cfg)
+        d["render"]["start_geo"] = start_geo
+        cfg = config_from_dict(d, "cfg")
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model(frame_to_inputs(make_frame(), cfg))
     if cfg.render is not None:  # trained by rendering alone: the field of the head's own logits
         occupied = torch.sigmoid(out.field.geo)
-        assert 0.02 < float(occupied.median()) < 0.1
-        # its output is that field thresholded at its occupancy threshold (0.5 unset)
+        lo, hi = (0.02, 0.1) if start_geo is None else (0.3 * torch.sigmoid(torch.tensor(start_geo)), 0.01)
+        assert lo < float(occupied.median()) < hi
+        # an LSS head's output is that field thresholded at its occupancy threshold (0.5 unset);
+        # OccNeRF's field is contracted space, its output the field queried at the Occ3D voxels
         labels = out.logits.argmax(1)
-        assert torch.equal(labels == cfg.num_classes - 1, occupied[:, 0] <= cfg.occupancy_threshold)
+        assert cfg.name == "occnerf" or torch.equal(labels == cfg.num_classes - 1, occupied[:, 0] <= cfg.occupancy_threshold)
     else:
         assert out.field is None
         assert float((1 - out.logits.softmax(1)[:, -1]).median()) > 0.8

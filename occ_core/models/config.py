@@ -207,6 +207,10 @@ class RenderConfig:
             elsewhere). Empty: no filter.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
+        start_geo: the geometry logit every voxel starts at (the occupancy probability
+            sigmoid(start_geo) in ``prob`` mode); None (the default): the mode's start,
+            :data:`occ_core.models.occnerf.RENDER_START_GEO`. Voxels no ray reaches in training
+            keep about this value.
         depth_stride: at validation and ``occ-predict --format depth``, one ray per
             ``depth_stride`` x ``depth_stride`` source pixels (upsampled to the source size).
     """
@@ -234,6 +238,7 @@ class RenderConfig:
     aux_dynamic: tuple[str, ...] = ("bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
                                     "trailer", "truck")
     occ3d: float = 0.0
+    start_geo: float | None = None
     depth_stride: int = 4
 
 
@@ -749,6 +754,8 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
     for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "aux_weight", "occ3d"):
         if getattr(r, key) < 0:
             raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
+    if r.start_geo is not None and not -20.0 <= r.start_geo <= 20.0:
+        raise OccDataError(f"{where}.start_geo: expected a logit in [-20, 20] or null, got {r.start_geo}")
     if r.lidar_max_depth <= r.near:
         raise OccDataError(f"{where}.lidar_max_depth: expected > near ({r.near} m), got {r.lidar_max_depth}")
     if cfg.occnerf is not None and r.occ3d:

@@ -39,6 +39,11 @@ from occ_core.ops.render import RenderResult, contract, render_rays, sample_dept
 RENDER_START_GEO = {"prob": -3.0, "density": -2.0}
 
 
+def start_geo_logit(rc: RenderConfig) -> float:
+    """The geometry logit a rendered field starts at: ``render.start_geo``, else the mode's default."""
+    return RENDER_START_GEO[rc.mode] if rc.start_geo is None else float(rc.start_geo)
+
+
 @dataclass
 class VoxelField:
     """A renderable voxel field in ``base_link``.
@@ -220,7 +225,7 @@ class OccNeRFNet(nn.Module):
         self.cnn = nn.Sequential(conv_bn_relu(oc.channels, C, dims=3), *[BasicBlock(C, C, dims=3) for _ in range(oc.cnn_blocks)])
         self.out = nn.Conv3d(C, cfg.num_classes, 1)  # 1 geometry + (K - 1) classes
         with torch.no_grad():  # start mostly free: rays travel a few metres before they stop
-            self.out.bias[0] = RENDER_START_GEO[cfg.render.mode]
+            self.out.bias[0] = start_geo_logit(cfg.render)
         ax = [-1.0 + (2.0 * torch.arange(n, dtype=torch.float32) + 1.0) / n for n in (X, Y, Z)]
         cx, cy, cz = torch.meshgrid(*ax, indexing="ij")
         self.register_buffer("voxel_world", uncontract(torch.stack([cx, cy, cz], -1), self.lo, self.hi, oc.ratio),

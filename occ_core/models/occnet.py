@@ -201,13 +201,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = MODELS[cfg.name](cfg)
-    from occ_core.models.occnerf import RENDER_START_GEO, threshold_rendered_output
+    from occ_core.models.occnerf import start_geo_logit, threshold_rendered_output
     from occ_core.models.output import threshold_class_output
 
     if cfg.render is not None and cfg.name != "occnerf":  # RenderOcc-style: render the head's logits
         from occ_core.models.heads import start_mostly_free
 
-        start_mostly_free(model.head.cls, cfg.num_classes, RENDER_START_GEO[cfg.render.mode])
+        start_mostly_free(model.head.cls, cfg.num_classes, start_geo_logit(cfg.render))
     if cfg.name != "occnerf":  # OccNeRF thresholds its own field
         model.cfg = cfg
         model.occ_threshold = cfg.occupancy_threshold
