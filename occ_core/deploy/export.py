@@ -43,7 +43,7 @@ PROG = "occ-export"
 DEFAULT_OPSET = 18
 MIN_OPSET = 16
 #: Bumped when the exported graph changes for the same model, so that cached files are rebuilt.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2  # 2: the LSS splat as ScatterElements (ScatterND lost updates in ONNX Runtime)
 
 
 @dataclass(frozen=True)
