@@ -131,6 +131,18 @@ POSE_STREAM_ALIVE_S = 0.5
 MODEL_POSE_STREAM_ALIVE_S = 1.5
 
 
+def pose_wait_needed(latest_ns: int | None, stamp_ns: int, alive_s: float, first_pose_expected: bool) -> bool:
+    """Whether the pose at ``stamp_ns`` may still come: the ego pose stream is alive (its latest
+    pose ``latest_ns`` at most ``alive_s`` before the stamp) and has not reached the stamp. Before
+    any pose has arrived (``latest_ns`` None) only when one is expected: ``odom_topic`` has a
+    publisher, so the first pose may be in flight beside the first sensor messages (without this
+    a temporal model's first frame lost its pose whenever the data was handled first, and the
+    next frame reset its state)."""
+    if latest_ns is None:
+        return first_pose_expected
+    return latest_ns < stamp_ns and stamp_ns - latest_ns <= alive_s * 1e9
+
+
 def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -663,18 +675,21 @@ class OccupancyNode(Node):
         return bool(self.config.odom_topic) or isinstance(self.extrinsics, (TfMessageExtrinsics, TfExtrinsics))
 
     def _pose_at(self, stamp_ns: int, deadline: float, alive_s: float = POSE_STREAM_ALIVE_S) -> np.ndarray | None:
-        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive (its latest pose at
-        most ``alive_s`` before the stamp) but has not reached the stamp yet (the pose at a sensor
-        stamp travels beside its message), wait for it until ``deadline`` (monotonic s); then take
-        the nearest pose within POSE_TOLERANCE_S, or None. "Reached" is sound because the poses come
-        from one in-order stream (odom_topic, else /tf): a pose at the stamp cannot arrive after a
-        later one of the same stream."""
-        while True:
+        """``T_odom_base`` at ``stamp_ns``. While the ego pose stream is alive but has not reached
+        the stamp yet (the pose at a sensor stamp travels beside its message), wait for it until
+        ``deadline`` (monotonic s); then take the nearest pose within POSE_TOLERANCE_S, or None
+        (:func:`pose_wait_needed` says when to wait). "Reached" is sound because the poses come from
+        one in-order stream (odom_topic, else /tf): a pose at the stamp cannot arrive after a later
+        one of the same stream."""
+        first_expected = None  # asked of the ROS graph once, and only before the first pose
+        while time.monotonic() < deadline:
             latest = self.motion.latest_stamp()
-            if (latest is None or latest >= stamp_ns or stamp_ns - latest > alive_s * 1e9
-                    or time.monotonic() >= deadline):
-                return self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
+            if latest is None and first_expected is None:
+                first_expected = bool(self.config.odom_topic) and self.count_publishers(self.config.odom_topic) > 0
+            if not pose_wait_needed(latest, stamp_ns, alive_s, bool(first_expected)):
+                break
             time.sleep(0.002)
+        return self.motion.pose_at(stamp_ns, POSE_TOLERANCE_S)
 
     def camera_extrinsics(self, synced: SyncedSet, cam: str, T_static: np.ndarray,
                           P_lidar: np.ndarray | None, deadline: float = 0.0) -> tuple[np.ndarray, bool]:

@@ -175,3 +175,18 @@ def test_ego_poses_are_the_base_frame_transforms_with_valid_rotations():
     (stamp, got), = ego_poses(good, "/base_link")  # tf2 ignores a leading slash
     assert stamp == 5 * S + 7
     np.testing.assert_allclose(got, T, atol=1e-12)
+
+
+def test_the_pose_wait_covers_a_first_pose_in_flight():
+    """Wait while the stream is alive and behind the stamp; before any pose, only when odom_topic
+    has a publisher (the first pose travels beside the first sensor messages: without the wait a
+    temporal model's first frame lost its pose under load and the second reset its state)."""
+    from occ_ros.occupancy_node import pose_wait_needed
+
+    t = 100 * S
+    assert pose_wait_needed(None, t, 0.5, first_pose_expected=True)
+    assert not pose_wait_needed(None, t, 0.5, first_pose_expected=False)  # no stream: no wait
+    assert pose_wait_needed(t - S // 4, t, 0.5, first_pose_expected=False)  # alive, not there yet
+    assert not pose_wait_needed(t, t, 0.5, first_pose_expected=True)  # reached
+    assert not pose_wait_needed(t - S, t, 0.5, first_pose_expected=True)  # stale stream: dead
+    assert pose_wait_needed(t - S, t, 1.5, first_pose_expected=False)  # alive for a temporal model

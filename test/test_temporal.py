@@ -306,9 +306,16 @@ class RecordingPredictor:
 
 
 @TEMPORAL_CONFIGS
-def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path, cfg_path):
+def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path, cfg_path, monkeypatch):
     """The val scene as a bag through occupancy_node (ego motion from the bag's /odom) gives the
     predictions occ-predict writes, frame by frame, with the state carried (not a reset each frame)."""
+    from occ_ros import occupancy_node
+
+    # The node waits up to MODEL_POSE_WAIT_S (1 s, wall clock) for the /odom pose that travels beside
+    # a LiDAR message. This test is about the state, not that latency, so it allows more for a machine
+    # loaded by other jobs; a pose that never comes still fails it. (Under such load the first frame
+    # lost its pose when the data was handled before the first /odom message: pose_wait_needed.)
+    monkeypatch.setattr(occupancy_node, "MODEL_POSE_WAIT_S", 20.0)
     from occ_core.formats import occ3d
     from occ_core.training import predict as predict_cli
     from occ_ros.bag.evaluate import EvalConfig, evaluate
@@ -326,7 +333,7 @@ def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, 
     res = evaluate(EvalConfig(bag, rate=0.05, config=cfg_path, checkpoint=None, worker_queue_size=8), predictor=rec,
                    progress=False)
     assert (res.frames, res.predicted, res.dropped) == (3, 3, 0)
-    assert [lk.reset for lk in rec.links] == ["first_frame", None, None]
+    assert [lk.reset for lk in rec.links] == ["first_frame", None, None], res.counters
     ds = NuScenesOccDataset(synthetic_dataroot, [scene], OCC3D, image_hw=SMALL_HW)
     for (_, token), frame, pred in zip(ds.samples, rec.frames, rec.preds):
         offline = ds.load_frame(token)
