@@ -154,6 +154,46 @@ def test_lidar_depth_term_is_small_for_the_true_surface_and_large_for_a_wrong_on
     assert float(render_loss(*args, off, points=[face]).lidar_depth) == 0.0
 
 
+def test_sky_rays_charge_opacity_and_leave_the_cross_entropy():
+    """render.sky: patch rays through pixels labelled sky cost -log(1 - opacity): ~0 through an
+    empty field, large through the slab; sky pixels do not enter the semantic cross entropy."""
+    from occ_core.formats.image_maps import SKY_LABEL
+    from occ_core.training.render_losses import render_loss
+
+    K, T = _forward_camera()
+    rgb = torch.zeros(1, 1, 3, 96, 128)
+    rc = RenderConfig(samples=400, photometric=0.0, semantic=0.0, distortion=0.0, entropy=0.0, smoothness=0.0,
+                      sky=1.0)
+    sky = torch.full((1, 1, 96, 128), SKY_LABEL)
+
+    def terms(field, labels, rc=rc):
+        return render_loss(field, K, T, rgb, rgb[:, :, None], torch.eye(4).view(1, 1, 1, 4, 4), labels, rc)
+
+    slab = _slab_field(contracted=False)
+    empty = VoxelField(torch.full_like(slab.geo, -20.0), None, LO, HI)
+    assert float(terms(empty, sky).sky) < 1e-3
+    assert float(terms(slab, sky).sky) > 5.0  # every ray stops at the slab: opacity ~1
+    assert float(terms(slab, sky, dataclasses.replace(rc, sky=0.0)).sky) == 0.0
+    assert float(terms(slab, torch.full_like(sky, -1)).sky) == 0.0  # no sky pixel: no term
+    # with semantics on, sky pixels are ignored by the cross entropy (17 is no rendered class)
+    sem = torch.zeros(1, 17, *slab.geo.shape[2:])
+    sem_field = VoxelField(slab.geo, sem, LO, HI)
+    assert float(terms(sem_field, sky, dataclasses.replace(rc, semantic=1.0)).semantic) == 0.0
+    half = sky.clone()
+    half[..., :64] = 3
+    assert float(terms(sem_field, half, dataclasses.replace(rc, semantic=1.0)).semantic) > 0.0
+
+
+def test_read_semantic2d_keeps_sky_when_asked(tmp_path):
+    from occ_core.formats.image_maps import SKY_LABEL, encode_semantic_png, read_semantic2d
+
+    raw = np.array([[0, 16, 17, 255]], np.uint8)
+    path = tmp_path / "m.png"
+    path.write_bytes(encode_semantic_png(raw))
+    assert read_semantic2d(path).tolist() == [[0, 16, -1, -1]]
+    assert read_semantic2d(path, keep_sky=True).tolist() == [[0, 16, SKY_LABEL, -1]]
+
+
 def _camera_at(x: float):
     """:func:`_forward_camera`'s camera moved to base_link x = ``x``: (3, 3) K, (4, 4) T."""
     K, T = _forward_camera()
@@ -251,6 +291,11 @@ def test_aux_rays_config_checks():
     with pytest.raises(OccDataError, match="aux_keyframes: expected >= 0"):
         with_render(aux_keyframes=-1)
     assert with_render(start_geo=-6).render.start_geo == -6 and with_render().render.start_geo is None
+    assert with_render(sky=0.5).render.sky == 0.5 and with_render().render.sky == 0.0
+    with pytest.raises(OccDataError, match="a 2D label folder is needed when sky > 0"):
+        with_render(sky=1.0, semantic=0.0, labels="")
+    with pytest.raises(OccDataError, match=r"render.sky: weights must be >= 0, got -1"):
+        with_render(sky=-1.0)
     with pytest.raises(OccDataError, match=r"render.start_geo: expected a logit in \[-20, 20\] or null, got 50"):
         with_render(start_geo=50)
 
@@ -611,27 +656,32 @@ def test_rendering_supervised_heads_start_mostly_free(name, start_geo):
         assert float((1 - out.logits.softmax(1)[:, -1]).median()) > 0.8
 
 
-@pytest.mark.parametrize("name", ["camera_renderocc", "camera_renderocc+aux", "camera_render"])
+@pytest.mark.parametrize("name", ["camera_renderocc", "camera_renderocc+aux", "camera_renderocc+sky", "camera_render"])
 def test_renderocc_style_training_uses_lidar_rays_and_the_depth_head_loss(tiny_world, name):
     """camera_renderocc trains on LiDAR depth rays (SILog) and the LSS depth head's LiDAR loss,
-    with no 3D labels (+aux: and the adjacent keyframes' rays); camera_render (photometric) uses
-    neither. One step, finite gradients."""
+    with no 3D labels (+aux: and the adjacent keyframes' rays; +sky: and the sky rays, sky kept in
+    the loaded labels); camera_render (photometric) uses neither. One step, finite gradients."""
+    from occ_core.formats.image_maps import SKY_LABEL
     from occ_core.data.render_dataset import RenderDataset, collate_render
     from occ_core.models.config import load_config
     from occ_core.training.train import Trainer
 
     cfg = load_config(ROOT / "config" / "models" / f"{name.split('+')[0]}.yaml")
     cfg = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, size=(32, 64)),
-                              render=dataclasses.replace(cfg.render, samples=16, patches=2, patch_size=4, lidar_rays=32,
-                                                         aux_keyframes=int(name.endswith("+aux"))))
+                              render=dataclasses.replace(cfg.render, samples=16, patch_size=4, lidar_rays=32,
+                                                         aux_keyframes=int(name.endswith("+aux")),
+                                                         sky=float(name.endswith("+sky")),
+                                                         patches=8 if name.endswith("+sky") else 2))
     ds = RenderDataset(tiny_world, ["scene-0001"], cfg)
     assert not ds.with_gts
     batch = collate_render([ds[0]], cfg)
+    assert bool((batch.labels == SKY_LABEL).any()) == name.endswith("+sky")
     assert batch.src_rgb.shape[2] == (2 if cfg.render.photometric else 0)  # no source frame read for nothing
     tr = Trainer(cfg, "cpu", torch.ones(18))
     losses = tr.train_step(batch).losses
     assert all(math.isfinite(v) for v in losses.values()), losses
     assert (losses["aux_rays"] > 0) == name.endswith("+aux")
+    assert (losses["sky"] > 0) == name.endswith("+sky")
     if name.startswith("camera_renderocc"):
         assert losses["lidar_depth"] > 0 and losses["lss_depth"] > 0 and losses["photometric"] == 0
     else:

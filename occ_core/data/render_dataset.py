@@ -12,7 +12,8 @@ loads them, and per camera
   frame) uses that one twice;
 - the **2D semantic labels** of the keyframe image (``<dataroot>/<render.labels>/<CAM>/<image
   stem>.png``, :func:`occ_core.formats.image_maps.read_semantic2d`) resized and cropped like
-  the image (nearest), -1 = ignore.
+  the image (nearest), -1 = ignore; with ``render.sky`` > 0 sky pixels are
+  :data:`~occ_core.formats.image_maps.SKY_LABEL` (the keyframe's labels only).
 
 With ``render.aux_keyframes`` = k > 0 (RenderOcc's auxiliary rays) also, per keyframe, the up to
 k keyframes before and after it in its scene (:class:`AuxViews`): their LiDAR points and cameras
@@ -154,8 +155,8 @@ class RenderDataset(NuScenesOccDataset):
         super().__init__(dataroot, scenes, cfg.grid_spec, 1, nusc=nusc, image_hw=cfg.image_hw)
         self.cfg = cfg
         rc = cfg.render
-        self.with_labels = bool((rc.semantic or rc.photometric_ignore or (rc.aux_keyframes and rc.aux_dynamic))
-                                and rc.labels)
+        self.with_labels = bool((rc.semantic or rc.sky or rc.photometric_ignore
+                                 or (rc.aux_keyframes and rc.aux_dynamic)) and rc.labels)
         self.with_gts = rc.occ3d > 0
         if self.with_labels and not (self.dataroot / rc.labels).is_dir():
             raise OccDataError(f"{self.dataroot / rc.labels}: no 2D label folder (render.labels: {rc.labels!r}); "
@@ -185,7 +186,7 @@ class RenderDataset(NuScenesOccDataset):
                 continue
             sd = self.nusc.get("sample_data", sample["data"][cam])
             if self.with_labels:
-                labs.append(self._labels(cam, sd))
+                labs.append(self._labels(cam, sd, keep_sky=self.cfg.render.sky > 0))
             if not self.cfg.render.photometric:
                 srcs.append(np.zeros((0, 3, h, w), np.float32))
                 Ts.append(np.zeros((0, 4, 4)))
@@ -214,10 +215,11 @@ class RenderDataset(NuScenesOccDataset):
             Ts.append(np.stack(cam_T))
         return np.stack(srcs), np.stack(Ts), (np.stack(labs) if self.with_labels else None)
 
-    def _labels(self, cam: str, sd: dict) -> np.ndarray:
-        """(h, w) int64 2D labels of one camera sample_data, prepared like its image."""
-        return prepare_labels(read_semantic2d(map_path(self.dataroot / self.cfg.render.labels, cam, sd["filename"])),
-                              self.cfg.image.size)
+    def _labels(self, cam: str, sd: dict, keep_sky: bool = False) -> np.ndarray:
+        """(h, w) int64 2D labels of one camera sample_data, prepared like its image (``keep_sky``:
+        sky pixels as :data:`~occ_core.formats.image_maps.SKY_LABEL`, not -1)."""
+        path = map_path(self.dataroot / self.cfg.render.labels, cam, sd["filename"])
+        return prepare_labels(read_semantic2d(path, keep_sky=keep_sky), self.cfg.image.size)
 
     def load_aux(self, token: str, cameras: tuple[str, ...]) -> AuxViews:
         """The ``render.aux_keyframes`` adjacent keyframes of ``token`` (:class:`AuxViews`);

@@ -8,7 +8,8 @@ Depth (the synthetic world's ``depth/`` and ``occ-predict --format depth``):
 for an open-vocabulary segmenter such as Grounded-SAM): ``<root>/<CAM>/<image file stem>.png``,
 8-bit single-channel at the image's size, value = Occ3D class 0..16, 17 = sky / nothing hit,
 255 = no label (a region the segmenter left out). :func:`read_semantic2d` returns int64 labels
-with every value that is not a class (17 and 255) as -1, the ignore index of the losses.
+with every value that is not a class (17 and 255) as -1, the ignore index of the losses, or with
+sky kept as :data:`SKY_LABEL` when asked (``render.sky``: rays through sky pixels hit nothing).
 """
 
 from __future__ import annotations
@@ -76,9 +77,13 @@ def encode_semantic_png(labels: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def read_semantic2d(path: str | Path, num_classes: int = 17) -> np.ndarray:
+#: The 2D semantic maps' value for sky / nothing hit (Occ3D's free index).
+SKY_LABEL = 17
+
+
+def read_semantic2d(path: str | Path, num_classes: int = 17, keep_sky: bool = False) -> np.ndarray:
     """(H, W) int64 labels of a 2D semantic PNG: 0 .. num_classes - 1, and -1 for everything
-    else (sky 17, no label 255).
+    else (sky 17, no label 255); with ``keep_sky`` sky stays :data:`SKY_LABEL`.
 
     Raises:
         OccDataError: naming the file: missing or not an 8-bit single-channel PNG.
@@ -93,7 +98,7 @@ def read_semantic2d(path: str | Path, num_classes: int = 17) -> np.ndarray:
         got = "undecodable" if img is None else f"{img.dtype} {img.shape}"
         raise OccDataError(f"{path}: expected an 8-bit single-channel PNG of class indices, got {got}")
     lab = img.astype(np.int64)
-    lab[lab >= num_classes] = -1
+    lab[(lab >= num_classes) & ~(keep_sky & (lab == SKY_LABEL))] = -1
     return lab
 
 

@@ -207,6 +207,10 @@ class RenderConfig:
             elsewhere). Empty: no filter.
         occ3d: weight of the model's 3D label losses (CE, Lovasz, scal) next to the rendering
             losses; 0 (the default): trained from images only, ``gts/`` is never read.
+        sky: weight of the sky rays' loss: the rendered rays (patches) through pixels whose 2D
+            label is sky must gather no opacity, ``-log(1 - opacity)``; they tell the field that
+            the air above the ground is empty, which the rays through LiDAR returns rarely cross.
+            Needs ``labels``. 0 (the default, as OccNeRF and RenderOcc): sky is ignored.
         start_geo: the geometry logit every voxel starts at (the occupancy probability
             sigmoid(start_geo) in ``prob`` mode); None (the default): the mode's start,
             :data:`occ_core.models.occnerf.RENDER_START_GEO`. Voxels no ray reaches in training
@@ -238,6 +242,7 @@ class RenderConfig:
     aux_dynamic: tuple[str, ...] = ("bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
                                     "trailer", "truck")
     occ3d: float = 0.0
+    sky: float = 0.0
     start_geo: float | None = None
     depth_stride: int = 4
 
@@ -751,7 +756,8 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.patch_size: SSIM needs patches of >= 3 pixels, got {r.patch_size}")
     if r.sample_roi <= 0:
         raise OccDataError(f"{where}.sample_roi: expected > 0 metres, got {r.sample_roi}")
-    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "aux_weight", "occ3d"):
+    for key in ("photometric", "semantic", "distortion", "entropy", "smoothness", "lidar_depth", "aux_weight", "occ3d",
+                "sky"):
         if getattr(r, key) < 0:
             raise OccDataError(f"{where}.{key}: weights must be >= 0, got {getattr(r, key)}")
     if r.start_geo is not None and not -20.0 <= r.start_geo <= 20.0:
@@ -762,6 +768,8 @@ def _check_render(cfg: ModelConfig, where: str) -> None:
         raise OccDataError(f"{where}.occ3d: the occnerf model trains without 3D labels (occ3d: 0)")
     if r.semantic and not r.labels:
         raise OccDataError(f"{where}.labels: a 2D label folder is needed when semantic > 0")
+    if r.sky and not r.labels:
+        raise OccDataError(f"{where}.labels: a 2D label folder is needed when sky > 0")
     if r.aux_keyframes < 0:
         raise OccDataError(f"{where}.aux_keyframes: expected >= 0 keyframes each side, got {r.aux_keyframes}")
     if r.aux_keyframes and not r.lidar_depth:

@@ -29,6 +29,9 @@ network-input image are rendered (depth, semantics) through the model's field
   current base_link through the current frame's field, with the same depth loss and semantic
   cross entropy, weighted by ``render.aux_weight`` (RenderOcc samples them with weight 0.3);
   rays whose 2D label is one of ``render.aux_dynamic`` are left out (the thing may have moved).
+- **sky** (``render.sky``): patch rays through pixels whose 2D label is sky must gather no
+  opacity, ``-log(1 - opacity)`` (the air column above the ground is empty; the rays through
+  LiDAR returns rarely cross it). Sky is no rendered class: it leaves the cross entropy.
 - **distortion** (Mip-NeRF 360) on the sample weights over normalised contracted distance;
   **entropy**: binary entropy of each ray's opacity (hit or no hit, nothing in between);
   **smoothness**: Monodepth2's edge-aware smoothness of the mean-normalised disparity
@@ -44,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from occ_core.classes import OCC3D_INDEX
+from occ_core.formats.image_maps import SKY_LABEL
 from occ_core.models.config import RenderConfig
 from occ_core.models.occnerf import RayRender, VoxelField, render_camera_rays
 from occ_core.ops.render import distortion_loss
@@ -222,6 +226,7 @@ class RenderTerms:
     lidar_depth: torch.Tensor
     occ3d: torch.Tensor
     aux_rays: torch.Tensor | float = 0.0
+    sky: torch.Tensor | float = 0.0
     automask_kept: float = 1.0
     lss_depth: torch.Tensor | float = 0.0
 
@@ -305,7 +310,7 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
     M = B * N
     zero = rr.depth.sum() * 0.0
     terms = dict(photometric=zero, semantic=zero, distortion=zero, entropy=zero, smoothness=zero, lidar_depth=zero,
-                 occ3d=zero, aux_rays=zero)
+                 occ3d=zero, aux_rays=zero, sky=zero)
     uvm = uv.view(M, -1, 2)
     depth = rr.depth.view(M, -1)
     kept = 1.0
@@ -323,6 +328,11 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         d = depth.view(M, P, 1, p, p).flatten(0, 1)
         col = sample_image(rgb.flatten(0, 1), uvm).view(M, 3, P, p, p).transpose(1, 2).flatten(0, 1)
         terms["smoothness"] = rc.smoothness * smoothness_loss(d, col)
+    if rc.sky and labels is not None:  # rays through sky pixels hit nothing: no opacity anywhere on them
+        sky = labels_at(labels.flatten(0, 1), uvm) == SKY_LABEL  # (M, R)
+        if sky.any():
+            o = rr.opacity.view(M, -1)[sky].clamp(max=1 - 1e-6)
+            terms["sky"] = rc.sky * -torch.log1p(-o).mean()
     sem_logits, sem_uv = [rr.semantics], [uvm]
     if rc.lidar_depth and points is not None:
         uv_l, z_l = lidar_pixels(points, intrinsics, T_base_from_cam, (H, W), rc)
@@ -337,6 +347,7 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
     if rr.semantics is not None and labels is not None:
         logits = torch.cat([x.reshape(M, -1, x.shape[-1]) for x in sem_logits], 1)  # (M, R', K')
         target = labels_at(labels.flatten(0, 1), torch.cat(sem_uv, 1))  # (M, R')
+        target = torch.where(target == SKY_LABEL, -1, target)  # sky is no rendered class
         if (target >= 0).any():
             terms["semantic"] = rc.semantic * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                               target.reshape(-1), ignore_index=-1)
