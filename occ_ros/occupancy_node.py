@@ -681,7 +681,7 @@ class OccupancyNode(Node):
         (:func:`pose_wait_needed` says when to wait). "Reached" is sound because the poses come from
         one in-order stream (odom_topic, else /tf): a pose at the stamp cannot arrive after a later
         one of the same stream."""
-        first_expected = None  # asked of the ROS graph once, and only before the first pose
+        first_expected = None  # asked of the ROS graph at most once per lookup, and only before the first pose
         while time.monotonic() < deadline:
             latest = self.motion.latest_stamp()
             if latest is None and first_expected is None:
