@@ -313,12 +313,14 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
                  occ3d=zero, aux_rays=zero, sky=zero)
     uvm = uv.view(M, -1, 2)
     depth = rr.depth.view(M, -1)
+    # the 2D labels at the patch pixels, looked up once: photometric_ignore, sky and the cross entropy
+    patch_labels = None if labels is None else labels_at(labels.flatten(0, 1), uvm)  # (M, R)
     kept = 1.0
     if rc.photometric:
         counted = None
-        if rc.photometric_ignore and labels is not None:
+        if rc.photometric_ignore and patch_labels is not None:
             ignore = torch.tensor([OCC3D_INDEX[n] for n in rc.photometric_ignore], device=labels.device)
-            counted = ~torch.isin(labels_at(labels.flatten(0, 1), uvm), ignore)
+            counted = ~torch.isin(patch_labels, ignore)
         pe, keep = reprojection_loss(rgb.flatten(0, 1), src_rgb.flatten(0, 1), uvm, depth, intrinsics.flatten(0, 1),
                                      T_src_from_tgt.flatten(0, 1), p, rc.automask, counted)
         terms["photometric"] = rc.photometric * pe
@@ -328,12 +330,12 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         d = depth.view(M, P, 1, p, p).flatten(0, 1)
         col = sample_image(rgb.flatten(0, 1), uvm).view(M, 3, P, p, p).transpose(1, 2).flatten(0, 1)
         terms["smoothness"] = rc.smoothness * smoothness_loss(d, col)
-    if rc.sky and labels is not None:  # rays through sky pixels hit nothing: no opacity anywhere on them
-        sky = labels_at(labels.flatten(0, 1), uvm) == SKY_LABEL  # (M, R)
+    if rc.sky and patch_labels is not None:  # rays through sky pixels hit nothing: no opacity anywhere on them
+        sky = patch_labels == SKY_LABEL  # (M, R)
         if sky.any():
             o = rr.opacity.view(M, -1)[sky].clamp(max=1 - 1e-6)
             terms["sky"] = rc.sky * -torch.log1p(-o).mean()
-    sem_logits, sem_uv = [rr.semantics], [uvm]
+    sem_logits, sem_targets = [rr.semantics], [patch_labels]
     if rc.lidar_depth and points is not None:
         uv_l, z_l = lidar_pixels(points, intrinsics, T_base_from_cam, (H, W), rc)
         rl = render_camera_rays(field, intrinsics, T_base_from_cam, uv_l, rc, jitter=True,
@@ -341,12 +343,12 @@ def render_loss(field: VoxelField, intrinsics: torch.Tensor, T_base_from_cam: to
         hit = z_l > 0
         if hit.any():
             terms["lidar_depth"] = rc.lidar_depth * silog_loss(rl.depth[hit], z_l[hit], variance_focus=0.0)
-        if rl.semantics is not None:  # rays without a point keep label -1 below (ignored)
+        if rl.semantics is not None and labels is not None:  # rays without a point: label -1 (ignored)
             sem_logits.append(rl.semantics)
-            sem_uv.append(torch.where(hit.view(M, -1, 1), uv_l.view(M, -1, 2), torch.full_like(uv_l.view(M, -1, 2), -1)))
+            sem_targets.append(torch.where(hit.view(M, -1), labels_at(labels.flatten(0, 1), uv_l.view(M, -1, 2)), -1))
     if rr.semantics is not None and labels is not None:
         logits = torch.cat([x.reshape(M, -1, x.shape[-1]) for x in sem_logits], 1)  # (M, R', K')
-        target = labels_at(labels.flatten(0, 1), torch.cat(sem_uv, 1))  # (M, R')
+        target = torch.cat(sem_targets, 1)  # (M, R')
         target = torch.where(target == SKY_LABEL, -1, target)  # sky is no rendered class
         if (target >= 0).any():
             terms["semantic"] = rc.semantic * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
