@@ -375,3 +375,41 @@ def test_motion_blocks_reach_a_moved_object_that_the_reduction_alone_does_not():
     single = config_to_dict(load_config(CFG))
     with pytest.raises(OccDataError, match=r"motion_dilations: \[2\]; expected dilations >= 1, on a multi-frame"):
         config_from_dict(dict(single, hbevocc=dict(single["hbevocc"], motion_dilations=[2])))
+
+
+def test_flow_stack_reads_the_raw_stack_far_away_and_leaves_occupancy_alone():
+    """hbevocc.flow_stack_dilations: the flow at a cell depends on a previous frame's BEV 10 forward
+    cells (8 m, a car at 16 m/s between keyframes) away, up to 1 + 2 * sum(d) cells; the occupancy
+    logits are those of the same weights without the flow encoder (its path is unchanged)."""
+    cfg = tiny(load_config(MF_CFG))
+    C, K = cfg.hbevocc.channels, cfg.hbevocc.frames
+    wide = dataclasses.replace(cfg, hbevocc=dataclasses.replace(cfg.hbevocc, flow_stack_dilations=(2, 4)))
+    assert config_from_dict(config_to_dict(wide)) == wide
+    model = build_model(wide).eval()
+    assert model.flow_head.net[0][0].in_channels == 3 * C
+    stack = torch.randn(1, K * C, 100, 100, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    motion = model.flow_stack(stack)  # (1, C, 100, 100)
+    motion[0, :, 50, 50].sum().backward()
+    reach = stack.grad[0, C:].abs().sum(0)[:, 50]  # (100,) along x through the centre cell, past slots only
+    assert reach[60] > 0 and reach[40] > 0  # 10 cells ahead and behind
+    assert reach[50 + 13] > 0 and reach[50 + 14:].sum() == 0
+    # end to end, one batch of two: the flow sees a change of the previous stack 10 cells away
+    one = frame_to_inputs(make_frame(), wide)
+    two = dataclasses.replace(one, **{k: torch.cat([getattr(one, k)] * 2) for k in ("images", "intrinsics", "T_base_from_cam")})
+    prev = torch.zeros(2, K * C, 100, 100)
+    prev[1, :, 60, 50] = 5.0
+    model.zero_grad()
+    out = model(two, prev, torch.eye(4))
+    # the flow of the Occ3D cells under the feature cell (50, 50) (0.8 m cells: Occ3D 100..101)
+    assert (out.flow[0, 100:102, 100:102] - out.flow[1, 100:102, 100:102]).abs().max() > 1e-6
+    # the occupancy path does not go through the flow encoder
+    out.logits.sum().backward()
+    assert all(p.grad is None for p in model.flow_stack.parameters())
+    assert model.temporal_reduce[0].weight.grad.abs().sum() > 0
+    doc = config_to_dict(load_config(MF_CFG))
+    with pytest.raises(OccDataError, match=r"flow_stack_dilations: \[2\]; expected dilations >= 1, for a flow head "
+                                           r"\(flow: false\)"):
+        config_from_dict(dict(doc, flow=False, hbevocc=dict(doc["hbevocc"], flow_stack_dilations=[2])))
+    single = config_to_dict(load_config(FLOW_CFG))
+    with pytest.raises(OccDataError, match=r"flow_stack_dilations: \[2\].*frames >= 2, got 1"):
+        config_from_dict(dict(single, hbevocc=dict(single["hbevocc"], flow_stack_dilations=[2])))

@@ -311,6 +311,11 @@ class HBEVOccConfig:
             on the reduced stack. An object moving at 10 m/s shifts 5 m (6 forward cells at
             0.8 m) between keyframes, beyond what the 3x3 reduction can relate; blocks with
             dilations d_i reach ``2 * sum(d_i)`` cells each way. ``[]`` (the default): none.
+        flow_stack_dilations: K > 1 with ``flow`` only: the flow head also reads the *raw* stack
+            (before the reduction) through its own encoder, a 3x3 conv (K*C -> C) and one residual
+            block of two dilated 3x3 convs per entry, so that it sees where a thing was in the
+            previous frames 6+ cells away; the occupancy path is unchanged. ``[]`` (the default):
+            the flow head reads the fused BEV only.
     """
 
     channels: int = 32
@@ -324,6 +329,7 @@ class HBEVOccConfig:
     dropout: float = 0.0
     frames: int = 1
     motion_dilations: tuple[int, ...] = ()
+    flow_stack_dilations: tuple[int, ...] = ()
 
 
 @dataclass
@@ -833,6 +839,9 @@ def _check_hbevocc(cfg: ModelConfig, where: str) -> None:
     if hb.motion_dilations and (hb.frames < 2 or min(hb.motion_dilations) < 1):
         raise OccDataError(f"{where}.motion_dilations: {list(hb.motion_dilations)}; expected dilations >= 1, "
                            f"on a multi-frame stack (frames >= 2, got {hb.frames})")
+    if hb.flow_stack_dilations and (hb.frames < 2 or not cfg.flow or min(hb.flow_stack_dilations) < 1):
+        raise OccDataError(f"{where}.flow_stack_dilations: {list(hb.flow_stack_dilations)}; expected dilations >= 1, "
+                           f"for a flow head (flow: {str(cfg.flow).lower()}) on a multi-frame stack (frames >= 2, got {hb.frames})")
     if hb.hada_height_keys < 0:
         raise OccDataError(f"{where}.hada_height_keys: expected an integer >= 0, got {hb.hada_height_keys}")
     if hb.hada_offset_range <= 0:

@@ -16,7 +16,8 @@ in base_link; C = ``hbevocc.channels``, E = ``bevformer.embed_dims``)::
     fusion:   full = cat(F, up_s(G) -> conv to C)        (B, 2C, X', Y')
               down = cat(F_s, G)                         (B, C + E, X'/s, Y'/s)
               fused = full + up_s(conv(down))            (B, 2C, X', Y')
-    head:     ChannelToHeightHead(fused) -> logits (B, K, X, Y, Z); optional FlowHead
+    head:     ChannelToHeightHead(fused) -> logits (B, K, X, Y, Z); optional FlowHead on fused
+              [``flow_stack_dilations``: on cat(fused, stack -> 3x3 conv to C -> dilated blocks)]
 
 The LSS depth distributions are returned (``OccOutput.depth_probs``), so the LiDAR depth loss
 of the camera model applies unchanged. This follows HBEVOcc's public code (``HBEVOcc`` detector:
@@ -246,12 +247,16 @@ class HBEVOccNet(nn.Module):
                                      nn.Upsample(scale_factor=s, mode="bilinear", align_corners=False))
         self.head = ChannelToHeightHead(2 * C, 1, cfg.num_classes, cfg.grid_spec.dims, bev_channels=cfg.bev_channels,
                                         bev_encoder=cfg.bev_encoder)
-        self.flow_head = FlowHead(2 * C, cfg.grid_spec.dims) if cfg.flow else None
+        # with flow_stack_dilations the flow head reads cat(fused, the stack's motion features): 3C channels
+        self.flow_head = FlowHead((3 if hb.flow_stack_dilations else 2) * C, cfg.grid_spec.dims) if cfg.flow else None
         # multi-frame: built last, so the other modules draw the same initial weights as with K = 1
         self.frames = hb.frames
         self.temporal_reduce = conv_bn_relu(hb.frames * C, C) if hb.frames > 1 else None
         self.temporal_motion = (nn.Sequential(*[BasicBlock(C, C, dilation=d) for d in hb.motion_dilations])
                                 if hb.motion_dilations else None)
+        self.flow_stack = (nn.Sequential(conv_bn_relu(hb.frames * C, C),
+                                         *[BasicBlock(C, C, dilation=d) for d in hb.flow_stack_dilations])
+                           if hb.flow_stack_dilations else None)
 
     def forward_bev(self, feats: torch.Tensor, inputs: OccInputs, image_hw: tuple[int, int],
                     prev_bev: torch.Tensor | None = None, T_cur_from_prev: torch.Tensor | None = None,
@@ -315,7 +320,10 @@ class HBEVOccNet(nn.Module):
         full = torch.cat([f_bev, self.back_up(g)], 1)  # (B, 2C, X', Y')
         fused = full + self.down_up(torch.cat([f_down, g], 1))
         vox = fused[..., None]  # (B, 2C, X', Y', 1)
-        flow = None if self.flow_head is None else self.flow_head(vox)
+        flow = None
+        if self.flow_head is not None:
+            flow_in = vox if self.flow_stack is None else torch.cat([vox, self.flow_stack(stack)[..., None]], 1)
+            flow = self.flow_head(flow_in)
         return OccOutput(logits=self.head(vox), depth_probs=depth, flow=flow, bev=stack if self.frames > 1 else None)
 
 
