@@ -24,8 +24,8 @@ counts them.
 
 Temporal models (``needs_ego_pose``, a model config with a ``temporal`` section): each frame
 carries ``ego_pose`` = ``T_odom_base`` at the LiDAR stamp (the same pose lookup as above, made
-for them even with camera motion compensation off, waiting up to ``MODEL_POSE_WAIT_S`` for a pose
-that lags its sensor message), and the predictor keeps its state from frame
+for them even with camera motion compensation off, waiting up to ``temporal_pose_wait`` seconds for a
+pose that lags its sensor message), and the predictor keeps its state from frame
 to frame by :func:`occ_core.models.temporal.link_frames`: it resets on the first frame, a missing
 pose (no ``odom_topic`` / TF, or none near the stamp), a stamp gap over twice the period, a stamp
 that goes back (a bag played again), or a pose jump. ``temporal_carried`` and
@@ -118,9 +118,6 @@ POSE_TOLERANCE_S = 0.002
 #: ... and how long (s) the worker waits, per frame, for ego poses at the LiDAR and image stamps
 #: when the odometry stream is alive but has not reached a stamp yet (poses travel beside the data).
 POSE_WAIT_S = 0.1
-#: ... or this long (s) when the model itself needs the pose (temporal models: a frame without it
-#: resets their state, so a pose late by a loaded machine's scheduling would cut the sequence).
-MODEL_POSE_WAIT_S = 1.0
 #: Queue depth of the odom_topic subscription (same as /tf's): poses are small and must not be dropped.
 ODOM_QUEUE_DEPTH = 100
 #: The ego pose stream counts as alive (worth waiting for) while its latest pose is at most this
@@ -723,7 +720,9 @@ class OccupancyNode(Node):
         # the ego pose at the LiDAR stamp: camera motion compensation, and the ego motion of temporal models
         model_needs_pose = bool(getattr(self.predictor, "needs_ego_pose", False))
         wants_pose = compensate or model_needs_pose
-        deadline = time.monotonic() + (MODEL_POSE_WAIT_S if model_needs_pose else POSE_WAIT_S)
+        # temporal models wait longer (parameter temporal_pose_wait): a frame without its pose resets their
+        # state, so a pose late by a loaded machine's scheduling would cut the sequence
+        deadline = time.monotonic() + (cfg.temporal_pose_wait if model_needs_pose else POSE_WAIT_S)
         alive_s = MODEL_POSE_STREAM_ALIVE_S if model_needs_pose else POSE_STREAM_ALIVE_S
         P_lidar = self._pose_at(synced.stamp_ns, deadline, alive_s) if wants_pose and self.has_pose_source() else None
         compensated = fallbacks = 0

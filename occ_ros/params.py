@@ -138,6 +138,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "odom_topic is empty and TF is read (through tf2_ros or tf2_msgs); never both. A camera whose pose "
               "at its stamp is missing keeps its static extrinsics and is counted on /diagnostics "
               "(camera_static_fallbacks)."),
+    ParamSpec("temporal_pose_wait", 1.0,
+              "Temporal models (a model config with a 'temporal' section): seconds (wall clock) the worker waits, "
+              "per frame, for the ego pose at the LiDAR stamp when it has not arrived yet (poses travel beside the "
+              "data; a frame without one resets the model's state, counted as temporal_reset_missing_pose). Other "
+              "models wait at most 0.1 s, for camera motion compensation.", lo=0.0, hi=30.0),
     ParamSpec("ego_filter", True,
               "Drop LiDAR points inside ego_footprint (the vehicle's own body); the count is on /diagnostics "
               "(ego_points_removed)."),
@@ -243,6 +248,7 @@ class NodeConfig:
     lidar_sweeps: int
     sweep_max_age: float
     camera_motion_compensation: bool
+    temporal_pose_wait: float
     ego_filter: bool
     ego_footprint: tuple[float, ...]
     markers_topic: str

@@ -254,10 +254,19 @@ def test_bad_input_exits_2_with_one_line_before_the_evaluation(case, field, smal
     assert (keep / "precious.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args", [["--rate", "0"], ["--max-gap", "-1"], ["--lidar-sweeps", "0"]])
+@pytest.mark.parametrize("args", [["--rate", "0"], ["--max-gap", "-1"], ["--lidar-sweeps", "0"],
+                                  ["--temporal-pose-wait", "31"], ["--temporal-pose-wait", "-0.5"]])
 def test_bad_numbers_exit_2(args, small_bag, capsys):
     from occ_ros.bag import evaluate as ev
 
     with pytest.raises(SystemExit) as e:
         ev.main([str(small_bag), *args])
     assert e.value.code == 2 and args[0] in capsys.readouterr().err
+
+
+def test_temporal_pose_wait_reaches_the_node_parameter(small_bag):
+    """occ-bag-eval --temporal-pose-wait sets the node parameter temporal_pose_wait (EvalConfig)."""
+    from occ_ros.bag import evaluate as ev
+
+    assert ev.parse_args([str(small_bag)]).temporal_pose_wait == 1.0
+    assert ev.parse_args([str(small_bag), "--temporal-pose-wait", "7.5"]).temporal_pose_wait == 7.5

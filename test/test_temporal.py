@@ -306,16 +306,9 @@ class RecordingPredictor:
 
 
 @TEMPORAL_CONFIGS
-def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path, cfg_path, monkeypatch):
+def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, tmp_path, cfg_path):
     """The val scene as a bag through occupancy_node (ego motion from the bag's /odom) gives the
     predictions occ-predict writes, frame by frame, with the state carried (not a reset each frame)."""
-    from occ_ros import occupancy_node
-
-    # The node waits up to MODEL_POSE_WAIT_S (1 s, wall clock) for the /odom pose that travels beside
-    # a LiDAR message. This test is about the state, not that latency, so it allows more for a machine
-    # loaded by other jobs; a pose that never comes still fails it. (Under such load the first frame
-    # lost its pose when the data was handled before the first /odom message: pose_wait_needed.)
-    monkeypatch.setattr(occupancy_node, "MODEL_POSE_WAIT_S", 20.0)
     from occ_core.formats import occ3d
     from occ_core.training import predict as predict_cli
     from occ_ros.bag.evaluate import EvalConfig, evaluate
@@ -329,9 +322,12 @@ def test_node_playback_equals_offline_sequential_prediction(synthetic_dataroot, 
     assert predict_cli.main(["--config", str(cfg_path), "--dataroot", str(synthetic_dataroot), "--split", "val",
                              "--out", str(off), "--no-progress"]) == 0
     rec = RecordingPredictor(load_predictor(cfg_path))
-    # slow playback and a deep queue: on a loaded machine no frame may be dropped (each one carries the state)
-    res = evaluate(EvalConfig(bag, rate=0.05, config=cfg_path, checkpoint=None, worker_queue_size=8), predictor=rec,
-                   progress=False)
+    # slow playback and a deep queue: on a loaded machine no frame may be dropped (each one carries the state).
+    # The node waits up to temporal_pose_wait (wall clock) for the /odom pose that travels beside a LiDAR
+    # message; this test is about the state, not that latency, so it allows 20 s for a machine loaded by
+    # other jobs (a pose that never comes still fails it).
+    res = evaluate(EvalConfig(bag, rate=0.05, config=cfg_path, checkpoint=None, worker_queue_size=8,
+                              temporal_pose_wait=20.0), predictor=rec, progress=False)
     assert (res.frames, res.predicted, res.dropped) == (3, 3, 0)
     assert [lk.reset for lk in rec.links] == ["first_frame", None, None], res.counters
     ds = NuScenesOccDataset(synthetic_dataroot, [scene], OCC3D, image_hw=SMALL_HW)

@@ -216,6 +216,7 @@ class EvalConfig:
     json_out: Path | None = None
     lidar_sweeps: int = 1
     worker_queue_size: int = 2
+    temporal_pose_wait: float = 1.0
     drain_timeout: float = 120.0
     discovery_timeout: float = 10.0
     max_gap: float = 2.0
@@ -408,6 +409,7 @@ def evaluate(cfg: EvalConfig, predictor: Any = None, progress: bool = True) -> P
         node = OccupancyNode(predictor=predictor, context=context, parameter_overrides=[
             Parameter("lidar_sweeps", value=cfg.lidar_sweeps),
             Parameter("worker_queue_size", value=cfg.worker_queue_size),
+            Parameter("temporal_pose_wait", value=float(cfg.temporal_pose_wait)),
             # the bag's ego poses: earlier sweeps, and each camera placed at its image stamp
             Parameter("odom_topic", value=ODOM_TOPIC if ODOM_TOPIC in gt.topics or cfg.lidar_sweeps > 1 else ""),
             Parameter("compressed_image_topic", value=image_topic_for_bag(gt.topics)),
@@ -529,9 +531,15 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--record", type=Path, help="write the predictions (grid, voxels; + GT, TF) into this MCAP bag folder")
     p.add_argument("--json", dest="json_out", type=Path, help="write the summary and reports as JSON")
     p.add_argument("--lidar-sweeps", type=positive_int, default=1, help="node parameter lidar_sweeps (default 1)")
+    p.add_argument("--temporal-pose-wait", type=float, default=d.temporal_pose_wait, metavar="S",
+                   help="node parameter temporal_pose_wait: seconds a temporal model's frame waits for its ego pose "
+                        f"(default {d.temporal_pose_wait:g}; more on a loaded machine)")
     a = p.parse_args(argv)
+    if not 0.0 <= a.temporal_pose_wait <= 30.0:
+        p.error(f"--temporal-pose-wait: {a.temporal_pose_wait}; expected seconds in [0, 30] (the node parameter's range)")
     ckpt = Path(a.checkpoint) if a.checkpoint else None
-    return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps, max_gap=a.max_gap)
+    return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps, max_gap=a.max_gap,
+                      temporal_pose_wait=a.temporal_pose_wait)
 
 
 def main(argv: list[str] | None = None) -> int:
