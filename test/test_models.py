@@ -14,7 +14,7 @@ from occ_core.frame import SensorFrame
 from occ_core.grid import OCC3D
 from occ_core.models.cascade import CascadeRefiner
 from occ_core.models.config import BEVEncoderConfig, CascadeConfig, LSSConfig, config_from_dict, config_to_dict, load_config
-from occ_core.models.heads import ChannelToHeightHead
+from occ_core.models.heads import ChannelToHeightHead, FlowHead
 from occ_core.models.lss import depth_bin_centres, frustum_points, lidar_depth_targets
 from occ_core.models.occnet import build_model
 from occ_core.models.predictor import frame_to_inputs, load_predictor
@@ -180,6 +180,37 @@ def _influence_radius(head: ChannelToHeightHead, size: int = 64) -> int:
         changed = (head(x2) - base).abs().amax(dim=(0, 1, 4)) > 1e-6  # (X, Y)
     ix, iy = torch.nonzero(changed, as_tuple=True)
     return int(torch.maximum((ix - size // 2).abs(), (iy - size // 2).abs()).max())
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_flow_head_bev_path_equals_the_volume_path(train):
+    """FlowHead on a BEV input (Z' = 1) runs 2D convs and copies the flow to every height: the same
+    flow, input gradients, weight gradients and BatchNorm statistics as the 3x3x3 volume path; an
+    input with Z' > 1 takes the volume path."""
+    import copy
+
+    gen = torch.Generator().manual_seed(0)
+    head = FlowHead(8, (20, 24, 4)).train(train)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    ref = copy.deepcopy(head)
+    x = torch.randn(2, 8, 10, 12, 1, generator=gen)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = head(xa), ref.forward_volume(xb)
+    assert a.shape == (2, 20, 24, 4, 2) and torch.equal(a[:, :, :, 0], a[:, :, :, 3])
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    w = torch.randn(a.shape, generator=gen)
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-4, rtol=1e-4)
+    for (name, p), q in zip(head.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-3, rtol=1e-4), name
+    for key, v in head.state_dict().items():
+        assert torch.allclose(v.float(), ref.state_dict()[key].float(), atol=1e-6), key
+    vol = torch.randn(1, 8, 10, 12, 2, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(head(vol), head.forward_volume(vol))
 
 
 def test_multiscale_bev_encoder_widens_the_c2h_head_receptive_field():

@@ -7,7 +7,7 @@ Z') on input and on the output grid (X, Y, Z) on output.
 - :class:`ChannelToHeightHead` (FlashOcc): the voxel features are flattened to a BEV map
   (B, C*Z', X', Y'), encoded by 2D residual blocks, upsampled to (X, Y) and a 1x1 conv
   predicts Z*K channels that are reshaped into (B, K, X, Y, Z): height lives in channels.
-- :class:`FlowHead`: OpenOcc v2 occupancy flow, (B, X, Y, Z, 2) m/s in base_link x, y.
+- :class:`FlowHead`: OpenOcc v2 occupancy flow, (B, X, Y, Z, 2) m/s in base_link x, y (2D on a BEV input).
 - :class:`AdaptiveFusion` (OpenOccupancy): both modalities are projected to C channels and a
   per-voxel visibility weight w = sigmoid(conv(cat(cam, lidar))) mixes them,
   ``fused = w * cam + (1 - w) * lidar``.
@@ -120,7 +120,15 @@ class ChannelToHeightHead(nn.Module):
 
 
 class FlowHead(nn.Module):
-    """(B, C, X', Y', Z') -> flow (B, X, Y, Z, 2) in m/s (base_link x, y)."""
+    """(B, C, X', Y', Z') -> flow (B, X, Y, Z, 2) in m/s (base_link x, y).
+
+    A 3x3x3 conv-BN-ReLU and a 1x1x1 conv to (vx, vy), trilinearly upsampled to the output grid
+    (:meth:`forward_volume`). On a BEV input (Z' = 1: the HBEVOcc and channel-to-height models)
+    the 3x3x3 kernel's upper and lower slices only meet the zero padding and the trilinear
+    upsampling from one height is a copy along z, so :meth:`forward` runs the same weights as
+    2D convolutions and bilinear upsampling and copies the (X, Y) flow to every height: the
+    same values (the test compares the two) for a fraction of the work (``bench/heads.py``).
+    """
 
     def __init__(self, channels: int, out_dims: tuple[int, int, int]):
         super().__init__()
@@ -128,6 +136,19 @@ class FlowHead(nn.Module):
         self.out_dims = tuple(out_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 1:
+            return self.forward_volume(x)
+        conv, bn, relu = self.net[0]
+        y = F.conv2d(x[..., 0], conv.weight[..., 1], None, padding=1)  # the kernel's middle height slice
+        y = relu(bn(y[..., None]))[..., 0]  # BatchNorm3d on (B, C, X', Y', 1): the statistics of the volume path
+        y = F.conv2d(y, self.net[1].weight[..., 0], self.net[1].bias)  # (B, 2, X', Y')
+        X, Y, Z = self.out_dims
+        if tuple(y.shape[-2:]) != (X, Y):
+            y = F.interpolate(y, size=(X, Y), mode="bilinear", align_corners=False)
+        return y.permute(0, 2, 3, 1)[:, :, :, None, :].expand(-1, -1, -1, Z, -1).contiguous()
+
+    def forward_volume(self, x: torch.Tensor) -> torch.Tensor:
+        """The general path for any Z' (what :meth:`forward` equals on a BEV input)."""
         y = self.net(x)
         if tuple(y.shape[-3:]) != self.out_dims:
             y = F.interpolate(y, size=self.out_dims, mode="trilinear", align_corners=False)
