@@ -69,7 +69,7 @@ from occ_ros.bag.bagio import bag_messages, open_bag, remove_stale_temp_dirs, te
 from occ_ros.bag.nusc2bag import BASE_FRAME, GT_GRID_TOPIC, GT_TOPIC, MAP_FRAME, ODOM_TOPIC, gt_cloud_to_grid
 from occ_ros.bag.play import BagPlayer, PlayConfig
 from occ_ros.conversions.grid_msg import GRID_MSG_TYPE, SemanticGrid, grid_typestore, msg_to_grid
-from occ_ros.params import image_topic_for_bag
+from occ_ros.params import PARAMETERS, image_topic_for_bag
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 GRID_TOPIC = "/occupancy/grid"
@@ -216,7 +216,7 @@ class EvalConfig:
     json_out: Path | None = None
     lidar_sweeps: int = 1
     worker_queue_size: int = 2
-    temporal_pose_wait: float = 1.0
+    temporal_pose_wait: float = next(s.default for s in PARAMETERS if s.name == "temporal_pose_wait")
     drain_timeout: float = 120.0
     discovery_timeout: float = 10.0
     max_gap: float = 2.0
@@ -531,12 +531,14 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--record", type=Path, help="write the predictions (grid, voxels; + GT, TF) into this MCAP bag folder")
     p.add_argument("--json", dest="json_out", type=Path, help="write the summary and reports as JSON")
     p.add_argument("--lidar-sweeps", type=positive_int, default=1, help="node parameter lidar_sweeps (default 1)")
+    wait = next(s for s in PARAMETERS if s.name == "temporal_pose_wait")
     p.add_argument("--temporal-pose-wait", type=float, default=d.temporal_pose_wait, metavar="S",
                    help="node parameter temporal_pose_wait: seconds a temporal model's frame waits for its ego pose "
                         f"(default {d.temporal_pose_wait:g}; more on a loaded machine)")
     a = p.parse_args(argv)
-    if not 0.0 <= a.temporal_pose_wait <= 30.0:
-        p.error(f"--temporal-pose-wait: {a.temporal_pose_wait}; expected seconds in [0, 30] (the node parameter's range)")
+    if not wait.lo <= a.temporal_pose_wait <= wait.hi:
+        p.error(f"--temporal-pose-wait: {a.temporal_pose_wait}; expected seconds in [{wait.lo:g}, {wait.hi:g}] "
+                "(the node parameter's range)")
     ckpt = Path(a.checkpoint) if a.checkpoint else None
     return EvalConfig(a.bag, a.rate, a.config, ckpt, a.mask, a.record, a.json_out, a.lidar_sweeps, max_gap=a.max_gap,
                       temporal_pose_wait=a.temporal_pose_wait)
